@@ -1,0 +1,42 @@
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tuning.datasets import sentiment_lines, write_jsonl
+from tuning.spec import JobSpec
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tiny_bert_dir: Path) -> list[Path]:
+    return [tiny_bert_dir.parent]
+
+
+@pytest.fixture(scope="session")
+def sentiment_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(training, validation) JSONL files the tiny BERT learns in a few epochs."""
+    directory = tmp_path_factory.mktemp("sentiment")
+    training = write_jsonl(directory / "train.jsonl", sentiment_lines(64, seed=1))
+    validation = write_jsonl(directory / "validation.jsonl", sentiment_lines(32, seed=2))
+    return training, validation
+
+
+@pytest.fixture()
+def tiny_spec() -> Callable[..., JobSpec]:
+    """A spec for the tiny BERT that learns the sentiment data; keyword overrides go to hyperparameters."""
+
+    def make(method: dict[str, Any] | None = None, **hyperparameters: Any) -> JobSpec:
+        hp = {"epochs": 10, "batch_size": 8, "learning_rate": 2e-2, "warmup_ratio": 0.1, "logging_steps": 4}
+        return JobSpec.model_validate(
+            {
+                "base_model": "tiny-bert",
+                "training_file": "file-train",
+                "validation_file": "file-validation",
+                "method": method
+                or {"type": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]},
+                "hyperparameters": hp | hyperparameters,
+            }
+        )
+
+    return make

@@ -1,0 +1,177 @@
+"""The artifact against PEFT itself: key names, config fields, and logits after a reload."""
+
+import hashlib
+import importlib.metadata
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from tuning import JobSpec, RunResult, load_artifact, predict_logits, run
+from tuning.data import read_classification_file
+
+MakeSpec = Callable[..., JobSpec]
+
+PEFT_CONFIG_FIELDS = {
+    "peft_type",
+    "task_type",
+    "base_model_name_or_path",
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "modules_to_save",
+    "bias",
+    "fan_in_fan_out",
+    "inference_mode",
+}
+
+
+def train_artifact(
+    spec: JobSpec, out_dir: Path, files: tuple[Path, Path], model_dirs: list[Path]
+) -> RunResult:
+    return run(spec, out_dir, training_path=files[0], validation_path=files[1], model_dirs=model_dirs)
+
+
+def peft_logits(base_dir: Path, artifact_dir: Path, texts: list[str], num_labels: int) -> torch.Tensor:
+    """What a PEFT user gets: the plain base model, PeftModel.from_pretrained, a forward pass."""
+    base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=num_labels)
+    model = PeftModel.from_pretrained(base, artifact_dir).eval()
+    inputs = AutoTokenizer.from_pretrained(base_dir)(
+        texts, padding=True, truncation=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tiny_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, RunResult, JobSpec]:
+    spec = JobSpec.model_validate(
+        {
+            "base_model": "tiny-bert",
+            "training_file": "file-train",
+            "method": {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+            "hyperparameters": {"epochs": 10, "batch_size": 8, "learning_rate": 2e-2},
+        }
+    )
+    out_dir = tmp_path_factory.mktemp("artifact")
+    return out_dir, train_artifact(spec, out_dir, sentiment_files, [tiny_bert_dir.parent]), spec
+
+
+def test_files_and_adapter_config_fields(trained: tuple[Path, RunResult, JobSpec]) -> None:
+    out_dir, result, _ = trained
+    assert sorted(result.files) == ["adapter_config.json", "adapter_model.safetensors", "deltatune.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(result.files)
+    config = json.loads((out_dir / "adapter_config.json").read_text())
+    assert set(config) == PEFT_CONFIG_FIELDS
+    assert config | {"target_modules": None} == {
+        "peft_type": "LORA",
+        "task_type": "SEQ_CLS",
+        "base_model_name_or_path": "tiny-bert",
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "target_modules": None,
+        "modules_to_save": ["classifier"],
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+    assert config["target_modules"] == ["query", "value"]
+
+
+def test_tensor_names_equal_what_peft_itself_saves(
+    trained: tuple[Path, RunResult, JobSpec], tiny_bert_dir: Path
+) -> None:
+    out_dir, _, _ = trained
+    config = json.loads((out_dir / "adapter_config.json").read_text())
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    peft_model = get_peft_model(base, LoraConfig(**{k: v for k, v in config.items() if k != "peft_type"}))
+    theirs = {key: tensor.shape for key, tensor in get_peft_model_state_dict(peft_model).items()}
+    ours = {key: tensor.shape for key, tensor in load_file(out_dir / "adapter_model.safetensors").items()}
+    assert ours == theirs
+    assert "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight" in ours
+    assert "base_model.model.classifier.weight" in ours
+
+
+def test_peft_reload_reproduces_our_logits_and_the_reported_accuracy(
+    trained: tuple[Path, RunResult, JobSpec], tiny_bert_dir: Path, sentiment_files: tuple[Path, Path]
+) -> None:
+    out_dir, result, _ = trained
+    validation = read_classification_file(sentiment_files[1])
+    texts = [example.text for example in validation]
+
+    loaded = load_artifact(out_dir, [tiny_bert_dir.parent])
+    ours = predict_logits(loaded, texts)
+    theirs = peft_logits(tiny_bert_dir, out_dir, texts, num_labels=2)
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
+
+    predicted = [loaded.labels[i] for i in theirs.argmax(dim=-1).tolist()]
+    accuracy = sum(p == e.label for p, e in zip(predicted, validation, strict=True)) / len(validation)
+    assert accuracy == pytest.approx(result.metrics["val_accuracy"])
+    assert accuracy >= 0.9
+
+
+def test_the_trained_head_comes_back_not_a_random_one(
+    trained: tuple[Path, RunResult, JobSpec], tiny_bert_dir: Path
+) -> None:
+    out_dir, _, _ = trained
+    saved = load_file(out_dir / "adapter_model.safetensors")["base_model.model.classifier.weight"]
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
+    fresh_head = base.classifier.weight.detach().clone()
+    reloaded = PeftModel.from_pretrained(base, out_dir)
+    head = reloaded.get_submodule("base_model.model.classifier.modules_to_save.default")
+    assert isinstance(head, torch.nn.Linear)
+    assert torch.equal(head.weight, saved)
+    assert not torch.allclose(saved, fresh_head, atol=1e-3)
+
+
+def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], tiny_bert_dir: Path) -> None:
+    out_dir, result, spec = trained
+    manifest = json.loads((out_dir / "deltatune.json").read_text())
+    assert (manifest["format_version"], manifest["layout"], manifest["task"]) == (
+        1,
+        "peft",
+        "sequence_classification",
+    )
+    assert JobSpec.model_validate(manifest["spec"]) == spec
+    assert manifest["labels"] == {"0": "negative", "1": "positive"}
+    weights = (tiny_bert_dir / "model.safetensors").read_bytes()
+    assert manifest["base_model"] == {
+        "id": "tiny-bert",
+        "weights_sha256": {"model.safetensors": hashlib.sha256(weights).hexdigest()},
+    }
+    assert manifest["metrics"] == result.metrics
+    for library in ("torch", "transformers"):
+        assert manifest["versions"][library] == importlib.metadata.version(library)
+    assert manifest["created_at"].endswith("+00:00")
+
+
+def test_targets_peft_cannot_take_are_written_as_exact_names(
+    tiny_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # "output" names BertOutput and BertSelfOutput modules, not Linears: deltatune skips them, PEFT
+    # would refuse them, so the config must list the layers actually adapted.
+    spec = JobSpec.model_validate(
+        {
+            "base_model": "tiny-bert",
+            "training_file": "file-train",
+            "method": {"type": "lora", "r": 2, "alpha": 4, "target_modules": ["query", "output"]},
+            "hyperparameters": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-2},
+        }
+    )
+    out_dir = tmp_path / "out"
+    train_artifact(spec, out_dir, sentiment_files, [tiny_bert_dir.parent])
+    config = json.loads((out_dir / "adapter_config.json").read_text())
+    assert config["target_modules"] == [f"bert.encoder.layer.{i}.attention.self.query" for i in (0, 1)]
+
+    texts = ["a wonderful story", "boring and bad"]
+    ours = predict_logits(load_artifact(out_dir, [tiny_bert_dir.parent]), texts)
+    torch.testing.assert_close(peft_logits(tiny_bert_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)

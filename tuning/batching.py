@@ -1,0 +1,74 @@
+"""Tokenized examples and dynamically padded batches.
+
+Texts are tokenized once, up front; each batch is padded only to its own longest example, so short
+texts do not pay for the longest one in the file.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids per example and, for labelled data, each example's label index."""
+
+    input_ids: list[list[int]]
+    labels: list[int] | None
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    *,
+    max_length: int,
+) -> Encoded:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has no pad token")
+    return Encoded(ids, list(labels) if labels is not None else None, pad_id)
+
+
+def collate(encoded: Encoded, indices: Sequence[int]) -> Batch:
+    """Right-pad the chosen examples to their longest; the mask marks real tokens."""
+    rows = [encoded.input_ids[i] for i in indices]
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), encoded.pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if encoded.labels is not None:
+        batch["labels"] = torch.tensor([encoded.labels[i] for i in indices], dtype=torch.long)
+    return batch
+
+
+def batches_in_order(encoded: Encoded, batch_size: int) -> Iterator[Batch]:
+    for start in range(0, len(encoded), batch_size):
+        yield collate(encoded, range(start, min(start + batch_size, len(encoded))))
+
+
+def shuffled_batches(encoded: Encoded, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """One epoch in an order drawn from `generator`, so a seed fixes the order of every epoch."""
+    order = torch.randperm(len(encoded), generator=generator).tolist()
+    for start in range(0, len(order), batch_size):
+        yield collate(encoded, order[start : start + batch_size])
+
+
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    return -(-examples // batch_size)  # the last, smaller batch is a step too
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
