@@ -17,22 +17,29 @@ Queue = Literal["gpu", "cpu"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DELTATUNE_", extra="ignore")
 
-    data_dir: Path = Field(Path(".deltatune"), description="Root of the embedded database, files and artifacts.")
+    data_dir: Path = Field(
+        Path(".deltatune"), description="Root of the embedded database, files and artifacts."
+    )
     database_url: str = Field(
         "",
         validation_alias=AliasChoices("DATABASE_URL", "DELTATUNE_DATABASE_URL"),
         description="SQLAlchemy URL; empty means a SQLite file in data_dir.",
     )
-    broker_url: str = Field("", description="Celery broker; empty means kombu's filesystem transport in data_dir.")
+    broker_url: str = Field(
+        "", description="Celery broker; empty means kombu's filesystem transport in data_dir."
+    )
     job_queue: Queue = Field("cpu", description="Queue new jobs are sent to; compose sets 'gpu'.")
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
     model_dirs: list[Path] = Field(default_factory=list, description="Directories holding base models.")
     auto_migrate: bool = Field(
-        True, description="Upgrade the schema at start-up (embedded); when false, refuse a schema behind head."
+        True,
+        description="Upgrade the schema at start-up (embedded); when false, refuse a schema behind head.",
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    cancel_poll_seconds: float = Field(1.0, gt=0, description="How often a running job checks for cancellation.")
+    cancel_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a running job checks for cancellation."
+    )
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> "Settings":

@@ -1,0 +1,70 @@
+"""The FastAPI application: `create_app(settings)` builds one app with its own database and broker.
+
+Each app owns its engine, sessionmaker and Celery app (on `app.state`), built from the settings it
+is given, so tests and embedded servers never share a database through a module-level cache.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from sqlalchemy.orm import sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from service.body_limit import RequestBodyLimit
+from service.db import make_engine
+from service.errors import install_error_handlers
+from service.routes import files, health, jobs, models
+from service.schema import assert_at_head, upgrade_to_head
+from service.settings import Settings, get_settings
+from worker.app import make_celery
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Fine-tune pretrained models over REST and download the trained delta.
+
+Authenticate with `Authorization: Bearer <key>` (create keys with `deltatune keys create`).
+Every error answers `{"error": {"message", "type", "param", "code"}}`."""
+
+
+def _version() -> str:
+    try:
+        return version("deltatune")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+def prepare_schema(settings: Settings) -> None:
+    """Embedded: migrate our own database. Distributed: refuse a schema behind head, saying so."""
+    if settings.auto_migrate:
+        upgrade_to_head(settings.database_url)
+    else:
+        assert_at_head(settings.database_url)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(prepare_schema, settings)
+        logger.info(
+            "deltatune API ready (database %s, broker %s)", engine.url.get_backend_name(), settings.broker_url
+        )
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="deltatune", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.celery = make_celery(settings)
+    install_error_handlers(app)
+    app.add_middleware(RequestBodyLimit)
+    for module in (health, files, jobs, models):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,108 @@
+"""Jobs, their events and artifacts: the rows behind /v1/jobs, always scoped to their owner."""
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.crud import storable
+from service.crud.pages import newest_first_page
+from service.models import Artifact, Job, JobEvent, utcnow
+from tuning.spec import JobSpec
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+CANCELLED = "cancelled"
+# Statuses a cancel can still stop before the job ever runs.
+NOT_STARTED = ("validating_files", QUEUED)
+
+
+def create_job(session: Session, *, owner_id: str, spec: JobSpec, queue: str) -> Job:
+    """Insert and COMMIT a queued job; only after this may the job be sent to a worker."""
+    job = Job(
+        owner_id=owner_id,
+        status=QUEUED,
+        spec=spec.model_dump(mode="json"),
+        base_model=spec.base_model,
+        method=spec.method.type,
+        training_file_id=spec.training_file,
+        validation_file_id=spec.validation_file,
+        queue=queue,
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def get_job(session: Session, *, owner_id: str, job_id: str) -> Job | None:
+    if not storable(job_id):
+        return None
+    return session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner_id))
+
+
+def list_jobs(
+    session: Session, *, owner_id: str, limit: int, after: Job | None = None
+) -> tuple[list[Job], bool]:
+    query = select(Job).where(Job.owner_id == owner_id)
+    return newest_first_page(session, query, Job, limit=limit, after=after)
+
+
+def cancel_job_not_started(session: Session, *, job: Job) -> bool:
+    """Queued → cancelled in one conditional UPDATE, so a worker's claim can never win afterwards."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(NOT_STARTED))
+        .values(status=CANCELLED, finished_at=utcnow())
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        add_event(session, job_id=job.id, type="status", message="Job cancelled before it started")
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, *, job: Job) -> bool:
+    """Ask a running job to stop; its worker sees the flag and records `cancelled` itself."""
+    result = session.execute(
+        update(Job).where(Job.id == job.id, Job.status == RUNNING).values(cancel_requested=True)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        add_event(session, job_id=job.id, type="status", message="Cancellation requested")
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_event(session: Session, *, job_id: str, type: str, message: str, level: str = "info") -> None:
+    session.add(JobEvent(job_id=job_id, type=type, message=message, level=level, data={}))
+
+
+def list_events(
+    session: Session, *, job_id: str, limit: int, after: int | None = None
+) -> tuple[list[JobEvent], bool]:
+    """Oldest first: events read like a log, and `after` resumes where the last poll stopped."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    rows = list(session.scalars(query.order_by(JobEvent.id).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def list_artifacts(session: Session, *, job_id: str) -> list[Artifact]:
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def artifacts_by_job(session: Session, *, job_ids: Sequence[str]) -> dict[str, list[Artifact]]:
+    """Artifacts of many jobs in one query, for a page of jobs."""
+    found: dict[str, list[Artifact]] = defaultdict(list)
+    if job_ids:
+        query = select(Artifact).where(Artifact.job_id.in_(job_ids)).order_by(Artifact.name)
+        for artifact in session.scalars(query):
+            found[artifact.job_id].append(artifact)
+    return found
+
+
+def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None:
+    if not storable(name):
+        return None
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))

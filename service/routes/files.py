@@ -1,0 +1,189 @@
+"""/v1/files: upload JSONL data (validated line by line), list, read, download and delete it."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from service.crud import files as crud
+from service.deps import CurrentOwner, SessionDep, SettingsDep
+from service.errors import ApiError, Conflict, NotFound
+from service.models import File, new_id
+from service.schemas import FileDeleted, FileList, FileObject, error_responses, unix_seconds
+from service.settings import Settings
+from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
+from tuning.data import validate_file
+from tuning.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 422, 500))
+
+PURPOSES = ("fine-tune",)
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": 'JSONL, one {"text": ..., "label": ...} object per line.',
+                        },
+                        "purpose": {"type": "string", "enum": list(PURPOSES)},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def file_object(file: File) -> FileObject:
+    return FileObject(
+        id=file.id,
+        filename=file.filename,
+        purpose=file.purpose,
+        bytes=file.bytes,
+        created_at=unix_seconds(file.created_at),
+        status=file.status,  # type: ignore[arg-type]
+        status_details=file.status_details,
+        sha256=file.sha256,
+        examples=file.examples,
+    )
+
+
+def owned_file(session: Session, owner_id: str, file_id: str) -> File:
+    file = crud.get_file(session, owner_id=owner_id, file_id=file_id)
+    if file is None:
+        raise NotFound(f"no file with id {file_id!r}", param="file_id", code="file_not_found")
+    return file
+
+
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra=UPLOAD_BODY,
+    responses=error_responses(400, 413, 415),
+)
+async def upload_file(
+    request: Request, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> FileObject:
+    """Upload a JSONL file (multipart `file` and `purpose`); every line is validated."""
+    upload = await receive_upload(request, file_field="file", text_fields=("purpose",), settings=settings)
+    try:
+        purpose = upload.fields.get("purpose")
+        if purpose not in PURPOSES:
+            raise ApiError(
+                f"purpose must be one of {list(PURPOSES)}, got {purpose!r}",
+                param="purpose",
+                code="invalid_purpose",
+            )
+        file = await run_in_threadpool(_register_upload, session, settings, owner.id, upload, purpose)
+    finally:
+        remove_blob(upload.path)  # already gone when the upload was published
+    if file.status == crud.ERROR:
+        raise ApiError(
+            file.status_details or "invalid file", status_code=422, param="file", code="invalid_file"
+        )
+    return file_object(file)
+
+
+def _register_upload(
+    session: Session, settings: Settings, owner_id: str, upload: ReceivedUpload, purpose: str
+) -> File:
+    """Validate every line; store a good file under files/, record a bad one as `error` without a blob."""
+    file = File(
+        id=new_id("file"),
+        owner_id=owner_id,
+        filename=upload.filename,
+        purpose=purpose,
+        bytes=upload.bytes,
+        sha256=upload.sha256,
+    )
+    try:
+        report = validate_file(upload.path)
+    except DataError as error:
+        # The refused file stays listable with its reason, so a client can see why later.
+        file.status, file.status_details = crud.ERROR, str(error)
+        session.add(file)
+        session.commit()
+        return file
+    file.status, file.examples = crud.PROCESSED, report.examples
+    stored = publish_upload(upload, settings, file.id)
+    try:
+        session.add(file)
+        session.commit()
+    except BaseException:
+        remove_blob(stored)  # no row, no blob
+        raise
+    logger.info("stored file %s (%d bytes, %d examples)", file.id, file.bytes, report.examples)
+    return file
+
+
+@router.get("", responses=error_responses(400))
+def list_files(
+    owner: CurrentOwner,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(description="The last file id of the previous page.")] = None,
+) -> FileList:
+    """List your files, newest first."""
+    cursor = None
+    if after is not None:
+        cursor = crud.get_file(session, owner_id=owner.id, file_id=after)
+        if cursor is None:
+            raise ApiError(f"after: no file with id {after!r}", param="after", code="invalid_cursor")
+    files, has_more = crud.list_files(session, owner_id=owner.id, limit=limit, after=cursor)
+    return FileList(data=[file_object(file) for file in files], has_more=has_more)
+
+
+@router.get("/{file_id}", responses=error_responses(404))
+def get_file(file_id: str, owner: CurrentOwner, session: SessionDep) -> FileObject:
+    """Get one file's status, size, checksum and example count."""
+    return file_object(owned_file(session, owner.id, file_id))
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/jsonl": {}}}, **error_responses(404, 409)},
+)
+def download_file(
+    file_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """Download a processed file's content, streamed."""
+    file = owned_file(session, owner.id, file_id)
+    if file.status != crud.PROCESSED:
+        raise Conflict(f"file {file_id!r} has no content: {file.status_details}", code="file_not_ready")
+    headers = {"X-Content-SHA256": file.sha256} if file.sha256 else None
+    return FileResponse(
+        file_blob(settings, file.id), media_type="application/jsonl", filename=file.filename, headers=headers
+    )
+
+
+@router.delete("/{file_id}", responses=error_responses(404, 409))
+def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep) -> FileDeleted:
+    """Delete a file; refused while a queued or running job uses it."""
+    file = owned_file(session, owner.id, file_id)
+    active = [
+        job
+        for job in crud.jobs_using_file(session, file_id=file.id)
+        if job.status in crud.ACTIVE_JOB_STATUSES
+    ]
+    if active:
+        raise Conflict(
+            f"file {file_id!r} is used by job {active[0].id!r}, which is {active[0].status}",
+            param="file_id",
+            code="file_in_use",
+        )
+    crud.delete_file(session, file=file)
+    remove_blob(file_blob(settings, file_id))
+    return FileDeleted(id=file_id, deleted=True)

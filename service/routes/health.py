@@ -1,0 +1,71 @@
+"""/healthz (the process lives) and /readyz (the database and the broker answer); no auth."""
+
+import logging
+import tempfile
+
+from celery import Celery
+from fastapi import APIRouter
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.deps import CeleryDep, SessionDep, SettingsDep
+from service.errors import ApiError
+from service.schemas import Health, Readiness, error_responses
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"], responses=error_responses(500))
+
+BROKER_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    """Answer as long as the process is alive."""
+    return Health()
+
+
+@router.get("/readyz", responses=error_responses(503))
+def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Readiness:
+    """Check that the database and the broker are reachable; 503 names what is down."""
+    problems = {"database": _database_problem(session), "broker": _broker_problem(settings, celery)}
+    down = {name: problem for name, problem in problems.items() if problem}
+    if down:
+        reasons = "; ".join(f"{name} unreachable ({problem})" for name, problem in down.items())
+        raise ApiError(f"not ready: {reasons}", status_code=503, param=next(iter(down)), code="not_ready")
+    return Readiness(checks={name: "ok" for name in problems})
+
+
+def _database_problem(session: Session) -> str | None:
+    try:
+        session.execute(text("SELECT 1"))
+    except Exception as error:
+        logger.warning("readiness: database check failed: %s", error)
+        return type(error).__name__
+    return None
+
+
+def _broker_problem(settings: Settings, celery: Celery) -> str | None:
+    if settings.uses_filesystem_broker:
+        return _folder_problem(settings)
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    except Exception as error:
+        logger.warning("readiness: broker check failed: %s", error)
+        return type(error).__name__
+    return None
+
+
+def _folder_problem(settings: Settings) -> str | None:
+    queue = settings.broker_dir / "queue"
+    if not queue.is_dir():
+        return f"broker folder {queue.name!r} is missing"
+    try:
+        # Writing is what enqueueing does; os.access would not notice a read-only mount.
+        with tempfile.TemporaryFile(dir=queue, prefix=".readyz-", suffix=".probe"):
+            pass
+    except OSError as error:
+        return f"broker folder is not writable: {error.strerror}"
+    return None

@@ -1,0 +1,262 @@
+"""/v1/jobs: create a fine-tuning job, follow it, cancel it, and download what it produced."""
+
+import logging
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
+
+from service.crud import files as file_crud
+from service.crud import jobs as crud
+from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
+from service.dispatch import enqueue_job
+from service.errors import ApiError, Conflict, NotFound
+from service.models import Artifact, Job, JobEvent
+from service.schemas import (
+    ArtifactList,
+    ArtifactObject,
+    JobError,
+    JobEventList,
+    JobEventObject,
+    JobList,
+    JobObject,
+    error_responses,
+    optional_unix_seconds,
+    unix_seconds,
+)
+from service.storage import artifact_file, stream_tar_gz
+from tuning.errors import ModelNotFound
+from tuning.models import resolve_base_model
+from tuning.spec import JobSpec
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 500))
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
+
+
+def artifact_object(artifact: Artifact) -> ArtifactObject:
+    return ArtifactObject(
+        name=artifact.name,
+        bytes=artifact.bytes,
+        sha256=artifact.sha256,
+        created_at=unix_seconds(artifact.created_at),
+        url=f"/v1/jobs/{quote(artifact.job_id)}/artifacts/{quote(artifact.name)}",
+    )
+
+
+def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
+    spec = JobSpec.model_validate(job.spec)
+    error = None
+    if job.error_code is not None:
+        error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)
+    return JobObject(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        base_model=job.base_model,
+        method=spec.method,
+        training_file=job.training_file_id,
+        validation_file=job.validation_file_id,
+        spec=spec,
+        metadata=spec.metadata,
+        created_at=unix_seconds(job.created_at),
+        started_at=optional_unix_seconds(job.started_at),
+        finished_at=optional_unix_seconds(job.finished_at),
+        examples_seen=job.examples_seen,
+        trained_tokens=job.trained_tokens,
+        progress=min(max(job.progress, 0.0), 1.0),
+        metrics=job.metrics or {},
+        error=error,
+        cancel_requested=job.cancel_requested,
+        artifacts=[artifact_object(a) for a in artifacts] if job.status == crud.SUCCEEDED else [],
+    )
+
+
+def owned_job(session: Session, owner_id: str, job_id: str) -> Job:
+    job = crud.get_job(session, owner_id=owner_id, job_id=job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}", param="job_id", code="job_not_found")
+    return job
+
+
+def full_job_object(session: Session, job: Job) -> JobObject:
+    return job_object(job, crud.list_artifacts(session, job_id=job.id))
+
+
+@router.post("", status_code=201, responses=error_responses(400, 413, 415))
+def create_job(
+    spec: JobSpec, owner: CurrentOwner, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> JobObject:
+    """Create a fine-tuning job; it is queued for a worker."""
+    try:
+        resolve_base_model(spec.base_model, settings.model_dirs)
+    except ModelNotFound as error:
+        raise ApiError(error.message, param="base_model", code="model_not_found") from None
+    _check_data_file(session, owner.id, spec.training_file, "training_file")
+    if spec.validation_file is not None:
+        _check_data_file(session, owner.id, spec.validation_file, "validation_file")
+    job = crud.create_job(session, owner_id=owner.id, spec=spec, queue=settings.job_queue)
+    # Only after COMMIT: a worker that receives the id must find the row.
+    try:
+        enqueue_job(celery, job.id, job.queue)
+    except Exception:
+        # The job stays queued and is not lost: workers re-send queued jobs when they start.
+        logger.exception("could not reach the broker for job %s; it stays queued", job.id)
+    return job_object(job, [])
+
+
+def _check_data_file(session: Session, owner_id: str, file_id: str, param: str) -> None:
+    file = file_crud.get_file(session, owner_id=owner_id, file_id=file_id)
+    if file is None:
+        raise ApiError(f"{param}: no file with id {file_id!r}", param=param, code="file_not_found")
+    if file.status != file_crud.PROCESSED:
+        raise ApiError(
+            f"{param}: file {file_id!r} is not usable ({file.status}: {file.status_details})",
+            param=param,
+            code="file_not_ready",
+        )
+
+
+@router.get("", responses=error_responses(400))
+def list_jobs(
+    owner: CurrentOwner,
+    session: SessionDep,
+    limit: Limit = 20,
+    after: Annotated[str | None, Query(description="The last job id of the previous page.")] = None,
+) -> JobList:
+    """List your jobs, newest first."""
+    cursor = None
+    if after is not None:
+        cursor = crud.get_job(session, owner_id=owner.id, job_id=after)
+        if cursor is None:
+            raise ApiError(f"after: no job with id {after!r}", param="after", code="invalid_cursor")
+    jobs, has_more = crud.list_jobs(session, owner_id=owner.id, limit=limit, after=cursor)
+    succeeded = [job.id for job in jobs if job.status == crud.SUCCEEDED]
+    artifacts = crud.artifacts_by_job(session, job_ids=succeeded)
+    return JobList(data=[job_object(job, artifacts.get(job.id, [])) for job in jobs], has_more=has_more)
+
+
+@router.get("/{job_id}", responses=error_responses(404))
+def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
+    """Get a job: status, progress, latest metrics, error and artifacts."""
+    return full_job_object(session, owned_job(session, owner.id, job_id))
+
+
+@router.post("/{job_id}/cancel", responses=error_responses(404, 409))
+def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
+    """Cancel a job: a queued one never runs, a running one stops within a few steps."""
+    job = owned_job(session, owner.id, job_id)
+    # The worker may change the status between our read and our write; each UPDATE is
+    # conditional, so a lost race means re-reading and deciding again (at most a few times).
+    for _ in range(3):
+        if crud.cancel_job_not_started(session, job=job) or crud.request_cancel(session, job=job):
+            break
+        session.refresh(job)
+        if job.status not in (*crud.NOT_STARTED, crud.RUNNING):
+            raise Conflict(
+                f"job {job_id!r} already {job.status}; it cannot be cancelled", code="job_finished"
+            )
+    session.refresh(job)
+    return full_job_object(session, job)
+
+
+def event_object(event: JobEvent) -> JobEventObject:
+    return JobEventObject(
+        id=event.id,
+        created_at=unix_seconds(event.created_at),
+        level=event.level,
+        type=event.type,
+        message=event.message,
+        data=event.data or {},
+    )
+
+
+@router.get("/{job_id}/events", responses=error_responses(404))
+def list_events(
+    job_id: str,
+    owner: CurrentOwner,
+    session: SessionDep,
+    limit: Limit = 20,
+    after: Annotated[int | None, Query(description="The last event id already seen.")] = None,
+) -> JobEventList:
+    """List a job's events, oldest first: status changes, training metrics, evaluations."""
+    job = owned_job(session, owner.id, job_id)
+    events, has_more = crud.list_events(session, job_id=job.id, limit=limit, after=after)
+    return JobEventList(data=[event_object(event) for event in events], has_more=has_more)
+
+
+@router.get("/{job_id}/artifacts", responses=error_responses(404))
+def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> ArtifactList:
+    """List the files a job published, with sizes and sha256."""
+    job = owned_job(session, owner.id, job_id)
+    artifacts = crud.list_artifacts(session, job_id=job.id)
+    return ArtifactList(
+        data=[artifact_object(a) for a in artifacts], archive_url=f"/v1/jobs/{quote(job.id)}/artifacts.tar.gz"
+    )
+
+
+@router.get(
+    "/{job_id}/artifacts.tar.gz",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/gzip": {}}}, **error_responses(404, 409)},
+)
+def download_archive(
+    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> StreamingResponse:
+    """Download the whole artifact as one .tar.gz, streamed."""
+    job = owned_job(session, owner.id, job_id)
+    if job.status != crud.SUCCEEDED:
+        raise Conflict(
+            f"job {job_id!r} is {job.status}; only a succeeded job has an artifact", code="job_not_succeeded"
+        )
+    members = [
+        (a.name, artifact_file(settings, job.id, a.name)) for a in crud.list_artifacts(session, job_id=job.id)
+    ]
+    missing = [name for name, path in members if not path.is_file()]
+    if missing:
+        raise _missing_artifact(job.id, missing[0])
+    return StreamingResponse(
+        stream_tar_gz(members, root=job.id),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}.tar.gz"'},
+    )
+
+
+@router.get(
+    "/{job_id}/artifacts/{name:path}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404)},
+)
+def download_artifact(
+    job_id: str, name: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+) -> FileResponse:
+    """Download one artifact file, streamed, its sha256 in `X-Content-SHA256`."""
+    job = owned_job(session, owner.id, job_id)
+    # Looked up by exact name in the table: a client's name is never joined into a path unchecked.
+    artifact = crud.get_artifact(session, job_id=job.id, name=name)
+    if artifact is None:
+        raise NotFound(
+            f"job {job_id!r} has no artifact named {name!r}", param="name", code="artifact_not_found"
+        )
+    path = artifact_file(settings, job.id, artifact.name)
+    if not path.is_file():
+        raise _missing_artifact(job.id, artifact.name)
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=path.name,
+        headers={"X-Content-SHA256": artifact.sha256},
+    )
+
+
+def _missing_artifact(job_id: str, name: str) -> ApiError:
+    # Storage lost a file the database says was published: the server's fault, said plainly.
+    logger.error("artifact %s of job %s is recorded but missing from storage", name, job_id)
+    return ApiError(
+        f"artifact {name!r} of job {job_id!r} is missing from storage",
+        status_code=500,
+        code="artifact_missing",
+    )

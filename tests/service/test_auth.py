@@ -1,0 +1,76 @@
+"""API keys: hashed at rest, owner-scoped, and a 401 in the error shape when missing or bad."""
+
+import hashlib
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from service.auth import create_api_key, list_api_keys, owner_for_key, revoke_api_key
+from service.models import ApiKey, Owner
+
+
+def test_create_api_key_stores_only_the_sha256(app: FastAPI) -> None:
+    with app.state.sessionmaker() as session:
+        key = create_api_key(session, owner_name="alice")
+        stored = session.scalars(select(ApiKey)).all()
+    assert key.startswith("dt-") and len(key) == 3 + 32
+    assert len(stored) == 1
+    assert stored[0].key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert key not in {stored[0].key_hash, stored[0].prefix, stored[0].id}
+    assert key.startswith(stored[0].prefix)
+
+
+def test_keys_of_one_owner_share_it_and_keys_differ(app: FastAPI) -> None:
+    with app.state.sessionmaker() as session:
+        first = create_api_key(session, owner_name="alice")
+        second = create_api_key(session, owner_name="alice")
+        create_api_key(session, owner_name="bob")
+        owners = session.scalars(select(Owner.name).order_by(Owner.name)).all()
+        alice_first, alice_second = owner_for_key(session, first), owner_for_key(session, second)
+        listed = list_api_keys(session)
+    assert first != second
+    assert owners == ["alice", "bob"]
+    assert alice_first is not None and alice_second is not None and alice_first.id == alice_second.id
+    assert [info.owner_name for info in listed] == ["alice", "alice", "bob"]
+    assert all(info.revoked_at is None for info in listed)
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer dt-not-a-real-key"}, "invalid_api_key"),
+        ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, "missing_api_key"),
+    ],
+)
+def test_missing_or_invalid_key_is_401(client: TestClient, headers: dict[str, str], code: str) -> None:
+    for path in ("/v1/files", "/v1/jobs", "/v1/models", "/v1/jobs/ftjob-x/events"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401, (path, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+        error = response.json()["error"]
+        assert error["code"] == code and error["type"] == "authentication_error"
+
+
+def test_revoked_key_is_refused(app: FastAPI, client: TestClient) -> None:
+    with app.state.sessionmaker() as session:
+        key = create_api_key(session, owner_name="alice")
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.get("/v1/files", headers=headers).status_code == 200
+        (key_id,) = [info.id for info in list_api_keys(session)]
+        assert revoke_api_key(session, key_id=key_id)
+        assert not revoke_api_key(session, key_id=key_id)  # already revoked
+    response = client.get("/v1/files", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_upload_without_key_is_refused_before_the_body_is_stored(client: TestClient, app: FastAPI) -> None:
+    response = client.post(
+        "/v1/files", files={"file": ("a.jsonl", b"x" * 1000)}, data={"purpose": "fine-tune"}
+    )
+    assert response.status_code == 401
+    uploads = app.state.settings.data_dir / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())

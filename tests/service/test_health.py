@@ -1,0 +1,59 @@
+"""/healthz and /readyz: no auth; readiness really touches the database and the broker."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+CLOSED_PORT_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a broker that is down
+
+
+def test_healthz_needs_no_key(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_ready_with_sqlite_and_filesystem_broker(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_missing_broker_folder_is_503(client: TestClient, settings: Settings) -> None:
+    shutil.rmtree(settings.broker_dir / "queue")
+    error = client.get("/readyz").json()["error"]
+    assert error["code"] == "not_ready" and error["param"] == "broker"
+    assert "broker" in error["message"] and "database" not in error["message"]
+
+
+def test_unreachable_database_is_503(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, database_url="postgresql://postgres@127.0.0.1:5432/deltatune_no_such_db"
+    )
+    client = TestClient(create_app(settings))  # no lifespan: it would try to migrate the missing database
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["param"] == "database"
+    assert "database unreachable" in response.json()["error"]["message"]
+
+
+def test_unreachable_redis_broker_is_503_quickly(tmp_path: Path) -> None:
+    client = TestClient(create_app(Settings(data_dir=tmp_path, broker_url=CLOSED_PORT_REDIS)))
+    started = time.monotonic()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "broker unreachable" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 15
+
+
+def test_local_redis_broker_is_ready(tmp_path: Path) -> None:
+    client = TestClient(create_app(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/15")))
+    response = client.get("/readyz")
+    if response.status_code == 503 and "broker" in response.text:
+        pytest.fail("the local Redis on 127.0.0.1:6379 is down; start it (see .ci/run)")
+    assert response.status_code == 200, response.text

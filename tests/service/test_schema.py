@@ -1,0 +1,150 @@
+"""The Alembic migration builds exactly service/models.py's tables, on SQLite and on PostgreSQL."""
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.pool import NullPool
+
+from service.app import create_app
+from service.models import Base
+from service.schema import (
+    SchemaNotAtHead,
+    alembic_config,
+    assert_at_head,
+    current_revisions,
+    head_revisions,
+    is_at_head,
+    upgrade_to_head,
+)
+from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The local server trusts loopback connections; `postgres` is the role that may create databases.
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def differences(database_url: str) -> list[object]:
+    """What autogenerate would change to make the database match the models: nothing, ideally."""
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def table_names(database_url: str) -> set[str]:
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'schema.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"deltatune_test_{secrets.token_hex(6)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"the local PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({error}); start it (see .ci/run)"
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_sqlite_upgrade_matches_the_models(sqlite_url: str) -> None:
+    assert current_revisions(sqlite_url) == set()
+    upgrade_to_head(sqlite_url)
+    assert table_names(sqlite_url) == set(Base.metadata.tables) | {"alembic_version"}
+    assert differences(sqlite_url) == []
+    assert is_at_head(sqlite_url)
+    upgrade_to_head(sqlite_url)  # a second run is a no-op
+    assert current_revisions(sqlite_url) == head_revisions()
+
+
+def test_postgres_upgrade_matches_the_models(postgres_url: str) -> None:
+    assert not is_at_head(postgres_url)
+    upgrade_to_head(postgres_url)
+    assert table_names(postgres_url) == set(Base.metadata.tables) | {"alembic_version"}
+    assert differences(postgres_url) == []
+    assert is_at_head(postgres_url)
+    assert_at_head(postgres_url)
+
+
+def test_downgrade_removes_every_table(sqlite_url: str) -> None:
+    upgrade_to_head(sqlite_url)
+    command.downgrade(alembic_config(sqlite_url), "base")
+    assert table_names(sqlite_url) == {"alembic_version"}
+    assert current_revisions(sqlite_url) == set()
+
+
+def test_assert_at_head_refuses_a_database_behind_head(sqlite_url: str) -> None:
+    with pytest.raises(SchemaNotAtHead, match=r"behind.*run `deltatune migrate`"):
+        assert_at_head(sqlite_url)
+    upgrade_to_head(sqlite_url)
+    command.downgrade(alembic_config(sqlite_url), "base")
+    with pytest.raises(SchemaNotAtHead, match="behind"):
+        assert_at_head(sqlite_url)
+
+
+def test_assert_at_head_refuses_a_newer_schema(sqlite_url: str) -> None:
+    upgrade_to_head(sqlite_url)
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'from_the_future'")
+    engine.dispose()
+    with pytest.raises(SchemaNotAtHead, match="from_the_future.*newer version"):
+        assert_at_head(sqlite_url)
+
+
+def test_app_migrates_its_own_database_when_embedded(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, auto_migrate=True)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 200
+    assert is_at_head(settings.database_url)
+
+
+def test_app_refuses_to_start_on_a_schema_behind_head(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, auto_migrate=False)
+    with pytest.raises(SchemaNotAtHead, match="deltatune migrate"), TestClient(create_app(settings)):
+        pass
+    assert not is_at_head(settings.database_url)
+
+
+def test_alembic_command_line_works_from_the_repo_root(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    environment = {**os.environ, "DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", "alembic.ini", "upgrade", "head"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert is_at_head(database_url)
