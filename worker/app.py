@@ -11,22 +11,26 @@ from service.settings import Settings, get_settings
 QUEUES = ("gpu", "cpu")
 
 
-def _filesystem_transport_options(settings: Settings) -> dict[str, str]:
+def _filesystem_transport_options(settings: Settings) -> dict[str, str | bool]:
     # kombu's filesystem transport: one folder of message files that producer and consumer share.
     queue_dir = settings.broker_dir / "queue"
     processed_dir = settings.broker_dir / "processed"
-    for folder in (queue_dir, processed_dir):
+    # Exchange-to-queue bindings; kombu's default is a `control` folder in the current directory.
+    control_dir = settings.broker_dir / "control"
+    for folder in (queue_dir, processed_dir, control_dir):
         folder.mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(queue_dir),
         "data_folder_out": str(queue_dir),
         "processed_folder": str(processed_dir),
+        "control_folder": str(control_dir),
         "store_processed": False,
     }
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("deltatune", broker=settings.broker_url)
+    # `include`: a worker started with `celery -A worker.app` registers run_job; senders never import it.
+    app = Celery("deltatune", broker=settings.broker_url, include=["worker.tasks"])
     app.conf.update(
         task_acks_late=True,  # a worker killed mid-job leaves the message for another worker
         task_reject_on_worker_lost=True,

@@ -1,0 +1,64 @@
+"""Every training event becomes a job event at once, and the job carries the latest progress."""
+
+import math
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import JobEvent
+from service.settings import Settings
+from tests.worker.jobs import add_job, job_row
+from tuning.events import Event
+from worker.progress import ProgressRecorder
+
+
+def events_of(sessions: sessionmaker[Session], job_id: str) -> list[JobEvent]:
+    with sessions() as session:
+        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def test_events_are_stored_and_the_job_shows_progress(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings)
+    record = ProgressRecorder(sessions, job_id)
+
+    record(Event("message", "loading", {"device": "cpu"}))
+    record(Event("eval", "step 0", {"step": 0, "epoch": 0.0, "val_loss": 0.7, "val_accuracy": 0.5}))
+    record(Event("metrics", "step 3/12", {"step": 3, "total_steps": 12, "epoch": 0.25, "train_loss": 0.6}))
+    # Seen in the same instant by another session: each event is committed on its own.
+    assert [event.type for event in events_of(sessions, job_id)] == ["message", "eval", "metrics"]
+    assert job_row(sessions, job_id).progress == 0.25
+
+    record(Event("eval", "step 6", {"step": 6, "epoch": 0.5, "val_loss": 0.4, "val_accuracy": 0.9}))
+    job = job_row(sessions, job_id)
+    assert job.progress == 0.5  # eval events carry no total: the last one seen is used
+    assert job.metrics == {"step": 6, "epoch": 0.5, "train_loss": 0.6, "val_loss": 0.4, "val_accuracy": 0.9}
+    assert events_of(sessions, job_id)[0].data == {"device": "cpu"}
+
+
+def test_counters_are_taken_when_an_event_gives_them(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings)
+    ProgressRecorder(sessions, job_id)(
+        Event(
+            "metrics", "step 2/4", {"step": 2, "total_steps": 4, "examples_seen": 16, "trained_tokens": 160}
+        )
+    )
+    job = job_row(sessions, job_id)
+    assert (job.examples_seen, job.trained_tokens) == (16, 160)
+
+
+def test_a_diverged_loss_is_stored_as_null(sessions: sessionmaker[Session], settings: Settings) -> None:
+    job_id = add_job(sessions, settings)
+    ProgressRecorder(sessions, job_id)(
+        Event("metrics", "step 1/4", {"step": 1, "total_steps": 4, "train_loss": math.nan, "lr": [math.inf]})
+    )
+    assert events_of(sessions, job_id)[0].data == {
+        "step": 1,
+        "total_steps": 4,
+        "train_loss": None,
+        "lr": [None],
+    }
+    assert job_row(sessions, job_id).metrics["train_loss"] is None

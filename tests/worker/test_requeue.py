@@ -1,0 +1,63 @@
+"""A starting worker re-sends what lost its message: queued jobs, and its own orphans."""
+
+import base64
+import json
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.dispatch import RUN_JOB_TASK
+from service.models import Job
+from service.settings import Settings
+from tests.worker.jobs import add_job, job_row
+from worker.app import make_celery
+from worker.claim import claim_job
+from worker.requeue import requeue_orphans, resend_queued
+
+
+def sent_messages(settings: Settings) -> list[tuple[str, str, list[str]]]:
+    """(queue, task name, args) of every message waiting in the filesystem broker."""
+    messages = []
+    for path in sorted((settings.broker_dir / "queue").iterdir()):
+        queue = path.name.split(".")[-2]
+        envelope = json.loads(path.read_text())
+        args = json.loads(base64.b64decode(envelope["body"]))[0]
+        messages.append((queue, envelope["headers"]["task"], args))
+    return messages
+
+
+def set_status(sessions: sessionmaker[Session], job_id: str, status: str) -> None:
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=status))
+
+
+def test_every_queued_job_is_sent_again(sessions: sessionmaker[Session], settings: Settings) -> None:
+    waiting = [add_job(sessions, settings), add_job(sessions, settings)]
+    finished = add_job(sessions, settings)
+    set_status(sessions, finished, "succeeded")
+
+    sent = resend_queued(sessions, make_celery(settings))
+
+    assert sent == waiting
+    # The broker orders files by millisecond, so two sent in the same one may come back either way.
+    assert sorted(sent_messages(settings)) == sorted(("cpu", RUN_JOB_TASK, [job_id]) for job_id in waiting)
+
+
+def test_a_restarted_worker_queues_its_own_orphans_again(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    mine, theirs = add_job(sessions, settings), add_job(sessions, settings)
+    assert claim_job(sessions, mine, worker="celery@here")
+    assert claim_job(sessions, theirs, worker="celery@elsewhere")
+
+    assert requeue_orphans(sessions, worker="celery@here") == [mine]
+
+    job = job_row(sessions, mine)
+    assert (job.status, job.worker, job.started_at) == ("queued", None, None)
+    assert job_row(sessions, theirs).status == "running"  # another worker may still be running it
+    assert claim_job(sessions, mine, worker="celery@here")  # and the next delivery can claim it
+
+
+def test_nothing_to_resend_sends_nothing(sessions: sessionmaker[Session], settings: Settings) -> None:
+    assert resend_queued(sessions, make_celery(settings)) == []
+    assert sent_messages(settings) == []

@@ -1,0 +1,67 @@
+"""The training loop's event sink: every `tuning.events.Event` becomes a job event row at once.
+
+Each event is committed in its own short transaction so a client polling the job sees progress while
+it trains; the job row carries the latest progress, metrics and counters alongside.
+"""
+
+import math
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import Job, JobEvent
+from tuning.events import Event
+
+# Event fields that describe the run's position rather than a measurement.
+_NOT_METRICS = frozenset({"total_steps"})
+_COUNTERS = ("examples_seen", "trained_tokens")
+
+
+class ProgressRecorder:
+    """Use as `on_event`: stores the event and updates the job's progress and latest metrics."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str) -> None:
+        self._sessions = sessions
+        self._job_id = job_id
+        self._total_steps: int | None = None  # eval events carry no total; remember the last one
+
+    def __call__(self, event: Event) -> None:
+        data = json_safe(event.data)
+        with self._sessions.begin() as session:
+            session.add(JobEvent(job_id=self._job_id, type=event.type, message=event.message, data=data))
+            job = session.get(Job, self._job_id)
+            if job is not None:
+                self._update_job(job, event.type, data)
+
+    def _update_job(self, job: Job, event_type: str, data: dict[str, Any]) -> None:
+        if isinstance(data.get("total_steps"), int) and data["total_steps"] > 0:
+            self._total_steps = data["total_steps"]
+        step = data.get("step")
+        if isinstance(step, int) and self._total_steps:
+            job.progress = min(step / self._total_steps, 1.0)
+        if event_type in ("metrics", "eval"):
+            # None stays: a loss that diverged must not leave the last finite one on show.
+            measured = {
+                key: value
+                for key, value in data.items()
+                if (value is None or _is_number(value)) and key not in _NOT_METRICS
+            }
+            job.metrics = {**(job.metrics or {}), **measured}  # a new dict, so the JSON column is saved
+        for counter in _COUNTERS:
+            if isinstance(data.get(counter), int):
+                setattr(job, counter, data[counter])
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as None: PostgreSQL's JSON refuses them, and a loss can diverge."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
