@@ -41,9 +41,10 @@ class LoadedArtifact:
 
 
 def load_artifact(
-    artifact_dir: Path, model_dirs: Sequence[Path] = (), *, device: torch.device | None = None
+    artifact_dir: str | Path, model_dirs: Sequence[Path] = (), *, device: torch.device | None = None
 ) -> LoadedArtifact:
     """Rebuild the fine-tuned classifier an artifact describes (base model found via `model_dirs`)."""
+    artifact_dir = Path(artifact_dir)
     manifest = json.loads((artifact_dir / MANIFEST).read_text())
     spec = JobSpec.model_validate(manifest["spec"])
     labels = [manifest["labels"][str(index)] for index in range(len(manifest["labels"]))]

@@ -79,7 +79,7 @@ def test_integer_labels_travel_with_the_artifact(
     )
     assert json.loads((out_dir / "deltatune.json").read_text())["labels"] == {"0": 2, "1": 10}
 
-    loaded = load_artifact(out_dir, model_dirs)
+    loaded = load_artifact(str(out_dir), model_dirs)  # a plain string, as a user types it
     assert loaded.labels == [2, 10]
     scores = predict_logits(loaded, ["wonderful love excellent", "awful terrible boring"])
     assert [loaded.labels[i] for i in scores.argmax(dim=-1).tolist()] == [2, 10]
