@@ -6,10 +6,28 @@ Every file, job, event and artifact query is scoped to an owner. Schema changes 
 
 import secrets
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class JobStatus(StrEnum):
+    """A job's status: OpenAI's fine-tuning names, shared by the API and the workers."""
+
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A cancel can still stop these before the job ever runs.
+NOT_STARTED = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED)
+# Jobs that will still read their files.
+ACTIVE = (*NOT_STARTED, JobStatus.RUNNING)
 
 
 def utcnow() -> datetime:
@@ -70,8 +88,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("ftjob"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
-    # validating_files | queued | running | succeeded | failed | cancelled (OpenAI's names).
-    status: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)  # a JobStatus
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     base_model: Mapped[str] = mapped_column(String(512))
     method: Mapped[str] = mapped_column(String(64))

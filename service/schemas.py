@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.models import JobStatus
 from tuning.spec import JobSpec, Method
 
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
 FileStatus = Literal["processed", "error"]
 
 

@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, utcnow
+from service.models import Job, JobStatus, utcnow
 from worker.outcome import status_event
 
 logger = logging.getLogger(__name__)
@@ -20,13 +20,13 @@ def claim_job(sessions: sessionmaker[Session], job_id: str, *, worker: str) -> b
     with sessions.begin() as session:
         claimed = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(status="running", started_at=utcnow(), worker=worker)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, started_at=utcnow(), worker=worker)
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return False
         # Same transaction: a client never sees `running` without the event that says who runs it.
-        session.add(status_event(job_id, "running", f"claimed by worker {worker}", worker=worker))
+        session.add(status_event(job_id, JobStatus.RUNNING, f"claimed by worker {worker}", worker=worker))
     logger.info("job %s claimed by %s", job_id, worker)
     return True

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 import tuning
-from service.models import Job
+from service.models import Job, JobStatus
 from service.settings import Settings
 from tuning.errors import Cancelled, TuningError
 from tuning.spec import JobSpec
@@ -63,10 +63,10 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         publish_artifact(
             sessions, job_id, out_dir=scratch / "out", artifacts_dir=settings.artifacts_dir, result=result
         )
-        return "succeeded"
+        return JobStatus.SUCCEEDED
     except Cancelled:
         record_cancelled(sessions, job_id)
-        return "cancelled"
+        return JobStatus.CANCELLED
     except TuningError as error:
         record_failure(sessions, job_id, JobFailure(error.code, error.message, param=error.param))
     except JobFailure as failure:
@@ -75,7 +75,7 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         logger.exception("job %s hit an unexpected error", job_id)
         message = f"the worker hit an unexpected error: {type(error).__name__}: {error}"
         record_failure(sessions, job_id, JobFailure(INTERNAL_ERROR, message))
-    return "failed"
+    return JobStatus.FAILED
 
 
 def load_inputs(sessions: sessionmaker[Session], job_id: str, *, files_dir: Path) -> JobInputs:

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobEvent, utcnow
+from service.models import Job, JobEvent, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def record_failure(sessions: sessionmaker[Session], job_id: str, failure: JobFai
         _finish(
             session,
             job_id,
-            "failed",
+            JobStatus.FAILED,
             error_code=failure.code,
             error_message=failure.message,
             error_param=failure.param,
@@ -43,7 +43,7 @@ def record_failure(sessions: sessionmaker[Session], job_id: str, failure: JobFai
         session.add(
             status_event(
                 job_id,
-                "failed",
+                JobStatus.FAILED,
                 f"failed: {failure.message}",
                 level="error",
                 code=failure.code,
@@ -55,8 +55,8 @@ def record_failure(sessions: sessionmaker[Session], job_id: str, failure: JobFai
 
 def record_cancelled(sessions: sessionmaker[Session], job_id: str) -> None:
     with sessions.begin() as session:
-        _finish(session, job_id, "cancelled")
-        session.add(status_event(job_id, "cancelled", "cancelled; nothing was published"))
+        _finish(session, job_id, JobStatus.CANCELLED)
+        session.add(status_event(job_id, JobStatus.CANCELLED, "cancelled; nothing was published"))
     logger.info("job %s cancelled", job_id)
 
 
@@ -64,7 +64,7 @@ def _finish(session: Session, job_id: str, status: str, **values: Any) -> None:
     # Only a running job can end here: the claim made it running, and nothing else moves it on.
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == "running")
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
         .values(status=status, finished_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )

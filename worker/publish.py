@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Artifact, Job, utcnow
+from service.models import Artifact, Job, JobStatus, utcnow
 from tuning.run import RunResult
 from worker.outcome import status_event
 from worker.progress import json_safe
@@ -67,9 +67,9 @@ def _record_success(
         session.add_all(Artifact(job_id=job_id, name=f.name, bytes=f.bytes, sha256=f.sha256) for f in files)
         finished = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
             .values(
-                status="succeeded",
+                status=JobStatus.SUCCEEDED,
                 metrics=json_safe(result.metrics),
                 examples_seen=result.examples_seen,
                 trained_tokens=result.trained_tokens,
@@ -84,7 +84,7 @@ def _record_success(
         session.add(
             status_event(
                 job_id,
-                "succeeded",
+                JobStatus.SUCCEEDED,
                 f"succeeded: {len(files)} artifact files published",
                 artifacts=[f.name for f in files],
             )

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.dispatch import enqueue_job
-from service.models import Job
+from service.models import Job, JobStatus
 from worker.outcome import status_event
 
 logger = logging.getLogger(__name__)
@@ -23,16 +23,20 @@ logger = logging.getLogger(__name__)
 def requeue_orphans(sessions: sessionmaker[Session], *, worker: str) -> list[str]:
     """Jobs this worker name was running when it died, put back to queued."""
     with sessions.begin() as session:
-        job_ids = list(session.scalars(select(Job.id).where(Job.status == "running", Job.worker == worker)))
+        job_ids = list(
+            session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING, Job.worker == worker))
+        )
         if job_ids:
             session.execute(
                 update(Job)
-                .where(Job.id.in_(job_ids), Job.status == "running")
-                .values(status="queued", worker=None, started_at=None, progress=0.0)
+                .where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING)
+                .values(status=JobStatus.QUEUED, worker=None, started_at=None, progress=0.0)
                 .execution_options(synchronize_session=False)
             )
             session.add_all(
-                status_event(job_id, "queued", f"queued again: worker {worker} restarted while running it")
+                status_event(
+                    job_id, JobStatus.QUEUED, f"queued again: worker {worker} restarted while running it"
+                )
                 for job_id in job_ids
             )
     for job_id in job_ids:
@@ -43,7 +47,7 @@ def requeue_orphans(sessions: sessionmaker[Session], *, worker: str) -> list[str
 def resend_queued(sessions: sessionmaker[Session], celery: Celery) -> list[str]:
     """Send run_job again for every queued job, oldest first; returns their ids."""
     with sessions() as session:
-        waiting = select(Job.id, Job.queue).where(Job.status == "queued").order_by(Job.created_at)
+        waiting = select(Job.id, Job.queue).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
         queued = [(job_id, queue) for job_id, queue in session.execute(waiting)]
     for job_id, queue in queued:
         enqueue_job(celery, job_id, queue)

@@ -11,7 +11,6 @@ PROCESSED = "processed"
 ERROR = "error"
 # A file an old job still references: its blob is gone, its row stays for the job's sake.
 DELETED = "deleted"
-ACTIVE_JOB_STATUSES = ("validating_files", "queued", "running")
 
 
 def get_file(session: Session, *, owner_id: str, file_id: str) -> File | None:

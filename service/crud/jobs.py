@@ -8,22 +8,15 @@ from sqlalchemy.orm import Session
 
 from service.crud import storable
 from service.crud.pages import newest_first_page
-from service.models import Artifact, Job, JobEvent, utcnow
+from service.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcnow
 from tuning.spec import JobSpec
-
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-CANCELLED = "cancelled"
-# Statuses a cancel can still stop before the job ever runs.
-NOT_STARTED = ("validating_files", QUEUED)
 
 
 def create_job(session: Session, *, owner_id: str, spec: JobSpec, queue: str) -> Job:
     """Insert and COMMIT a queued job; only after this may the job be sent to a worker."""
     job = Job(
         owner_id=owner_id,
-        status=QUEUED,
+        status=JobStatus.QUEUED,
         spec=spec.model_dump(mode="json"),
         base_model=spec.base_model,
         method=spec.method.type,
@@ -54,7 +47,7 @@ def cancel_job_not_started(session: Session, *, job: Job) -> bool:
     result = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_(NOT_STARTED))
-        .values(status=CANCELLED, finished_at=utcnow())
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow())
     )
     if result.rowcount:  # type: ignore[attr-defined]
         add_event(session, job_id=job.id, type="status", message="Job cancelled before it started")
@@ -65,7 +58,7 @@ def cancel_job_not_started(session: Session, *, job: Job) -> bool:
 def request_cancel(session: Session, *, job: Job) -> bool:
     """Ask a running job to stop; its worker sees the flag and records `cancelled` itself."""
     result = session.execute(
-        update(Job).where(Job.id == job.id, Job.status == RUNNING).values(cancel_requested=True)
+        update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
     )
     if result.rowcount:  # type: ignore[attr-defined]
         add_event(session, job_id=job.id, type="status", message="Cancellation requested")

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from service.crud import files as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
-from service.models import File, new_id
+from service.models import ACTIVE, File, new_id
 from service.schemas import FileDeleted, FileList, FileObject, error_responses, unix_seconds
 from service.settings import Settings
 from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
@@ -176,7 +176,7 @@ def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, settings
     active = [
         job
         for job in crud.jobs_using_file(session, file_id=file.id)
-        if job.status in crud.ACTIVE_JOB_STATUSES
+        if job.status in ACTIVE
     ]
     if active:
         raise Conflict(

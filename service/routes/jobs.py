@@ -13,7 +13,7 @@ from service.crud import jobs as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.dispatch import enqueue_job
 from service.errors import ApiError, Conflict, NotFound
-from service.models import Artifact, Job, JobEvent
+from service.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.schemas import (
     ArtifactList,
     ArtifactObject,
@@ -55,7 +55,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)
     return JobObject(
         id=job.id,
-        status=job.status,  # type: ignore[arg-type]
+        status=JobStatus(job.status),
         base_model=job.base_model,
         method=spec.method,
         training_file=job.training_file_id,
@@ -71,7 +71,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         metrics=job.metrics or {},
         error=error,
         cancel_requested=job.cancel_requested,
-        artifacts=[artifact_object(a) for a in artifacts] if job.status == crud.SUCCEEDED else [],
+        artifacts=[artifact_object(a) for a in artifacts] if job.status == JobStatus.SUCCEEDED else [],
     )
 
 
@@ -134,7 +134,7 @@ def list_jobs(
         if cursor is None:
             raise ApiError(f"after: no job with id {after!r}", param="after", code="invalid_cursor")
     jobs, has_more = crud.list_jobs(session, owner_id=owner.id, limit=limit, after=cursor)
-    succeeded = [job.id for job in jobs if job.status == crud.SUCCEEDED]
+    succeeded = [job.id for job in jobs if job.status == JobStatus.SUCCEEDED]
     artifacts = crud.artifacts_by_job(session, job_ids=succeeded)
     return JobList(data=[job_object(job, artifacts.get(job.id, [])) for job in jobs], has_more=has_more)
 
@@ -155,7 +155,7 @@ def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObje
         if crud.cancel_job_not_started(session, job=job) or crud.request_cancel(session, job=job):
             break
         session.refresh(job)
-        if job.status not in (*crud.NOT_STARTED, crud.RUNNING):
+        if job.status not in ACTIVE:
             raise Conflict(
                 f"job {job_id!r} already {job.status}; it cannot be cancelled", code="job_finished"
             )
@@ -208,7 +208,7 @@ def download_archive(
 ) -> StreamingResponse:
     """Download the whole artifact as one .tar.gz, streamed."""
     job = owned_job(session, owner.id, job_id)
-    if job.status != crud.SUCCEEDED:
+    if job.status != JobStatus.SUCCEEDED:
         raise Conflict(
             f"job {job_id!r} is {job.status}; only a succeeded job has an artifact", code="job_not_succeeded"
         )
