@@ -26,7 +26,7 @@ class JobStatus(StrEnum):
 
 # A cancel can still stop these before the job ever runs.
 NOT_STARTED = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED)
-# Jobs that will still read their files.
+# Not finished yet: may still be cancelled, and may still read their files.
 ACTIVE = (*NOT_STARTED, JobStatus.RUNNING)
 
 
