@@ -12,7 +12,7 @@ from tuning.run import RunResult, run
 from tuning.spec import JobSpec
 
 if TYPE_CHECKING:
-    from tuning.artifact import LoadedArtifact, load_artifact, predict_logits
+    from tuning.artifacts.load import LoadedArtifact, load_artifact, predict_logits
 
 __all__ = [
     "Cancelled",
@@ -39,7 +39,7 @@ _ARTIFACT_NAMES = ("LoadedArtifact", "load_artifact", "predict_logits")
 def __getattr__(name: str) -> Any:
     # `tuning.load_artifact` imports torch only when someone asks for it.
     if name in _ARTIFACT_NAMES:
-        from tuning import artifact
+        from tuning.artifacts import load as artifact
 
         return getattr(artifact, name)
     raise AttributeError(f"module 'tuning' has no attribute {name!r}")

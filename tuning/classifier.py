@@ -34,6 +34,8 @@ class Classifier:
     # Modules trained in full and saved whole: PEFT's `modules_to_save`.
     head_modules: list[str]
     max_length: int
+    # Tensors loaded from the checkpoint, outside the head: what "pretrained" means for θ₀ and deltas.
+    pretrained: frozenset[str]
 
 
 def load_classifier(model_path: Path, labels: Sequence[Label], *, max_seq_length: int) -> Classifier:
@@ -58,7 +60,10 @@ def load_classifier(model_path: Path, labels: Sequence[Label], *, max_seq_length
     model.requires_grad_(False)
     for name in head_modules:
         model.get_submodule(name).requires_grad_(True)
-    return Classifier(model, tokenizer, head_modules, _usable_length(model, max_seq_length))
+    pretrained = frozenset(
+        key for key in model.state_dict() if key not in fresh and not _is_under(key, head_modules)
+    )
+    return Classifier(model, tokenizer, head_modules, _usable_length(model, max_seq_length), pretrained)
 
 
 def find_head_modules(model: nn.Module, fresh_keys: Sequence[str]) -> list[str]:
@@ -94,3 +99,7 @@ def _usable_length(model: PreTrainedModel, max_seq_length: int) -> int:
     """The spec's length, capped by the model's position table (longer inputs would crash it)."""
     positions = getattr(model.config, "max_position_embeddings", None)
     return min(max_seq_length, positions) if isinstance(positions, int) else max_seq_length
+
+
+def _is_under(name: str, prefixes: Sequence[str]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)

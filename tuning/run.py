@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from tuning.compat import check_spec_for_model
 from tuning.data import Example, Label, build_label_map, check_validation_labels, read_classification_file
+from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.models import resolve_base_model
 from tuning.spec import JobSpec
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from tuning.batching import Encoded
+    from tuning.build import Built
     from tuning.classifier import Classifier
-    from tuning.train import TrainResult
+    from tuning.pretrained import PretrainedSnapshot
+    from tuning.regularizers import Regularizer
+    from tuning.train import StepHook, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -44,51 +50,79 @@ def run(
     *,
     training_path: Path,
     validation_path: Path | None = None,
+    fisher_path: Path | None = None,
     model_dirs: Sequence[Path] = (),
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> RunResult:
     """Fine-tune `spec.base_model` on `training_path` and write the artifact into `out_dir`.
 
-    Raises DataError, SpecError, ModelNotFound, or Cancelled when `should_stop()` turns true.
+    `fisher_path` is the source-task file of an `ewc` regularizer. Raises DataError, SpecError,
+    ModelNotFound, or Cancelled when `should_stop()` turns true.
     """
     # torch and transformers load here, not at import: the API imports tuning without them.
-    from tuning.classifier import load_classifier
+    from tuning.artifacts import TrainedJob, write_artifact
+    from tuning.build import apply_spec_method, prepare_classifier
     from tuning.device import pick_device
-    from tuning.export import write_lora_artifact
-    from tuning.lora import apply_lora
+    from tuning.pretrained import PretrainedSnapshot
     from tuning.train import seed_everything, train
 
     base_path = resolve_base_model(spec.base_model, model_dirs)
+    check_spec_for_model(spec, base_path)
     train_examples, validation_examples, labels = _read_data(training_path, validation_path)
+    fisher_examples = _read_fisher_data(spec, fisher_path)
     on_event(_data_summary(train_examples, validation_examples, labels))
 
     hp = spec.hyperparameters
     seed_everything(hp.seed)  # before the model is built: the new head's init is part of the run
     device = pick_device()
     on_event(Event("message", f"loading {spec.base_model} on {device.type}", {"device": device.type}))
-    classifier = load_classifier(base_path, labels, max_seq_length=hp.max_seq_length)
+    classifier = prepare_classifier(spec, base_path, labels)
     model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
-    adapted = apply_lora(model, spec.method, exclude=classifier.head_modules)
     model.to(device)
+    # What the regularizers compare against is taken before the method rewrites the model.
+    before_method = _before_method(spec, classifier, fisher_examples, device, on_event)
+    built = apply_spec_method(spec, classifier)
+    model.to(device)
+    method_trainable = [p for p in model.parameters() if p.requires_grad]
+    snapshot = PretrainedSnapshot.take(model, classifier.pretrained)
 
     train_set = _encode(classifier, train_examples, labels)
     validation_set = _encode(classifier, validation_examples, labels) if validation_examples else None
-    on_event(_training_started(model, adapted, classifier.head_modules))
+    on_event(_training_started(model, built))
     result = train(
-        model, train_set, validation_set, hp, device=device, on_event=on_event, should_stop=should_stop
+        model,
+        train_set,
+        validation_set,
+        hp,
+        device=device,
+        optimizer_groups=_optimizer_groups(spec, model, built),
+        regularizers=_regularizers(spec, model, built, snapshot, before_method),
+        before_step=_unfreeze_schedule(spec, model, built, len(train_set)),
+        on_event=on_event,
+        should_stop=should_stop,
     )
+    for parameter in method_trainable:  # a schedule may have stopped short of unfreezing them all
+        parameter.requires_grad_(True)
 
     metrics = _final_metrics(result)
-    on_event(Event("message", f"exporting the adapter to {out_dir.name}", {}))
-    files = write_lora_artifact(
+    on_event(Event("message", f"exporting the artifact to {out_dir.name}", {}))
+    model.to("cpu").eval()
+    files = write_artifact(
         out_dir,
-        spec=spec,
-        model=model,
-        head_modules=classifier.head_modules,
-        labels=labels,
-        base_model_path=base_path,
-        metrics=metrics,
+        TrainedJob(
+            spec=spec,
+            model=model,
+            tokenizer=classifier.tokenizer,
+            head_modules=classifier.head_modules,
+            labels=labels,
+            base_model_path=base_path,
+            metrics=metrics,
+            applied=built.applied,
+            snapshot=snapshot.to("cpu"),
+            pretrained=classifier.pretrained,
+            tokenizer_changed=built.tokenizer_changed,
+        ),
     )
     logger.info("%s: %d steps in %.1f s, metrics %s", spec.base_model, result.steps, result.seconds, metrics)
     return RunResult(metrics, result.examples_seen, result.trained_tokens, result.steps, files)
@@ -104,6 +138,90 @@ def _read_data(
         validation_examples = read_classification_file(validation_path, param="validation_file")
         check_validation_labels(validation_examples, labels)
     return train_examples, validation_examples, labels
+
+
+def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[Example]:
+    ewc = spec.regularizers.ewc
+    if ewc is None:
+        return []
+    if fisher_path is None:
+        raise SpecError(
+            "ewc needs the source-task file named by fisher_file", param="regularizers.ewc.fisher_file"
+        )
+    return read_classification_file(fisher_path, param="regularizers.ewc.fisher_file")[: ewc.fisher_examples]
+
+
+@dataclass
+class BeforeMethod:
+    """What the regularizers compare against, taken before the method rewrote the model."""
+
+    reference_model: nn.Module | None  # kl: a frozen copy
+    fisher: dict[str, torch.Tensor] | None  # ewc: diagonal Fisher by pretrained parameter name
+
+
+def _before_method(
+    spec: JobSpec,
+    classifier: Classifier,
+    fisher_examples: Sequence[Example],
+    device: torch.device,
+    on_event: EventSink,
+) -> BeforeMethod:
+    import copy
+
+    reference = None
+    if spec.regularizers.kl is not None:
+        reference = copy.deepcopy(classifier.model).eval().requires_grad_(False)
+    fisher = None
+    if spec.regularizers.ewc is not None:
+        from tuning.regularizers.ewc import estimate_fisher
+
+        texts = [example.text for example in fisher_examples]
+        fisher, event = estimate_fisher(classifier, texts, device=device)
+        on_event(event)
+    return BeforeMethod(reference, fisher)
+
+
+def _optimizer_groups(spec: JobSpec, model: nn.Module, built: Built) -> list[dict[str, Any]]:
+    from tuning.optim import parameter_groups
+
+    scales = dict(built.applied.lr_scales)
+    if spec.layer_lr_decay is not None:
+        from tuning.parts.layer_lr import layer_lr_scales
+
+        for name, scale in layer_lr_scales(model, built.layers, spec.layer_lr_decay.decay).items():
+            scales[name] = scales.get(name, 1.0) * scale
+    return parameter_groups(model, spec.hyperparameters.weight_decay, scales)
+
+
+def _regularizers(
+    spec: JobSpec, model: nn.Module, built: Built, snapshot: PretrainedSnapshot, before: BeforeMethod
+) -> list[Regularizer]:
+    from tuning.regularizers import RegularizerContext, make_regularizers
+
+    method_deviations = built.applied.deviations
+
+    def deviations() -> Iterator[tuple[str, torch.Tensor]]:
+        yield from snapshot.deviations(model)
+        if method_deviations is not None:
+            yield from method_deviations()
+
+    new = [
+        (name, parameter)
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad and name not in built.classifier.pretrained
+    ]
+    context = RegularizerContext(deviations, new, before.reference_model, before.fisher)
+    return make_regularizers(spec.regularizers, context)
+
+
+def _unfreeze_schedule(spec: JobSpec, model: nn.Module, built: Built, examples: int) -> StepHook | None:
+    if spec.gradual_unfreeze is None:
+        return None
+    from tuning.batching import steps_per_epoch
+    from tuning.parts.unfreeze import UnfreezeSchedule
+
+    per_epoch = steps_per_epoch(examples, spec.hyperparameters.batch_size)
+    return UnfreezeSchedule(model, built.layers, spec.gradual_unfreeze, steps_per_epoch=per_epoch)
 
 
 def _encode(classifier: Classifier, examples: Sequence[Example], labels: Sequence[Label]) -> Encoded:
@@ -132,15 +250,15 @@ def _data_summary(train: Sequence[Example], validation: Sequence[Example], label
     )
 
 
-def _training_started(model: nn.Module, adapted: Sequence[str], head_modules: Sequence[str]) -> Event:
+def _training_started(model: nn.Module, built: Built) -> Event:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return Event(
         "message",
-        f"training started: LoRA on {len(adapted)} layers, {trainable:,} of {total:,} parameters trainable",
+        f"training started: {built.applied.summary}, {trainable:,} of {total:,} parameters trainable",
         {
-            "lora_layers": list(adapted),
-            "head_modules": list(head_modules),
+            **built.applied.details,
+            "head_modules": list(built.classifier.head_modules),
             "trainable_parameters": trainable,
             "total_parameters": total,
         },

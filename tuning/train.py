@@ -1,15 +1,15 @@
-"""The training loop: AdamW, linear warmup then linear decay, gradient clipping, periodic evaluation.
+"""The training loop: warmup then linear decay, regularizers, gradient clipping, periodic evaluation.
 
 Plain on purpose: one function you can read top to bottom. It trains whatever parameters of the
-model require grad (the method decided that) and reports through events.
+model require grad (the method decided that, and a gradual-unfreezing schedule may widen it step
+by step) and reports through events.
 """
 
-import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,15 @@ from tuning.batching import Batch, Encoded, shuffled_batches, steps_per_epoch
 from tuning.errors import Cancelled
 from tuning.evaluate import Evaluation, classifier_logits, evaluate
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.optim import learning_rate_at, make_optimizer, set_learning_rate, warmup_steps
+from tuning.regularizers import Regularizer
 from tuning.spec import Hyperparameters
+
+
+class StepHook(Protocol):
+    """Called before optimizer step `step` (1-based) of epoch `epoch` (0-based), e.g. to unfreeze."""
+
+    def __call__(self, step: int, epoch: int) -> Event | None: ...
 
 
 @dataclass(frozen=True)
@@ -39,29 +47,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
-    return math.ceil(total_steps * warmup_ratio)
-
-
-def learning_rate_at(step: int, *, peak: float, total_steps: int, warmup: int) -> float:
-    """Learning rate of optimizer step `step` (1-based): linear up to `peak`, then linear down.
-
-    Step 1 already gets a non-zero rate and the last step a small positive one, so no step is wasted.
-    """
-    if step <= warmup:
-        return peak * step / warmup
-    return peak * (total_steps - step + 1) / (total_steps - warmup)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only: decaying biases and LayerNorm gains pulls them to 0, which is not a prior."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
 def train(
     model: nn.Module,
     train_set: Encoded,
@@ -69,14 +54,18 @@ def train(
     hp: Hyperparameters,
     *,
     device: torch.device,
+    optimizer_groups: list[dict[str, Any]],
+    regularizers: Sequence[Regularizer] = (),
+    before_step: StepHook | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> TrainResult:
+    """Train the parameters in `optimizer_groups` (see tuning.optim.parameter_groups)."""
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
     total_steps = hp.epochs * per_epoch
     warmup = warmup_steps(total_steps, hp.warmup_ratio)
-    optimizer = torch.optim.AdamW(parameter_groups(model, hp.weight_decay), lr=hp.learning_rate)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(optimizer_groups, hp)
+    trainable = [p for group in optimizer_groups for p in group["params"]]
     shuffle = torch.Generator().manual_seed(hp.seed)
 
     eval_seconds = 0.0  # kept out of examples/s, which should describe training speed
@@ -97,19 +86,24 @@ def train(
     initial_eval = final_eval = run_eval(0)
     last_eval_step = 0
     step = examples_seen = trained_tokens = 0
-    window: list[float] = []  # losses since the last metrics event
+    window: list[StepLosses] = []  # losses since the last metrics event
     epoch_losses: list[float] = []
     model.train()
-    for _ in range(hp.epochs):
+    for epoch in range(hp.epochs):
         epoch_losses = []
         for batch in shuffled_batches(train_set, hp.batch_size, shuffle):
             if should_stop():
                 raise Cancelled()
             step += 1
+            if before_step is not None and (event := before_step(step, epoch)) is not None:
+                on_event(event)
             lr = learning_rate_at(step, peak=hp.learning_rate, total_steps=total_steps, warmup=warmup)
-            loss = _optimizer_step(model, optimizer, trainable, batch, lr, hp.max_grad_norm, device)
-            window.append(loss)
-            epoch_losses.append(loss)
+            set_learning_rate(optimizer, lr)
+            losses = _optimizer_step(
+                model, optimizer, trainable, batch, regularizers, hp.max_grad_norm, device
+            )
+            window.append(losses)
+            epoch_losses.append(losses.task)
             examples_seen += len(batch["labels"])
             trained_tokens += int(batch["attention_mask"].sum())
             if step % hp.logging_steps == 0 or step == total_steps:
@@ -135,44 +129,62 @@ def train(
     )
 
 
+@dataclass(frozen=True)
+class StepLosses:
+    task: float
+    penalties: dict[str, float]  # unweighted, by regularizer name
+
+
 def _optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     trainable: Iterable[torch.Tensor],
     batch: Batch,
-    lr: float,
+    regularizers: Sequence[Regularizer],
     max_grad_norm: float | None,
     device: torch.device,
-) -> float:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+) -> StepLosses:
     logits = classifier_logits(model, batch, device, mixed_precision=True)
-    loss = F.cross_entropy(logits, batch["labels"].to(device))
+    task_loss = F.cross_entropy(logits, batch["labels"].to(device))
+    loss = task_loss
+    penalties: dict[str, float] = {}
+    for regularizer in regularizers:
+        penalty = regularizer.penalty(model, batch, logits)
+        loss = loss + regularizer.weight * penalty
+        penalties[regularizer.name] = penalty.item()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     optimizer.step()
-    return loss.item()
+    return StepLosses(task_loss.item(), penalties)
 
 
 def _metrics_event(
-    step: int, total_steps: int, epoch: float, losses: list[float], lr: float, speed: float, elapsed: float
+    step: int,
+    total_steps: int,
+    epoch: float,
+    window: list[StepLosses],
+    lr: float,
+    speed: float,
+    elapsed: float,
 ) -> Event:
-    train_loss = sum(losses) / len(losses)
-    return Event(
-        "metrics",
-        f"step {step}/{total_steps}: train loss {train_loss:.4f}",
-        {
-            "step": step,
-            "total_steps": total_steps,
-            "epoch": round(epoch, 4),
-            "train_loss": train_loss,
-            "learning_rate": lr,
-            "examples_per_second": speed,
-            "elapsed_seconds": elapsed,
-        },
-    )
+    train_loss = sum(losses.task for losses in window) / len(window)
+    data: dict[str, Any] = {
+        "step": step,
+        "total_steps": total_steps,
+        "epoch": round(epoch, 4),
+        "train_loss": train_loss,  # the task loss alone, comparable across jobs
+        "learning_rate": lr,
+        "examples_per_second": speed,
+        "elapsed_seconds": elapsed,
+    }
+    message = f"step {step}/{total_steps}: train loss {train_loss:.4f}"
+    if window[0].penalties:
+        names = window[0].penalties
+        data["penalties"] = {name: sum(w.penalties[name] for w in window) / len(window) for name in names}
+        message += "".join(f", {name} {value:.4g}" for name, value in data["penalties"].items())
+    return Event("metrics", message, data)
 
 
 def _eval_event(result: Evaluation, step: int, epoch: float) -> Event:

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from tuning import Cancelled, Event, JobSpec, run
 from tuning.data import read_classification_file
-from tuning.train import learning_rate_at, parameter_groups, warmup_steps
+from tuning.optim import learning_rate_at, parameter_groups, warmup_steps
 
 MakeSpec = Callable[..., JobSpec]
 

@@ -137,7 +137,7 @@ def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], ti
     out_dir, result, spec = trained
     manifest = json.loads((out_dir / "deltatune.json").read_text())
     assert (manifest["format_version"], manifest["layout"], manifest["task"]) == (
-        1,
+        2,
         "peft",
         "sequence_classification",
     )

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tuning.errors import SpecError
+from tuning.methods import Applied, MethodContext
 from tuning.spec import LoraMethod
 
 
@@ -70,6 +71,11 @@ class LoraLinear(nn.Module):
         if self.merged:
             self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
             self.merged = False
+
+
+def apply(model: nn.Module, options: LoraMethod, context: MethodContext) -> Applied:
+    adapted = apply_lora(model, options, exclude=context.head_modules)
+    return Applied(f"LoRA on {len(adapted)} layers", {"lora_layers": adapted})
 
 
 def apply_lora(model: nn.Module, method: LoraMethod, *, exclude: Collection[str] = ()) -> list[str]:

@@ -6,7 +6,7 @@ from torch import nn
 
 from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
-from tuning.lora import LoraLinear, apply_lora, lora_layers, merge_lora, unmerge_lora
+from tuning.methods.lora import LoraLinear, apply_lora, lora_layers, merge_lora, unmerge_lora
 from tuning.spec import LoraMethod
 
 

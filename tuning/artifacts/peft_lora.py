@@ -1,0 +1,108 @@
+"""A LoRA job's artifact in PEFT's layout.
+
+- `adapter_config.json`: only the fields PEFT needs; extra fields break older PEFT releases (#1979).
+- `adapter_model.safetensors`: PEFT's key names, adapter name stripped and `base_model.model.` kept
+  (`base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight`), and the trained head
+  saved the way PEFT saves `modules_to_save` (`base_model.model.classifier.weight`), so a reload
+  brings the trained head back instead of a random one (PEFT #577, #876).
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tuning.artifacts import TrainedJob, Written
+from tuning.artifacts.manifest import write_json
+from tuning.errors import SpecError
+from tuning.methods.lora import lora_layers, matches_target
+from tuning.spec import JobSpec
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+def write(out_dir: Path, job: TrainedJob) -> Written:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = adapter_state_dict(job.model, job.head_modules)
+    save_file(tensors, out_dir / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    write_json(out_dir / ADAPTER_CONFIG, adapter_config(job.spec, job.model, job.head_modules))
+    return Written([ADAPTER_WEIGHTS, ADAPTER_CONFIG])
+
+
+def load(model: nn.Module, artifact_dir: Path) -> None:
+    """Load the adapter file into a model the LoRA method was applied to with the job's spec."""
+    load_peft_tensors(model, load_file(artifact_dir / ADAPTER_WEIGHTS))
+
+
+def adapter_state_dict(model: nn.Module, head_modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """LoRA A/B of every wrapped layer and the full state of every head module, under PEFT's names."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, layer in lora_layers(model).items():
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.weight
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B.weight
+    tensors.update(head_state_dict(model, head_modules, PEFT_PREFIX))
+    return cpu_tensors(tensors)
+
+
+def head_state_dict(model: nn.Module, head_modules: Sequence[str], prefix: str) -> dict[str, torch.Tensor]:
+    """Every tensor of the head modules, under `prefix` + their module path."""
+    return {
+        f"{prefix}{head}.{key}": tensor
+        for head in head_modules
+        for key, tensor in model.get_submodule(head).state_dict().items()
+    }
+
+
+def cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors wants contiguous CPU tensors that share no storage."""
+    return {key: tensor.detach().to("cpu", copy=True).contiguous() for key, tensor in tensors.items()}
+
+
+def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str]) -> dict[str, Any]:
+    method = spec.method
+    assert method.type == "lora"
+    alpha = int(method.alpha) if float(method.alpha).is_integer() else method.alpha
+    return {
+        "peft_type": "LORA",
+        "task_type": "SEQ_CLS",
+        "base_model_name_or_path": spec.base_model,
+        "r": method.r,
+        "lora_alpha": alpha,
+        "lora_dropout": method.dropout,
+        "target_modules": peft_target_modules(model, method.target_modules),
+        "modules_to_save": list(head_modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
+
+
+def peft_target_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """The spec's targets when PEFT would wrap exactly the layers we wrapped, else their full names.
+
+    Our matching skips non-Linear modules and the head; PEFT's would try to wrap them (and fail, or
+    wrap something extra), so in that case the exact names keep the reload identical.
+    """
+    adapted = set(lora_layers(model))
+    inside_lora = tuple(f"{name}." for name in adapted)
+    names = {name for name, _ in model.named_modules() if name and not name.startswith(inside_lora)}
+    peft_would_wrap = {name for name in names if any(matches_target(name, t) for t in targets)}
+    return list(targets) if peft_would_wrap == adapted else sorted(adapted)
+
+
+def load_peft_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str = PEFT_PREFIX) -> None:
+    """Copy prefixed tensors into the model; every trainable tensor must be covered, nothing extra."""
+    own = {prefix + name: tensor for name, tensor in model.state_dict().items()}
+    unknown = sorted(set(tensors) - set(own))
+    expected = {prefix + name for name, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(expected - set(tensors))
+    if unknown or missing:  # a different base, or a spec edited after training
+        raise SpecError(f"adapter does not fit its base model: extra {unknown[:5]}, missing {missing[:5]}")
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            own[key].copy_(tensor)

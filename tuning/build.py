@@ -1,0 +1,39 @@
+"""Building the model a spec describes: base classifier, task head, then the method on top.
+
+Training (`tuning.run`) and reloading an artifact (`tuning.load_artifact`) build it the same way, so
+an artifact's tensors land in exactly the modules they were trained in.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuning.classifier import Classifier, load_classifier
+from tuning.data import Label
+from tuning.layers import LayerMap, find_layers
+from tuning.methods import Applied, MethodContext, apply_method
+from tuning.parts.head import build_head
+from tuning.spec import JobSpec
+
+
+@dataclass
+class Built:
+    classifier: Classifier
+    layers: LayerMap
+    applied: Applied
+    tokenizer_changed: bool  # the method added tokens
+
+
+def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> Classifier:
+    """The base model with the spec's head for `labels`: backbone frozen, head trainable."""
+    classifier = load_classifier(base_path, labels, max_seq_length=spec.hyperparameters.max_seq_length)
+    classifier.head_modules = build_head(classifier.model, classifier.head_modules, spec.head, len(labels))
+    return classifier
+
+
+def apply_spec_method(spec: JobSpec, classifier: Classifier) -> Built:
+    layers = find_layers(classifier.model, classifier.head_modules)
+    vocabulary = len(classifier.tokenizer)
+    context = MethodContext(classifier.tokenizer, classifier.head_modules, layers)
+    applied = apply_method(classifier.model, spec.method, context)
+    return Built(classifier, layers, applied, tokenizer_changed=len(classifier.tokenizer) != vocabulary)

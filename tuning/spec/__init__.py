@@ -1,0 +1,132 @@
+"""The job spec: the single source of truth for a fine-tuning job.
+
+The same pydantic models are the API's request body and OpenAPI schema, the JSON stored in the
+jobs table, the worker's input and the spec written into every artifact's manifest. A combination
+of parts that cannot work is refused here, with the reason, so the API answers 422 before queueing.
+"""
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from tuning.spec.methods import (
+    ADDITIVE_METHODS,
+    MERGEABLE_METHODS,
+    PEFT_METHODS,
+    LoraMethod,
+    Method,
+    PartialMethod,
+    SpecModel,
+)
+from tuning.spec.parts import ExportOptions, GradualUnfreeze, HeadSpec, LayerLrDecay, Regularizers
+
+Task = Literal["sequence_classification"]
+
+__all__ = [
+    "CompositionError",
+    "ExportOptions",
+    "GradualUnfreeze",
+    "HeadSpec",
+    "Hyperparameters",
+    "JobSpec",
+    "LayerLrDecay",
+    "LoraMethod",
+    "Method",
+    "Regularizers",
+    "SpecModel",
+    "Task",
+]
+
+
+class CompositionError(ValueError):
+    """Parts of a spec that cannot work together; `param` is the dotted path the API error names."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Hyperparameters(SpecModel):
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1, le=4096)
+    learning_rate: float = Field(5e-4, gt=0, le=1.0)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd is plain SGD, no momentum.")
+    warmup_ratio: float = Field(0.06, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; null disables it.")
+    max_seq_length: int = Field(128, ge=8, le=8192, description="Longer examples are truncated.")
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    logging_steps: int = Field(10, ge=1, description="Emit a training event every N optimizer steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps; null evaluates at the end of each epoch."
+    )
+
+
+class JobSpec(SpecModel):
+    """What a client POSTs to /v1/jobs."""
+
+    base_model: str = Field(min_length=1, max_length=512, examples=["sentence-transformers/all-MiniLM-L6-v2"])
+    task: Task = "sequence_classification"
+    training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded JSONL file.")
+    validation_file: str | None = Field(None, min_length=1, max_length=64)
+    method: Method = Field(default_factory=LoraMethod)
+    head: HeadSpec = Field(default_factory=HeadSpec)
+    layer_lr_decay: LayerLrDecay | None = None
+    gradual_unfreeze: GradualUnfreeze | None = None
+    regularizers: Regularizers = Field(default_factory=Regularizers)
+    export: ExportOptions = Field(default_factory=ExportOptions)
+    hyperparameters: Hyperparameters = Field(default_factory=lambda: Hyperparameters())
+    metadata: dict[str, str] = Field(
+        default_factory=dict, max_length=16, description="Up to 16 string pairs kept with the job."
+    )
+
+    @model_validator(mode="after")
+    def _parts_fit_the_method(self) -> Self:
+        method = self.method.type
+        trains_no_pretrained = method in ADDITIVE_METHODS or (
+            isinstance(self.method, PartialMethod) and self.method.head_only
+        )
+        for name in self.regularizers.toward_pretrained_weights():
+            if trains_no_pretrained:
+                raise CompositionError(
+                    f"regularizers.{name} pulls pretrained weights back toward their starting values, "
+                    f"but method '{method}' changes no pretrained weight; "
+                    "use kl, or a method that trains them",
+                    param=f"regularizers.{name}",
+                )
+        if self.gradual_unfreeze is not None:
+            if method in ("prompt_tuning", "prefix_tuning"):
+                raise CompositionError(
+                    f"gradual_unfreeze unfreezes layers from the top, but '{method}' trains only tokens in "
+                    "front of the first layer: there is nothing to unfreeze layer by layer",
+                    param="gradual_unfreeze",
+                )
+            if isinstance(self.method, PartialMethod) and self.method.head_only:
+                raise CompositionError(
+                    "gradual_unfreeze needs layers to unfreeze; partial with head_only trains none",
+                    param="gradual_unfreeze",
+                )
+        if self.export.merged:
+            if method not in MERGEABLE_METHODS:
+                raise CompositionError(
+                    f"export.merged: '{method}' adds modules or tokens that a plain model cannot hold; "
+                    f"merging works for {', '.join(sorted(MERGEABLE_METHODS))}",
+                    param="export.merged",
+                )
+            if self.head.type != "linear":
+                raise CompositionError(
+                    "export.merged needs a linear head, the one transformers' classes load",
+                    param="export.merged",
+                )
+        if self.export.compress_to_lora and method != "delta":
+            raise CompositionError(
+                "export.lora_rank and export.lora_energy compress a delta job's Δw; "
+                "the method is not 'delta'",
+                param="export",
+            )
+        return self
+
+    @property
+    def peft_layout(self) -> bool:
+        """Whether the artifact is written in PEFT's layout (else deltatune's)."""
+        return self.method.type in PEFT_METHODS and self.head.type == "linear"
