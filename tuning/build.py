@@ -28,6 +28,11 @@ def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) 
     """The base model with the spec's head for `labels`: backbone frozen, head trainable."""
     classifier = load_classifier(base_path, labels, max_seq_length=spec.hyperparameters.max_seq_length)
     classifier.head_modules = build_head(classifier.model, classifier.head_modules, spec.head, len(labels))
+    # Virtual tokens (prompt, prefix) take the first positions: encode no more text than still fits.
+    virtual = getattr(spec.method, "num_virtual_tokens", 0)
+    positions = getattr(classifier.model.config, "max_position_embeddings", None)
+    if virtual and isinstance(positions, int):
+        classifier.max_length = min(classifier.max_length, positions - virtual)
     return classifier
 
 

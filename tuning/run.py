@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from tuning.artifacts import TrainedJob
     from tuning.batching import Encoded
     from tuning.build import Built
     from tuning.classifier import Classifier
@@ -60,8 +61,44 @@ def run(
     `fisher_path` is the source-task file of an `ewc` regularizer. Raises DataError, SpecError,
     ModelNotFound, or Cancelled when `should_stop()` turns true.
     """
+    from tuning.artifacts import write_artifact
+
+    fitted = fit(
+        spec,
+        training_path=training_path,
+        validation_path=validation_path,
+        fisher_path=fisher_path,
+        model_dirs=model_dirs,
+        on_event=on_event,
+        should_stop=should_stop,
+    )
+    on_event(Event("message", f"exporting the artifact to {out_dir.name}", {}))
+    files = write_artifact(out_dir, fitted.job)
+    result = fitted.result
+    return RunResult(
+        dict(fitted.job.metrics), result.examples_seen, result.trained_tokens, result.steps, files
+    )
+
+
+@dataclass(frozen=True)
+class Fitted:
+    job: TrainedJob  # the trained model, on the CPU in eval mode, and what its artifact needs
+    result: TrainResult
+
+
+def fit(
+    spec: JobSpec,
+    *,
+    training_path: Path,
+    validation_path: Path | None = None,
+    fisher_path: Path | None = None,
+    model_dirs: Sequence[Path] = (),
+    on_event: EventSink = ignore_event,
+    should_stop: StopCheck = never_stop,
+) -> Fitted:
+    """Everything `run` does but writing the artifact: the trained model stays in memory."""
     # torch and transformers load here, not at import: the API imports tuning without them.
-    from tuning.artifacts import TrainedJob, write_artifact
+    from tuning.artifacts import TrainedJob
     from tuning.build import apply_spec_method, prepare_classifier
     from tuning.device import pick_device
     from tuning.pretrained import PretrainedSnapshot
@@ -104,28 +141,23 @@ def run(
     )
     for parameter in method_trainable:  # a schedule may have stopped short of unfreezing them all
         parameter.requires_grad_(True)
-
     metrics = _final_metrics(result)
-    on_event(Event("message", f"exporting the artifact to {out_dir.name}", {}))
-    model.to("cpu").eval()
-    files = write_artifact(
-        out_dir,
-        TrainedJob(
-            spec=spec,
-            model=model,
-            tokenizer=classifier.tokenizer,
-            head_modules=classifier.head_modules,
-            labels=labels,
-            base_model_path=base_path,
-            metrics=metrics,
-            applied=built.applied,
-            snapshot=snapshot.to("cpu"),
-            pretrained=classifier.pretrained,
-            tokenizer_changed=built.tokenizer_changed,
-        ),
-    )
     logger.info("%s: %d steps in %.1f s, metrics %s", spec.base_model, result.steps, result.seconds, metrics)
-    return RunResult(metrics, result.examples_seen, result.trained_tokens, result.steps, files)
+    model.to("cpu").eval()
+    job = TrainedJob(
+        spec=spec,
+        model=model,
+        tokenizer=classifier.tokenizer,
+        head_modules=classifier.head_modules,
+        labels=labels,
+        base_model_path=base_path,
+        metrics=metrics,
+        applied=built.applied,
+        snapshot=snapshot.to("cpu"),
+        pretrained=classifier.pretrained,
+        tokenizer_changed=built.tokenizer_changed,
+    )
+    return Fitted(job, result)
 
 
 def _read_data(

@@ -33,6 +33,7 @@ class JobInputs:
     spec: JobSpec
     training_path: Path
     validation_path: Path | None
+    fisher_path: Path | None  # ewc's source-task file
 
 
 def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], worker: str) -> str | None:
@@ -56,6 +57,7 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
             scratch / "out",
             training_path=inputs.training_path,
             validation_path=inputs.validation_path,
+            fisher_path=inputs.fisher_path,
             model_dirs=settings.model_dirs,
             on_event=ProgressRecorder(sessions, job_id),
             should_stop=CancelPoller(sessions, job_id, every_seconds=settings.cancel_poll_seconds),
@@ -94,7 +96,13 @@ def load_inputs(sessions: sessionmaker[Session], job_id: str, *, files_dir: Path
     validation_path = (
         _file_path(files_dir, spec.validation_file, param="validation_file") if spec.validation_file else None
     )
-    return JobInputs(spec, training_path, validation_path)
+    ewc = spec.regularizers.ewc
+    fisher_path = (
+        _file_path(files_dir, ewc.fisher_file, param="regularizers.ewc.fisher_file")
+        if ewc is not None and ewc.fisher_file is not None
+        else None
+    )
+    return JobInputs(spec, training_path, validation_path, fisher_path)
 
 
 def _file_path(files_dir: Path, file_id: str, *, param: str) -> Path:

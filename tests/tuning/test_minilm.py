@@ -20,7 +20,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def readme_spec() -> JobSpec:
-    job_file = EXAMPLES / "lora-job.json"
+    job_file = EXAMPLES / "jobs" / "lora.json"
     if job_file.is_file():
         return JobSpec.model_validate(json.loads(job_file.read_text()))
     return JobSpec.model_validate(

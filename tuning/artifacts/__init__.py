@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from tuning.artifacts.manifest import MANIFEST, manifest, write_json
+from tuning.artifacts.manifest import MANIFEST, Layout, manifest, write_json
 from tuning.data import Label
 from tuning.methods import Applied
 from tuning.pretrained import PretrainedSnapshot
@@ -58,7 +58,7 @@ class LayoutWriter(Protocol):
 def write_artifact(out_dir: Path, job: TrainedJob) -> list[str]:
     """Write the whole artifact into `out_dir`; return the relative paths of its files."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layout = "peft" if job.spec.peft_layout else "deltatune"
+    layout: Layout = "peft" if job.spec.peft_layout else "deltatune"
     writer = f"peft_{job.spec.method.type}" if layout == "peft" else "deltatune_layout"
     parts = [_writer(writer).write(out_dir, job)]
     if job.tokenizer_changed:

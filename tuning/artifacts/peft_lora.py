@@ -7,6 +7,7 @@
   brings the trained head back instead of a random one (PEFT #577, #876).
 """
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from torch import nn
 from tuning.artifacts import TrainedJob, Written
 from tuning.artifacts.manifest import write_json
 from tuning.errors import SpecError
-from tuning.methods.lora import lora_layers, matches_target
+from tuning.layers import find_layers
+from tuning.methods.lora import lora_layers
 from tuning.spec import JobSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -64,35 +66,84 @@ def cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str]) -> dict[str, Any]:
+    """PEFT's config for the layers this job wrapped; options left at PEFT's defaults are not written."""
     method = spec.method
     assert method.type == "lora"
-    alpha = int(method.alpha) if float(method.alpha).is_integer() else method.alpha
-    return {
+    layers = lora_layers(model)
+    config: dict[str, Any] = {
         "peft_type": "LORA",
         "task_type": "SEQ_CLS",
         "base_model_name_or_path": spec.base_model,
         "r": method.r,
-        "lora_alpha": alpha,
+        "lora_alpha": json_number(method.alpha),
         "lora_dropout": method.dropout,
-        "target_modules": peft_target_modules(model, method.target_modules),
         "modules_to_save": list(head_modules),
         "bias": "none",
-        "fan_in_fan_out": False,
+        # PEFT would switch it on by itself for Conv1D, with a warning; saying so keeps the load quiet.
+        "fan_in_fan_out": any(layer.fan_in_fan_out for layer in layers.values()),
         "inference_mode": True,
     }
+    layers_pattern = None
+    if method.layers_to_transform is not None:
+        layers_pattern = find_layers(model, list(head_modules)).stack.rpartition(".")[2]
+    config |= peft_targets(model, method.target_modules, method.layers_to_transform, layers_pattern)
+    if method.use_rslora:
+        config["use_rslora"] = True
+    if method.rank_pattern:
+        config["rank_pattern"] = dict(method.rank_pattern)
+    return config
 
 
-def peft_target_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
-    """The spec's targets when PEFT would wrap exactly the layers we wrapped, else their full names.
+def json_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
-    Our matching skips non-Linear modules and the head; PEFT's would try to wrap them (and fail, or
-    wrap something extra), so in that case the exact names keep the reload identical.
+
+def peft_targets(
+    model: nn.Module,
+    targets: Sequence[str],
+    layers_to_transform: Sequence[int] | None = None,
+    layers_pattern: str | None = None,
+) -> dict[str, Any]:
+    """`target_modules` (with `layers_to_transform` and `layers_pattern`) that make PEFT wrap exactly the
+    layers we wrapped: the spec's own when PEFT's matching agrees with ours, else the exact names.
+
+    Our matching skips non-projection modules and the head; PEFT's would try to wrap them (and fail,
+    or wrap something extra), so in that case the exact names keep the reload identical.
     """
     adapted = set(lora_layers(model))
     inside_lora = tuple(f"{name}." for name in adapted)
     names = {name for name, _ in model.named_modules() if name and not name.startswith(inside_lora)}
-    peft_would_wrap = {name for name in names if any(matches_target(name, t) for t in targets)}
-    return list(targets) if peft_would_wrap == adapted else sorted(adapted)
+    peft_would_wrap = {
+        name for name in names if peft_matches(name, targets, layers_to_transform, layers_pattern)
+    }
+    if peft_would_wrap != adapted:
+        return {"target_modules": sorted(adapted)}
+    if layers_to_transform is None:
+        return {"target_modules": list(targets)}
+    return {
+        "target_modules": list(targets),
+        "layers_to_transform": sorted(set(layers_to_transform)),
+        "layers_pattern": layers_pattern,
+    }
+
+
+def peft_matches(
+    name: str, targets: Sequence[str], layers: Sequence[int] | None, layers_pattern: str | None
+) -> bool:
+    """PEFT 0.21's rule for a list of targets: an exact name always matches; a dotted suffix matches
+    when, with `layers_to_transform`, the index after the first `<layers_pattern>.` is listed."""
+    if name in targets:
+        return True
+    if not any(name.endswith(f".{target}") for target in targets):
+        return False
+    if layers is None:
+        return True
+    # Lazy `.*?`: the first numbered segment is the layer index, not a later one.
+    if layers_pattern:
+        found = re.match(rf"(?:^|.*?\.){re.escape(layers_pattern)}\.(\d+)\.", name)
+    else:
+        found = re.match(r".*?\.[^.]*\.(\d+)\.", name)
+    return found is not None and int(found.group(1)) in layers
 
 
 def load_peft_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str = PEFT_PREFIX) -> None:

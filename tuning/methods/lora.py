@@ -1,23 +1,31 @@
-"""LoRA (Hu et al., 2021, arXiv:2106.09685): h = W·x + (alpha/r)·B·A·dropout(x), W frozen, A and B trained.
+"""LoRA (Hu et al., 2021, arXiv:2106.09685): h = W·x + s·B·A·dropout(x), W frozen, A and B trained,
+s = alpha/r (alpha/√r with rsLoRA, arXiv:2312.03732); LoRA+ (arXiv:2402.12354) trains B faster.
 
 `lora_A` and `lora_B` are bias-free `nn.Linear` modules so that a wrapped layer's parameter names
 (`<path>.lora_A.weight`) are exactly PEFT's on-disk names once PEFT's `base_model.model.` prefix is
-added: export and reload need no renaming table.
+added: export and reload need no renaming table. GPT-2's `Conv1D` (weight stored (in, out), PEFT's
+`fan_in_fan_out`) is wrapped the same way; only the dense update is transposed for it.
 """
 
+import copy
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from tuning.errors import SpecError
+from tuning.layers import LayerMap, find_layers
 from tuning.methods import Applied, MethodContext
 from tuning.spec import LoraMethod
 
+# The projections LoRA and delta tuning adapt: y = x·Wᵀ + b, whichever way round W is stored.
+Projection = nn.Linear | Conv1D
+
 
 class LoraLinear(nn.Module):
-    """A frozen `nn.Linear` plus a trainable low-rank update that starts at zero."""
+    """A frozen `nn.Linear` (or `Conv1D`) plus a trainable low-rank update that starts at zero."""
 
     def __init__(
         self,
@@ -27,15 +35,17 @@ class LoraLinear(nn.Module):
         alpha: float,
         dropout: float = 0.0,
         *,
-        base: nn.Linear | None = None,
+        use_rslora: bool = False,
+        base: Projection | None = None,
     ) -> None:
         super().__init__()
-        self.base_layer = base if base is not None else nn.Linear(in_features, out_features)
+        self.base_layer: Projection = base if base is not None else nn.Linear(in_features, out_features)
         self.base_layer.requires_grad_(False)
         self.lora_A = nn.Linear(in_features, r, bias=False)
         self.lora_B = nn.Linear(r, out_features, bias=False)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.scaling = alpha / r
+        # rsLoRA: alpha/√r keeps the update's scale stable as r grows, where alpha/r shrinks it.
+        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         self.merged = False
         # The paper's reference code: A Kaiming-uniform, B zero, so B·A = 0 and the wrapped layer
         # computes exactly what the base did until the first update.
@@ -43,20 +53,29 @@ class LoraLinear(nn.Module):
         nn.init.zeros_(self.lora_B.weight)
 
     @classmethod
-    def wrap(cls, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0) -> "LoraLinear":
+    def wrap(
+        cls, base: Projection, r: int, alpha: float, dropout: float = 0.0, *, use_rslora: bool = False
+    ) -> "LoraLinear":
         """Wrap an existing layer, keeping its weights (and their device and dtype) as the frozen base."""
-        layer = cls(base.in_features, base.out_features, r, alpha, dropout, base=base)
+        in_features, out_features = projection_features(base)
+        layer = cls(in_features, out_features, r, alpha, dropout, use_rslora=use_rslora, base=base)
         return layer.to(device=base.weight.device, dtype=base.weight.dtype)
 
+    @property
+    def fan_in_fan_out(self) -> bool:
+        """Whether the base stores W as (in, out), GPT-2's Conv1D: PEFT's name for it."""
+        return isinstance(self.base_layer, Conv1D)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base_layer(x)
+        out: torch.Tensor = self.base_layer(x)
         if self.merged:
             return out
         return out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
-        """The dense update this layer adds to W: (alpha/r)·B·A."""
-        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+        """The dense update this layer adds to W, s·B·A, in W's own layout (transposed for Conv1D)."""
+        delta = (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+        return delta.T if self.fan_in_fan_out else delta
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -72,38 +91,80 @@ class LoraLinear(nn.Module):
             self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
             self.merged = False
 
+    @torch.no_grad()
+    def merged_layer(self) -> Projection:
+        """A plain layer of the base's type computing W + s·B·A: what a merged export saves."""
+        layer = copy.deepcopy(self.base_layer)
+        if not self.merged:
+            layer.weight += self.delta_weight().to(layer.weight.dtype)
+        return layer
+
 
 def apply(model: nn.Module, options: LoraMethod, context: MethodContext) -> Applied:
-    adapted = apply_lora(model, options, exclude=context.head_modules)
-    return Applied(f"LoRA on {len(adapted)} layers", {"lora_layers": adapted})
+    adapted = apply_lora(model, options, exclude=context.head_modules, layers=context.layers)
+    layers = lora_layers(model)
+    ranks = {name: layers[name].lora_A.out_features for name in adapted}
+    details: dict[str, object] = {"lora_layers": adapted}
+    if options.rank_pattern:
+        details["ranks"] = ranks
+    return Applied(
+        f"LoRA on {len(adapted)} layers",
+        details,
+        lr_scales=loraplus_lr_scales(model, options.loraplus_lr_ratio),
+        deviations=lambda: lora_deviations(model),
+    )
 
 
-def apply_lora(model: nn.Module, method: LoraMethod, *, exclude: Collection[str] = ()) -> list[str]:
-    """Wrap every `nn.Linear` named by `method.target_modules`; return the wrapped names.
+def apply_lora(
+    model: nn.Module,
+    method: LoraMethod,
+    *,
+    exclude: Collection[str] = (),
+    layers: LayerMap | None = None,
+) -> list[str]:
+    """Wrap every `nn.Linear` or `Conv1D` named by `method.target_modules`; return the wrapped names.
 
     A target matches a module whose qualified name equals it or ends with "." + target (PEFT's
-    rule). Modules under `exclude` (the trained-in-full head) are left alone. Raises SpecError
-    naming the available Linear suffixes when nothing matches.
+    rule); `layers_to_transform` keeps only those inside the listed transformer layers (`layers`
+    is the model's layer map, found here when not given). Modules under `exclude` (the
+    trained-in-full head) are left alone. Raises SpecError naming the available suffixes when
+    nothing matches.
     """
-    linears = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not _is_under(name, exclude)
-    }
-    chosen = [name for name in linears if any(matches_target(name, t) for t in method.target_modules)]
+    candidates = projections(model, exclude)
+    chosen = [name for name in candidates if any(matches_target(name, t) for t in method.target_modules)]
+    if method.layers_to_transform is not None:
+        layer_map = layers if layers is not None else find_layers(model, list(exclude))
+        wanted = set(method.layers_to_transform)
+        chosen = [name for name in chosen if layer_map.layer_of(name) in wanted]
     if not chosen:
+        where = f" in layers {method.layers_to_transform}" if method.layers_to_transform is not None else ""
         raise SpecError(
-            f"target_modules {method.target_modules} match no nn.Linear layer of this model; "
-            f"its Linear layers end in: {', '.join(linear_suffixes(linears))}",
+            f"target_modules {method.target_modules} match no nn.Linear or Conv1D layer of this model"
+            f"{where}; "
+            f"its Linear and Conv1D layers end in: {', '.join(linear_suffixes(candidates))}",
             param="method.target_modules",
         )
     # Collected first and replaced after, so the new lora_A/lora_B Linears are never revisited.
     for name in chosen:
-        parent_name, _, child_name = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        wrapped = LoraLinear.wrap(linears[name], method.r, method.alpha, method.dropout)
-        setattr(parent, child_name, wrapped)
+        r = pattern_value(method.rank_pattern, name, method.r)
+        wrapped = LoraLinear.wrap(
+            candidates[name], r, method.alpha, method.dropout, use_rslora=method.use_rslora
+        )
+        replace_module(model, name, wrapped)
     return chosen
+
+
+def loraplus_lr_scales(model: nn.Module, ratio: float | None) -> dict[str, float]:
+    """LoRA+: every B matrix learns `ratio` times faster than A (B starts at zero, A does not)."""
+    if ratio is None:
+        return {}
+    return {f"{name}.lora_B.weight": ratio for name in lora_layers(model)}
+
+
+def lora_deviations(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """(pretrained weight name, s·B·A) per wrapped layer, with grad: what L2-SP and EWC penalise."""
+    for name, layer in lora_layers(model).items():
+        yield f"{name}.weight", layer.delta_weight()
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoraLinear]:
@@ -118,6 +179,33 @@ def merge_lora(model: nn.Module) -> None:
 def unmerge_lora(model: nn.Module) -> None:
     for layer in lora_layers(model).values():
         layer.unmerge()
+
+
+def projections(model: nn.Module, exclude: Collection[str] = ()) -> dict[str, Projection]:
+    """Every `nn.Linear` and `Conv1D` outside `exclude`, by qualified name, in model order."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, Projection) and not _is_under(name, exclude)
+    }
+
+
+def projection_features(layer: Projection) -> tuple[int, int]:
+    """(in, out) features of an `nn.Linear` or a `Conv1D` (whose W is stored (in, out))."""
+    if isinstance(layer, Conv1D):
+        return layer.nx, layer.nf
+    return layer.in_features, layer.out_features
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child_name = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child_name, module)
+
+
+def pattern_value(pattern: Mapping[str, int], name: str, default: int) -> int:
+    """The value of the first key naming `name` (exactly or as a dotted suffix), PEFT's rank_pattern."""
+    return next((value for key, value in pattern.items() if matches_target(name, key)), default)
 
 
 def matches_target(name: str, target: str) -> bool:

@@ -2,7 +2,9 @@
 pretrained model's outputs, EWC weighted by the Fisher information of a source task.
 
 Each regularizer computes its *unweighted* penalty for one batch; the training loop adds
-weight × penalty to the task loss and reports every unweighted value beside the task loss.
+weight × penalty to the task loss and reports every unweighted value beside the task loss. A spec
+entry may make more than one penalty when it has more than one weight (L2-SP's `l2sp` toward θ₀ and
+`l2sp_new` on added parameters), so that every reported value is one plain sum with one weight.
 """
 
 import importlib
@@ -19,7 +21,7 @@ from tuning.spec import Regularizers
 
 
 class Regularizer(Protocol):
-    name: str  # the spec's key: "l2sp", "kl", "ewc"
+    name: str  # the spec's key ("l2sp", "kl", "ewc"), or a key of its own for a second term ("l2sp_new")
     weight: float
 
     def penalty(self, model: nn.Module, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
@@ -40,15 +42,15 @@ class RegularizerContext:
 
 
 class RegularizerModule(Protocol):
-    def make(self, options: Any, context: RegularizerContext) -> Regularizer: ...
+    def make(self, options: Any, context: RegularizerContext) -> list[Regularizer]: ...
 
 
 def make_regularizers(spec: Regularizers, context: RegularizerContext) -> list[Regularizer]:
-    """One regularizer per penalty the spec names; each lives in `tuning/regularizers/<name>.py`."""
+    """The penalties of every regularizer the spec names; each lives in `tuning/regularizers/<name>.py`."""
     chosen: list[Regularizer] = []
     for name in ("l2sp", "kl", "ewc"):
         options = getattr(spec, name)
         if options is not None:
             module: RegularizerModule = importlib.import_module(f"tuning.regularizers.{name}")  # type: ignore[assignment]
-            chosen.append(module.make(options, context))
+            chosen.extend(module.make(options, context))
     return chosen

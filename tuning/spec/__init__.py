@@ -118,6 +118,11 @@ class JobSpec(SpecModel):
                     "export.merged needs a linear head, the one transformers' classes load",
                     param="export.merged",
                 )
+        if self.export.compress_to_lora and self.head.type != "linear":
+            raise CompositionError(
+                "export.lora_rank and export.lora_energy write a PEFT adapter, which needs a linear head",
+                param="export",
+            )
         if self.export.compress_to_lora and method != "delta":
             raise CompositionError(
                 "export.lora_rank and export.lora_energy compress a delta job's Δw; "

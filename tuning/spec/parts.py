@@ -95,6 +95,11 @@ class Regularizers(SpecModel):
 class ExportOptions(CatalogueEntry):
     """Extra forms of the artifact: a merged model, and a delta job's Δw compressed to LoRA by SVD."""
 
+    paper: ClassVar[str] = (
+        "Hu et al. 2021, LoRA (arXiv:2106.09685), merging W+BA; "
+        "Eckart & Young 1936, truncated SVD is the best low-rank approximation"
+    )
+
     merged: bool = Field(False, description="Also write the full fine-tuned model (save_pretrained layout).")
     lora_rank: int | None = Field(
         None, ge=1, le=4096, description="delta only: compress Δw to LoRA of this rank."

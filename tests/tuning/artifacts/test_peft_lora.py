@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tuning import JobSpec, RunResult, load_artifact, predict_logits, run
 from tuning.data import read_classification_file
+from tuning.methods.lora import lora_layers
 
 MakeSpec = Callable[..., JobSpec]
 
@@ -38,10 +40,15 @@ def train_artifact(
     return run(spec, out_dir, training_path=files[0], validation_path=files[1], model_dirs=model_dirs)
 
 
-def peft_logits(base_dir: Path, artifact_dir: Path, texts: list[str], num_labels: int) -> torch.Tensor:
-    """What a PEFT user gets: the plain base model, PeftModel.from_pretrained, a forward pass."""
+def peft_model(base_dir: Path, artifact_dir: Path, num_labels: int) -> PeftModel:
+    """What a PEFT user does: the plain base model, then PeftModel.from_pretrained."""
     base = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=num_labels)
-    model = PeftModel.from_pretrained(base, artifact_dir).eval()
+    return PeftModel.from_pretrained(base, artifact_dir).eval()
+
+
+def peft_logits(base_dir: Path, artifact_dir: Path, texts: list[str], num_labels: int) -> torch.Tensor:
+    """PEFT's logits for `texts`, tokenized as a PEFT user would."""
+    model = peft_model(base_dir, artifact_dir, num_labels)
     inputs = AutoTokenizer.from_pretrained(base_dir)(
         texts, padding=True, truncation=True, return_tensors="pt"
     )
@@ -175,3 +182,93 @@ def test_targets_peft_cannot_take_are_written_as_exact_names(
     texts = ["a wonderful story", "boring and bad"]
     ours = predict_logits(load_artifact(out_dir, [tiny_bert_dir.parent]), texts)
     torch.testing.assert_close(peft_logits(tiny_bert_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)
+
+
+def peft_ranks(model: PeftModel) -> dict[str, int]:
+    """The layers PEFT wrapped (names in the base model) and the rank it gave each."""
+    inner = model.get_base_model()
+    return {
+        name: module.r["default"] for name, module in inner.named_modules() if isinstance(module, LoraLayer)
+    }
+
+
+def our_ranks(out_dir: Path, model_dirs: list[Path]) -> dict[str, int]:
+    loaded = load_artifact(out_dir, model_dirs)
+    return {name: layer.lora_A.out_features for name, layer in lora_layers(loaded.model).items()}
+
+
+def lora_spec(base_model: str, method: dict[str, object]) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "base_model": base_model,
+            "training_file": "file-train",
+            "method": {"type": "lora", **method},
+            "hyperparameters": {"epochs": 3, "batch_size": 16, "learning_rate": 2e-2},
+        }
+    )
+
+
+TEXTS = ["a wonderful story", "boring and bad", "the plot was really great", "sad"]
+
+
+def test_peft_reproduces_rslora_rank_pattern_and_layers_to_transform(
+    tiny_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    pattern = {"value": 2, "intermediate.dense": 6}
+    spec = lora_spec(
+        "tiny-bert",
+        {
+            "r": 4,
+            "alpha": 8,
+            "target_modules": ["query", "value", "dense"],
+            "use_rslora": True,
+            "layers_to_transform": [1],
+            "rank_pattern": pattern,
+        },
+    )
+    model_dirs = [tiny_bert_dir.parent]
+    train_artifact(spec, tmp_path, sentiment_files, model_dirs)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    added = {
+        "use_rslora": True,
+        "layers_to_transform": [1],
+        "layers_pattern": "layer",
+        "rank_pattern": pattern,
+    }
+    assert set(config) == PEFT_CONFIG_FIELDS | set(added)
+    assert {key: config[key] for key in added} == added
+    assert config["target_modules"] == ["query", "value", "dense"]
+
+    ours = our_ranks(tmp_path, model_dirs)
+    assert ours == {
+        "bert.encoder.layer.1.attention.self.query": 4,
+        "bert.encoder.layer.1.attention.self.value": 2,
+        "bert.encoder.layer.1.attention.output.dense": 4,
+        "bert.encoder.layer.1.intermediate.dense": 6,
+        "bert.encoder.layer.1.output.dense": 4,
+    }
+    assert peft_ranks(peft_model(tiny_bert_dir, tmp_path, 2)) == ours
+    expected = predict_logits(load_artifact(tmp_path, model_dirs), TEXTS)
+    torch.testing.assert_close(peft_logits(tiny_bert_dir, tmp_path, TEXTS, 2), expected, atol=1e-4, rtol=0)
+
+
+def test_peft_reproduces_gpt2_conv1d_lora(
+    tiny_gpt2_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    spec = lora_spec("tiny-gpt2", {"r": 4, "alpha": 8, "target_modules": ["c_attn", "c_proj"]})
+    model_dirs = [tiny_gpt2_dir.parent]
+    train_artifact(spec, tmp_path, sentiment_files, model_dirs)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert set(config) == PEFT_CONFIG_FIELDS
+    assert (config["fan_in_fan_out"], config["target_modules"], config["modules_to_save"]) == (
+        True,
+        ["c_attn", "c_proj"],
+        ["score"],
+    )
+    saved = load_file(tmp_path / "adapter_model.safetensors")
+    b_key = "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight"
+    assert saved[b_key].shape == (96, 4) and saved[b_key].abs().sum() > 0  # (out = 3·32, r): trained
+
+    assert peft_ranks(peft_model(tiny_gpt2_dir, tmp_path, 2)) == our_ranks(tmp_path, model_dirs)
+    expected = predict_logits(load_artifact(tmp_path, model_dirs), TEXTS)
+    torch.testing.assert_close(peft_logits(tiny_gpt2_dir, tmp_path, TEXTS, 2), expected, atol=1e-4, rtol=0)

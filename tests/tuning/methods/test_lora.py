@@ -1,12 +1,18 @@
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
+from tuning.artifacts.merged import merged_copy
 from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
-from tuning.methods.lora import LoraLinear, apply_lora, lora_layers, merge_lora, unmerge_lora
+from tuning.layers import find_layers
+from tuning.methods import Applied, MethodContext
+from tuning.methods.lora import LoraLinear, apply, apply_lora, lora_layers, merge_lora, unmerge_lora
+from tuning.optim import parameter_groups
 from tuning.spec import LoraMethod
 
 
@@ -131,3 +137,163 @@ def test_the_head_is_never_wrapped(classifier: Classifier) -> None:
             classifier.model, LoraMethod(target_modules=["classifier"]), exclude=classifier.head_modules
         )
     assert isinstance(classifier.model.get_submodule("classifier"), nn.Linear)
+
+
+def apply_to(classifier: Classifier, method: LoraMethod) -> Applied:
+    """The method as a job applies it: head excluded, layers mapped before the rewrite."""
+    layers = find_layers(classifier.model, classifier.head_modules)
+    return apply(
+        classifier.model, method, MethodContext(classifier.tokenizer, classifier.head_modules, layers)
+    )
+
+
+def low_rank_term(layer: LoraLinear, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return layer(x) - layer.base_layer(x)
+
+
+def test_rslora_scales_by_alpha_over_the_root_of_r() -> None:
+    torch.manual_seed(0)
+    plain = LoraLinear(8, 8, r=16, alpha=4)
+    stable = LoraLinear(8, 8, r=16, alpha=4, use_rslora=True)
+    nn.init.normal_(plain.lora_B.weight)
+    stable.load_state_dict(plain.state_dict())  # same W, A and B
+    assert (plain.scaling, stable.scaling) == (4 / 16, 4 / math.sqrt(16))
+    x = torch.randn(5, 8)
+    # Same A and B: the update differs by exactly the ratio of the two scalings, √r.
+    torch.testing.assert_close(low_rank_term(stable, x), low_rank_term(plain, x) * math.sqrt(16))
+
+
+def test_rslora_reaches_every_wrapped_layer(classifier: Classifier) -> None:
+    apply_to(classifier, LoraMethod(r=9, alpha=6, use_rslora=True))
+    scalings = {layer.scaling for layer in lora_layers(classifier.model).values()}
+    assert scalings == {6 / 3}
+
+
+def test_layers_to_transform_wraps_only_those_layers(classifier: Classifier) -> None:
+    applied = apply_to(
+        classifier, LoraMethod(target_modules=["query", "value", "dense"], layers_to_transform=[1])
+    )
+    expected = [f"bert.encoder.layer.1.{path}" for path in ("attention.self.query", "attention.self.value")]
+    expected += [f"bert.encoder.layer.1.{path}" for path in ("attention.output.dense", "intermediate.dense")]
+    expected += ["bert.encoder.layer.1.output.dense"]
+    assert sorted(lora_layers(classifier.model)) == sorted(expected)
+    assert applied.details["lora_layers"] == list(lora_layers(classifier.model))
+    # Layer 0 and the pooler, outside layer 1, stay plain Linears.
+    assert type(classifier.model.get_submodule("bert.encoder.layer.0.attention.self.query")) is nn.Linear
+    assert type(classifier.model.get_submodule("bert.pooler.dense")) is nn.Linear
+
+
+def test_layers_to_transform_naming_no_target_is_refused(classifier: Classifier) -> None:
+    with pytest.raises(SpecError, match=r"in layers \[5\]") as caught:
+        apply_to(classifier, LoraMethod(target_modules=["query"], layers_to_transform=[5]))
+    assert caught.value.param == "method.target_modules"
+
+
+def test_rank_pattern_gives_those_layers_their_rank(classifier: Classifier) -> None:
+    first_query = "bert.encoder.layer.0.attention.self.query"
+    pattern = {first_query: 6, "value": 2}
+    apply_to(classifier, LoraMethod(r=4, alpha=8, target_modules=["query", "value"], rank_pattern=pattern))
+    layers = lora_layers(classifier.model)
+    ranks = {name: (layer.lora_A.out_features, layer.lora_B.in_features) for name, layer in layers.items()}
+    assert ranks == {
+        first_query: (6, 6),
+        "bert.encoder.layer.0.attention.self.value": (2, 2),
+        "bert.encoder.layer.1.attention.self.query": (4, 4),
+        "bert.encoder.layer.1.attention.self.value": (2, 2),
+    }
+    # PEFT's semantics: alpha stays, so each layer scales by alpha over its own rank.
+    assert {name: layer.scaling for name, layer in layers.items()} == {
+        name: 8 / rank for name, (rank, _) in ranks.items()
+    }
+
+
+def test_loraplus_speeds_up_b_only(classifier: Classifier) -> None:
+    applied = apply_to(classifier, LoraMethod(r=4, loraplus_lr_ratio=16))
+    b_names = {f"{name}.lora_B.weight" for name in lora_layers(classifier.model)}
+    assert applied.lr_scales == {name: 16 for name in b_names}
+
+    groups = parameter_groups(classifier.model, 0.01, applied.lr_scales)
+    scale_of = {name: group["lr_scale"] for group in groups for name in group["names"]}
+    trainable = {name for name, p in classifier.model.named_parameters() if p.requires_grad}
+    assert set(scale_of) == trainable
+    assert {name for name, scale in scale_of.items() if scale == 16} == b_names
+    assert {scale for name, scale in scale_of.items() if name not in b_names} == {1.0}
+
+
+def test_without_loraplus_no_learning_rate_changes(classifier: Classifier) -> None:
+    assert apply_to(classifier, LoraMethod(r=4)).lr_scales == {}
+
+
+def test_deviations_are_the_dense_updates_under_the_pretrained_names(classifier: Classifier) -> None:
+    pretrained = dict(classifier.model.named_parameters())
+    applied = apply_to(classifier, LoraMethod(r=2, alpha=4))
+    assert applied.deviations is not None
+    assert all(d.abs().sum() == 0 for _, d in applied.deviations())  # B = 0 at init
+    train_a_little(classifier.model, tokens(classifier))
+    deviations = dict(applied.deviations())
+    layers = lora_layers(classifier.model)
+    assert set(deviations) == {f"{name}.weight" for name in layers}
+    for name, layer in layers.items():
+        delta = deviations[f"{name}.weight"]
+        assert delta.shape == pretrained[f"{name}.weight"].shape and delta.requires_grad
+        expected = layer.lora_B.weight @ layer.lora_A.weight * layer.scaling
+        torch.testing.assert_close(delta, expected)
+        assert delta.abs().sum() > 0
+    # With grad: a penalty on the deviations trains A and B.
+    torch.stack([d.square().sum() for d in deviations.values()]).sum().backward()
+    assert all(layer.lora_B.weight.grad is not None for layer in layers.values())
+
+
+def test_merged_layer_is_a_plain_layer_with_the_update_folded_in(classifier: Classifier) -> None:
+    model, inputs = classifier.model, tokens(classifier)
+    apply_to(classifier, LoraMethod(r=4, alpha=8))
+    train_a_little(model, inputs)
+    before = logits(model, inputs)
+    for layer in lora_layers(model).values():
+        merged = layer.merged_layer()
+        assert type(merged) is nn.Linear
+        torch.testing.assert_close(merged.weight, layer.base_layer.weight + layer.delta_weight())
+        assert merged.weight.data_ptr() != layer.base_layer.weight.data_ptr()  # W itself untouched
+    plain = merged_copy(model)
+    assert not lora_layers(plain) and lora_layers(model)
+    torch.testing.assert_close(logits(plain, inputs), before, atol=1e-5, rtol=0)
+
+
+@pytest.fixture()
+def gpt2(tiny_gpt2_dir: Path) -> Classifier:
+    torch.manual_seed(0)
+    return load_classifier(tiny_gpt2_dir, ["negative", "positive"], max_seq_length=32)
+
+
+def test_gpt2_conv1d_is_wrapped_and_unchanged_at_init(gpt2: Classifier) -> None:
+    inputs = tokens(gpt2)
+    model = gpt2.model.eval()
+    before = logits(model, inputs)
+    applied = apply_to(gpt2, LoraMethod(r=4, alpha=8, target_modules=["c_attn", "c_fc"]))
+    assert applied.details["lora_layers"] == [
+        f"transformer.h.{i}.{path}" for i in (0, 1) for path in ("attn.c_attn", "mlp.c_fc")
+    ]
+    for layer in lora_layers(model).values():
+        assert isinstance(layer.base_layer, Conv1D) and layer.fan_in_fan_out
+        # PEFT's shapes for Conv1D: A is (r, in), B is (out, r); the dense update is W's (in, out).
+        nx, nf = layer.base_layer.weight.shape
+        assert layer.lora_A.weight.shape == (4, nx) and layer.lora_B.weight.shape == (nf, 4)
+        assert layer.delta_weight().shape == (nx, nf)
+    assert logits(model, inputs).equal(before)
+
+
+def test_gpt2_merge_reproduces_the_outputs(gpt2: Classifier) -> None:
+    model, inputs = gpt2.model, tokens(gpt2)
+    applied = apply_to(gpt2, LoraMethod(r=4, alpha=8, target_modules=["c_attn", "c_proj"]))
+    train_a_little(model, inputs)
+    trained = logits(model, inputs)
+    assert applied.deviations is not None and all(d.abs().sum() > 0 for _, d in applied.deviations())
+
+    plain = merged_copy(model)
+    assert all(type(plain.get_submodule(name)) is Conv1D for name in lora_layers(model))
+    torch.testing.assert_close(logits(plain, inputs), trained, atol=1e-5, rtol=0)
+    merge_lora(model)  # in place, too
+    torch.testing.assert_close(logits(model, inputs), trained, atol=1e-5, rtol=0)
+    unmerge_lora(model)
+    torch.testing.assert_close(logits(model, inputs), trained, atol=1e-5, rtol=0)

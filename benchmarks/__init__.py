@@ -1,0 +1,1 @@
+"""Side-by-side measurements, each printing ratios against a peer measured in the same run."""

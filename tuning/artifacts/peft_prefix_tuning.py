@@ -1,0 +1,47 @@
+"""A prefix-tuning job's artifact in PEFT's layout.
+
+PEFT stores the prefix as `prompt_embeddings` (n, layers·2·token_dim) with or without its MLP: the
+MLP only reparameterises training. The artifact holds the prefix the MLP computes and says
+`prefix_projection: false`, so PEFT loads it into a plain table and the MLP never ships. The head is
+saved as for prompt tuning (`base_model.<head>.<tensor>`).
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuning.artifacts import TrainedJob, Written
+from tuning.artifacts.peft_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from tuning.artifacts.peft_prompt_tuning import (
+    load_prompt_learning,
+    prompt_learning_config,
+    write_prompt_learning,
+)
+from tuning.methods.prefix_tuning import ENCODER, prefix_encoder
+
+
+def write(out_dir: Path, job: TrainedJob) -> Written:
+    encoder = prefix_encoder(job.model)
+    geometry = encoder.geometry
+    config = prompt_learning_config(job, "PREFIX_TUNING", geometry.token_dim)
+    # Key/value heads, as PEFT counts them for grouped-query attention.
+    config |= {"num_attention_heads": geometry.heads, "num_layers": geometry.layers}
+    config |= {"encoder_hidden_size": geometry.token_dim, "prefix_projection": False}
+    with torch.no_grad():
+        prefix = encoder.prefix().detach()
+    write_prompt_learning(out_dir, job, prefix, config)
+    trained_with = (
+        "an MLP reparameterisation (exported as the prefix it computes)" if encoder.transform else "a table"
+    )
+    return Written([ADAPTER_WEIGHTS, ADAPTER_CONFIG], {"prefix": {"trained_as": trained_with}})
+
+
+def load(model: nn.Module, artifact_dir: Path) -> None:
+    """Load the adapter into a model the prefix-tuning method was applied to with the job's spec.
+
+    A spec with `projection` rebuilds the MLP; the artifact holds its output, so the encoder first
+    becomes a plain table of that shape.
+    """
+    prefix_encoder(model).drop_projection()
+    load_prompt_learning(model, artifact_dir, f"{ENCODER}.embedding.weight")

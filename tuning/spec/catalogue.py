@@ -1,0 +1,132 @@
+"""The catalogue `GET /v1/methods` lists: every method and composable part of a job spec.
+
+Built from the same pydantic models that validate job specs, so the listing, the OpenAPI schema and
+the validation can never disagree: a description is the model's docstring, an options schema its
+`model_json_schema()`, an example a value the model itself produced. Imports no torch.
+"""
+
+import inspect
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuning.spec.methods import (
+    MERGEABLE_METHODS,
+    METHOD_MODELS,
+    PEFT_METHODS,
+    CatalogueEntry,
+    PartialMethod,
+)
+from tuning.spec.parts import (
+    EWCRegularizer,
+    ExportOptions,
+    GradualUnfreeze,
+    HeadSpec,
+    KLRegularizer,
+    L2SPRegularizer,
+    LayerLrDecay,
+)
+
+Kind = Literal["method", "part"]
+ArtifactLayout = Literal["peft", "deltatune"]
+
+# Parts in the order a job spec reads: (catalogue name, dotted field of JobSpec holding it, model).
+PARTS: tuple[tuple[str, str, type[CatalogueEntry]], ...] = (
+    ("head", "head", HeadSpec),
+    ("layer_lr_decay", "layer_lr_decay", LayerLrDecay),
+    ("gradual_unfreeze", "gradual_unfreeze", GradualUnfreeze),
+    ("l2sp", "regularizers.l2sp", L2SPRegularizer),
+    ("kl", "regularizers.kl", KLRegularizer),
+    ("ewc", "regularizers.ewc", EWCRegularizer),
+    ("export", "export", ExportOptions),
+)
+
+# Options a model cannot default: the smallest choice that makes a valid example of it.
+EXAMPLE_CHOICES: dict[type[CatalogueEntry], dict[str, Any]] = {
+    PartialMethod: {"last_n_layers": 2},
+    LayerLrDecay: {"decay": 0.8},
+    L2SPRegularizer: {"weight": 0.01},
+    KLRegularizer: {"weight": 0.1},
+    EWCRegularizer: {"weight": 100.0, "fisher_file": "file-abc123"},
+}
+
+
+class CatalogueItem(BaseModel):
+    """One method or part, as `GET /v1/methods` lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(description="The method's `type`, or the part's name.")
+    kind: Kind
+    description: str = Field(description="One line: what it does.")
+    paper: str = Field(description="Where the technique comes from.")
+    spec_field: str = Field(
+        description="Where its options go in a job spec (dotted); a method's `type` selects it there."
+    )
+    options_schema: dict[str, Any] = Field(
+        description="JSON schema of its options, as job specs validate them."
+    )
+    example: dict[str, Any] = Field(description="Valid options, ready to put at `spec_field`.")
+    artifact_layout: ArtifactLayout | None = Field(
+        None, description="Methods: 'peft' (with a linear head) or 'deltatune'; null for parts."
+    )
+    mergeable: bool | None = Field(
+        None, description="Methods: whether export.merged can fold it into the base weights; null for parts."
+    )
+
+
+@cache
+def catalogue() -> tuple[CatalogueItem, ...]:
+    """Every method (in METHOD_MODELS order), then every part."""
+    return tuple(method_item(model) for model in METHOD_MODELS) + tuple(
+        part_item(name, spec_field, model) for name, spec_field, model in PARTS
+    )
+
+
+def method_item(model: type[CatalogueEntry]) -> CatalogueItem:
+    name = method_name(model)
+    return CatalogueItem(
+        name=name,
+        kind="method",
+        description=description(model),
+        paper=model.paper,
+        spec_field="method",
+        options_schema=model.model_json_schema(),
+        example=example(model),
+        artifact_layout="peft" if name in PEFT_METHODS else "deltatune",
+        mergeable=name in MERGEABLE_METHODS,
+    )
+
+
+def part_item(name: str, spec_field: str, model: type[CatalogueEntry]) -> CatalogueItem:
+    return CatalogueItem(
+        name=name,
+        kind="part",
+        description=description(model),
+        paper=model.paper,
+        spec_field=spec_field,
+        options_schema=model.model_json_schema(),
+        example=example(model),
+    )
+
+
+def method_name(model: type[CatalogueEntry]) -> str:
+    """The `type` a spec writes to choose this method: the default of its discriminator field."""
+    name = model.model_fields["type"].default
+    if not isinstance(name, str):
+        raise TypeError(f"{model.__name__} has no string default for its 'type' field")
+    return name
+
+
+def description(model: type[CatalogueEntry]) -> str:
+    # A class docstring is never inherited, so a model without one fails here, not in a client.
+    doc = model.__dict__.get("__doc__")
+    if not doc or not doc.strip():
+        raise TypeError(f"{model.__name__} needs a docstring: its first line is its catalogue description")
+    return inspect.cleandoc(doc).splitlines()[0]
+
+
+def example(model: type[CatalogueEntry]) -> dict[str, Any]:
+    """Valid options for `model`, validated by the model itself, with every default spelled out."""
+    return model.model_validate(EXAMPLE_CHOICES.get(model, {})).model_dump(mode="json")

@@ -1,0 +1,339 @@
+"""Which base model? Scores of how reusable a model's frozen features are for a data file, before training.
+
+LogME (You et al. 2021, "LogME: Practical Assessment of Pre-trained Models for Transfer Learning",
+arXiv:2102.11005): per one-hot class column y, maximise the evidence of Bayesian linear regression on
+the features F by the fixed point γ = Σ βσᵢ/(α+βσᵢ), α ← γ/‖m‖², β ← (n−γ)/‖Fm−y‖²; the score is the
+mean over classes of log p(y | F, α, β) / n. For language-model data: the zero-shot mean token
+cross-entropy of the model's own LM head, and its perplexity.
+"""
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from tuning.data import Label, read_classification_file, sort_labels
+from tuning.device import pick_device
+from tuning.errors import DataError, TuningError
+
+logger = logging.getLogger(__name__)
+
+TransferTask = Literal["sequence_classification", "causal_lm"]
+ScoreName = Literal["logme", "perplexity"]
+
+MAX_LENGTH = 128
+BATCH_SIZE = 32
+# An LM batch holds batch × length × vocabulary logits: 8 × 128 × 50k floats is 200 MB already.
+LM_BATCH_SIZE = 8
+# Far tighter than the paper's 1e-3: the evidence must sit at its stationary point to 1e-6.
+TOLERANCE = 1e-10
+MAX_ITERATIONS = 1000
+# Keeps α and β finite when a column is fitted exactly (‖Fm−y‖ = 0) or m vanishes.
+FLOOR = 1e-12
+
+
+class NoLanguageModelHead(TuningError):
+    """The candidate cannot score language-model data: no trained causal LM head to evaluate."""
+
+    code = "no_language_model_head"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The maximised evidence of one class column: its α, β and log evidence per sample."""
+
+    alpha: float
+    beta: float
+    log_evidence: float
+    iterations: int
+
+
+# ---------------------------------------------------------------------------------------- LogME
+
+
+def logme(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """LogME of `features` (n×d) for class indices `labels` (n): higher means features fit better."""
+    return sum(e.log_evidence for e in logme_evidences(features, labels)) / _class_count(labels)
+
+
+def logme_evidences(features: torch.Tensor, labels: torch.Tensor) -> list[Evidence]:
+    """One maximised evidence per class column of the one-hot labels."""
+    f = features.detach().to(torch.float64).cpu()
+    targets = torch.nn.functional.one_hot(labels.long().cpu(), _class_count(labels)).to(torch.float64)
+    # One SVD serves every column: only Uᵀy changes between classes.
+    u, s, _ = torch.linalg.svd(f, full_matrices=False)
+    sigma = s**2
+    return [_maximise_evidence(u, sigma, targets[:, c], dim=f.shape[1]) for c in range(targets.shape[1])]
+
+
+def _class_count(labels: torch.Tensor) -> int:
+    return int(labels.max().item()) + 1
+
+
+def _maximise_evidence(u: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, *, dim: int) -> Evidence:
+    n = y.shape[0]
+    x2 = (u.T @ y) ** 2
+    # The part of y outside F's column space: the residual no weight vector can remove.
+    outside = max(float(y @ y - x2.sum()), 0.0)
+    alpha, beta, iterations, converged = 1.0, 1.0, 0, False
+    while not converged and iterations < MAX_ITERATIONS:
+        t = alpha / beta
+        gamma = float((sigma / (sigma + t)).sum())
+        m2, residual = _fit_terms(sigma, x2, outside, t)
+        alpha, beta = gamma / max(m2, FLOOR), (n - gamma) / max(residual, FLOOR)
+        converged = abs(alpha / beta - t) <= TOLERANCE * t
+        iterations += 1
+    m2, residual = _fit_terms(sigma, x2, outside, alpha / beta)
+    log_det = float(torch.log(alpha + beta * sigma).sum()) + (dim - sigma.shape[0]) * math.log(alpha)
+    log_evidence = (
+        dim / 2 * math.log(alpha)
+        + n / 2 * math.log(beta)
+        - n / 2 * math.log(2 * math.pi)
+        - beta / 2 * residual
+        - alpha / 2 * m2
+        - log_det / 2
+    )
+    return Evidence(alpha, beta, log_evidence / n, iterations)
+
+
+def _fit_terms(sigma: torch.Tensor, x2: torch.Tensor, outside: float, t: float) -> tuple[float, float]:
+    """‖m‖² and ‖Fm−y‖² of the posterior mean m at α/β = t, from the SVD alone."""
+    m2 = float((sigma * x2 / (sigma + t) ** 2).sum())
+    residual = float((x2 * (t / (sigma + t)) ** 2).sum()) + outside
+    return m2, residual
+
+
+# ------------------------------------------------------------------------------------- features
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # GPT-2-style tokenizers have no pad token; padded positions are masked out anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _batches(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, size: int) -> list[list[str]]:
+    if tokenizer.pad_token is None:
+        size = 1  # nothing to pad with: one text at a time
+    return [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+
+
+@torch.no_grad()
+def mean_pooled_features(path: Path, texts: Sequence[str]) -> torch.Tensor:
+    """n×d float32: the frozen model's last hidden states averaged over each text's real tokens."""
+    device = pick_device()
+    tokenizer = load_tokenizer(path)
+    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    pooled = []
+    for batch in _batches(texts, tokenizer, BATCH_SIZE):
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        encoded = encoded.to(device)
+        hidden = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        mask = encoded["attention_mask"].unsqueeze(-1).to(torch.float32)
+        states = hidden.last_hidden_state.to(torch.float32)
+        pooled.append(((states * mask).sum(1) / mask.sum(1).clamp(min=1.0)).cpu())
+    return torch.cat(pooled)
+
+
+# ------------------------------------------------------------------------------- language model
+
+
+@dataclass(frozen=True)
+class LanguageModelLoss:
+    cross_entropy: float  # mean over every predicted token, nats
+    tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.cross_entropy)
+
+
+def load_causal_lm(path: Path) -> Any:
+    """The model with its LM head, refusing one whose head the checkpoint does not hold."""
+    try:
+        # With output_loading_info the call returns (model, info); its stubs know only the model.
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32, output_loading_info=True
+        )
+    except ValueError as error:  # transformers: no causal-LM class for this architecture
+        raise NoLanguageModelHead(f"no causal language-model head for this architecture: {error}") from None
+    model, info = loaded
+    if info["missing_keys"]:
+        # A head made up at load time would score random predictions, not the model.
+        missing = ", ".join(sorted(info["missing_keys"])[:3])
+        raise NoLanguageModelHead(
+            f"the checkpoint has no trained causal language-model head (missing {missing}, ...); "
+            "it is an encoder: score it with task sequence_classification (LogME) instead"
+        )
+    return model
+
+
+@torch.no_grad()
+def language_model_loss(path: Path, texts: Sequence[str]) -> LanguageModelLoss:
+    """Zero-shot next-token cross-entropy of the model on `texts`, each cut at MAX_LENGTH tokens."""
+    device = pick_device()
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path).to(device).eval()
+    total, tokens = 0.0, 0
+    for batch in _batches(texts, tokenizer, LM_BATCH_SIZE):
+        encoded = tokenizer(batch, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+        encoded = encoded.to(device)
+        logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        # Token t predicts token t+1; padded targets do not count.
+        targets = encoded["input_ids"][:, 1:]
+        counted = encoded["attention_mask"][:, 1:].bool()
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
+        )
+        total += float(losses[counted].sum())
+        tokens += int(counted.sum())
+    if tokens == 0:
+        raise DataError("no text has two tokens or more: there is nothing to predict", param="training_file")
+    return LanguageModelLoss(total / tokens, tokens)
+
+
+# ----------------------------------------------------------------------------------- candidates
+
+
+SCORE_OF_TASK: dict[str, ScoreName] = {"sequence_classification": "logme", "causal_lm": "perplexity"}
+
+Scorer = Callable[[Candidate], dict[str, Any]]
+
+
+def score_candidates(
+    texts: Sequence[str], labels: Sequence[Label] | None, candidates: Sequence[Candidate], task: TransferTask
+) -> list[dict[str, Any]]:
+    """One JSON-safe result per candidate, best first; a candidate that cannot be scored comes last."""
+    if task == "sequence_classification":
+        if labels is None:
+            raise DataError("LogME needs a label for every text", param="training_file")
+        indices = label_indices(labels)
+        scorer: Scorer = partial(_logme_result, texts=texts, labels=indices)
+    else:
+        scorer = partial(_perplexity_result, texts=texts)
+    return rank([_score_one(candidate, scorer, task, len(texts)) for candidate in candidates])
+
+
+def _score_one(candidate: Candidate, scorer: Scorer, task: TransferTask, examples: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        result = scorer(candidate)
+    except (NoLanguageModelHead, OSError, ValueError) as error:
+        # One candidate that cannot load or score must not cost the user the others' scores.
+        logger.warning("transferability: candidate %s cannot be scored: %s", candidate.id, error)
+        result = {"score": SCORE_OF_TASK[task], "value": None, "error": str(error)}
+    result = {"model": candidate.id, "examples": examples} | result
+    result["higher_is_better"] = result["score"] == "logme"
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    logger.info("transferability of %s: %s", candidate.id, result)
+    return result
+
+
+def label_indices(labels: Sequence[Label]) -> torch.Tensor:
+    """Class index of each label, the labels sorted as training sorts them; at least two classes."""
+    ordered = sort_labels(set(labels))
+    if len(ordered) < 2:
+        raise DataError(
+            f"LogME needs at least 2 distinct labels, found {len(ordered)}: {ordered}", param="training_file"
+        )
+    index = {label: position for position, label in enumerate(ordered)}
+    return torch.tensor([index[label] for label in labels])
+
+
+def _logme_result(candidate: Candidate, texts: Sequence[str], labels: torch.Tensor) -> dict[str, Any]:
+    features = mean_pooled_features(candidate.path, texts)
+    return {
+        "score": "logme",
+        "value": logme(features, labels),
+        "feature_dim": features.shape[1],
+    }
+
+
+def _perplexity_result(candidate: Candidate, texts: Sequence[str]) -> dict[str, Any]:
+    loss = language_model_loss(candidate.path, texts)
+    return {
+        "score": "perplexity",
+        "value": loss.perplexity,
+        "cross_entropy": loss.cross_entropy,
+        "tokens": loss.tokens,
+    }
+
+
+def rank(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best first (LogME: highest; perplexity: lowest), unscored last; each gets its 1-based `rank`."""
+    scored = [r for r in results if r.get("value") is not None]
+    unscored = [r for r in results if r.get("value") is None]
+    scored.sort(key=lambda r: -r["value"] if r["higher_is_better"] else r["value"])
+    ranked = []
+    for position, result in enumerate(scored, start=1):
+        ranked.append(result | {"rank": position})
+    ranked.extend(result | {"rank": None} for result in unscored)
+    return ranked
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def read_scoring_data(
+    path: Path, task: TransferTask, *, max_examples: int, seed: int = 0
+) -> tuple[list[str], list[Label] | None]:
+    """The texts (and labels, for classification) to score on: at most `max_examples`, a seeded sample."""
+    if task == "sequence_classification":
+        examples = _sample(read_classification_file(path), max_examples, seed)
+        return [e.text for e in examples], [e.label for e in examples]
+    return _sample(read_texts(path), max_examples, seed), None
+
+
+def _sample(items: list[Any], count: int, seed: int) -> list[Any]:
+    # Sampled, not the first lines: a file sorted by label would otherwise show only one class.
+    if len(items) <= count:
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), count))
+    return [items[i] for i in keep]
+
+
+def read_texts(path: Path, *, param: str = "training_file") -> list[str]:
+    """Language-model text of each line: `text`, `prompt` + `completion`, or the `messages` contents."""
+    texts = []
+    with Path(path).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                texts.append(_line_text(line, number, param))
+    if not texts:
+        raise DataError("no examples: the file is empty", param=param)
+    return texts
+
+
+def _line_text(line: str, number: int, param: str) -> str:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DataError(f"not valid JSON: {error.msg}", line=number, param=param) from None
+    if isinstance(record, dict):
+        if isinstance(record.get("text"), str):
+            return str(record["text"])
+        if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+            return str(record["prompt"]) + str(record["completion"])
+        messages = record.get("messages")
+        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
+            return "\n".join(str(m.get("content", "")) for m in messages)
+    raise DataError(
+        "expected an object with 'text', 'prompt' and 'completion', or 'messages'", line=number, param=param
+    )
