@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuning.spec import CompositionError
+
 logger = logging.getLogger(__name__)
 
 # `type` groups errors the way OpenAI's API does; `code` says precisely what happened.
@@ -138,22 +140,55 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             status_code=400,
             code="invalid_json",
         )
-    if tuple(first["loc"]) == ("body",) and isinstance(exc.body, bytes | str):
-        # FastAPI hands a body that was not sent as JSON through as raw bytes.
+    if tuple(first["loc"]) == ("body",) and isinstance(exc.body, bytes):
+        # FastAPI hands a body that was not sent as JSON through as raw bytes (a JSON string is a str).
         return error_response(
             "request body must be JSON sent with 'Content-Type: application/json'",
             status_code=415,
             code="unsupported_media_type",
         )
     param = field_path(first["loc"], exc.body)
+    reason = (first.get("ctx") or {}).get("error")
+    if isinstance(reason, CompositionError):
+        # The spec's own validator names the part at fault, relative to the model that raised it.
+        param = f"{param}.{reason.param}" if param else reason.param
+        return error_response(str(reason), status_code=422, param=param, code="invalid_combination")
     if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         # Pydantic blames the union (`method`); the field the client got wrong is its tag.
         tag = str((first.get("ctx") or {}).get("discriminator", "type")).strip("'")
         param = f"{param}.{tag}" if param else tag
-    message = f"{param}: {first['msg']}" if param else first["msg"]
-    if first.get("type") == "missing" and not param:
-        message = "request body is missing"
+    if param is None and first["loc"][:1] == ("body",):
+        # The body as a whole is at fault (absent, or JSON that is not an object).
+        return _body_error(first, exc.body)
+    # A validator's ValueError reads better without pydantic's "Value error, " in front of it.
+    detail = str(reason) if isinstance(reason, ValueError) else first["msg"]
+    message = f"{param}: {detail}" if param else detail
     return error_response(message, status_code=422, param=param, code=first.get("type", "invalid_value"))
+
+
+def _body_error(first: Mapping[str, Any], body: Any) -> JSONResponse:
+    if first.get("type") == "missing":
+        message = "request body is missing"
+    elif not isinstance(body, dict):
+        message = f"request body must be a JSON object, not {_json_kind(body)}"
+    else:
+        message = f"body: {first['msg']}"
+    return error_response(message, status_code=422, param="body", code=first.get("type", "invalid_value"))
+
+
+def _json_kind(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
 
 
 def field_path(loc: Sequence[Any], body: Any) -> str | None:

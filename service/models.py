@@ -1,4 +1,4 @@
-"""SQL tables: owners and their API keys, files, jobs, job events and artifacts.
+"""SQL tables: owners and their API keys, files, jobs, job events, artifacts and transferability runs.
 
 Every file, job, event and artifact query is scoped to an owner. Schema changes go through Alembic
 (`migrations/`), never create_all outside throwaway test databases.
@@ -134,3 +134,27 @@ class Artifact(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TransferabilityRun(Base):
+    """Scoring candidate base models on a training file before any fine-tuning (POST /v1/transferability).
+
+    `request` keeps what the client asked (training_file, base_models, task, max_examples); `results`
+    holds one score per candidate, best first, once a worker has run it. Statuses are JobStatus's
+    queued, running, succeeded and failed.
+    """
+
+    __tablename__ = "transferability_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("tfrun"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    queue: Mapped[str] = mapped_column(String(32))
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from service.models import JobStatus
 from tuning.spec import JobSpec, Method
+from tuning.spec.catalogue import CatalogueItem
 
 FileStatus = Literal["processed", "error"]
 
@@ -126,6 +127,13 @@ class ModelObject(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+class MethodList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CatalogueItem] = Field(
+        description="Every method, then every part that composes with any method."
+    )
 
 
 class Health(BaseModel):

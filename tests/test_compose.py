@@ -15,8 +15,8 @@ from unittest import mock
 import pytest
 import yaml
 from pydantic import AliasChoices, ValidationError
-from service.cli import build_parser
 
+from service.cli import build_parser
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def check_build_targets(compose: Compose) -> list[str]:
         elif target not in dockerfile_stages(dockerfile):
             problems.append(f"{name}: build target {target!r} is not a stage of {dockerfile.name}")
         elif stage_entrypoint(dockerfile_stages(dockerfile)[target]) != ["deltatune"]:
-            problems.append(f"{name}: stage {target!r} does not have ENTRYPOINT [\"deltatune\"]")
+            problems.append(f'{name}: stage {target!r} does not have ENTRYPOINT ["deltatune"]')
     return problems
 
 

@@ -17,8 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TUNING = ROOT / "tuning"
 
 FORBIDDEN_IN_TUNING = frozenset(
-    {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "celery", "kombu", "redis",
-     "service", "worker"}
+    {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "sqlalchemy",
+        "alembic",
+        "psycopg",
+        "celery",
+        "kombu",
+        "redis",
+        "service",
+        "worker",
+    }
 )
 
 # Modules the API process imports; none of them may bring torch in at import time.

@@ -173,11 +173,7 @@ def download_file(
 def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep) -> FileDeleted:
     """Delete a file; refused while a queued or running job uses it."""
     file = owned_file(session, owner.id, file_id)
-    active = [
-        job
-        for job in crud.jobs_using_file(session, file_id=file.id)
-        if job.status in ACTIVE
-    ]
+    active = [job for job in crud.jobs_using_file(session, file_id=file.id) if job.status in ACTIVE]
     if active:
         raise Conflict(
             f"file {file_id!r} is used by job {active[0].id!r}, which is {active[0].status}",

@@ -27,7 +27,8 @@ from service.schemas import (
     unix_seconds,
 )
 from service.storage import artifact_file, stream_tar_gz
-from tuning.errors import ModelNotFound
+from tuning.compat import check_spec_for_model
+from tuning.errors import ModelNotFound, SpecError
 from tuning.models import resolve_base_model
 from tuning.spec import JobSpec
 
@@ -92,12 +93,18 @@ def create_job(
 ) -> JobObject:
     """Create a fine-tuning job; it is queued for a worker."""
     try:
-        resolve_base_model(spec.base_model, settings.model_dirs)
+        base_path = resolve_base_model(spec.base_model, settings.model_dirs)
     except ModelNotFound as error:
         raise ApiError(error.message, param="base_model", code="model_not_found") from None
+    try:
+        check_spec_for_model(spec, base_path)
+    except SpecError as error:
+        raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
     _check_data_file(session, owner.id, spec.training_file, "training_file")
     if spec.validation_file is not None:
         _check_data_file(session, owner.id, spec.validation_file, "validation_file")
+    if spec.regularizers.ewc is not None and spec.regularizers.ewc.fisher_file is not None:
+        _check_data_file(session, owner.id, spec.regularizers.ewc.fisher_file, "regularizers.ewc.fisher_file")
     job = crud.create_job(session, owner_id=owner.id, spec=spec, queue=settings.job_queue)
     # Only after COMMIT: a worker that receives the id must find the row.
     try:

@@ -127,4 +127,3 @@ class ServeProcess:
         except httpx.HTTPError:
             time.sleep(0.3)
             return False
-

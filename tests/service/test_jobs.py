@@ -39,6 +39,10 @@ def test_create_job_commits_then_enqueues_it(
         "alpha": 8.0,
         "dropout": 0.0,
         "target_modules": ["query", "value"],
+        "use_rslora": False,
+        "layers_to_transform": None,
+        "rank_pattern": {},
+        "loraplus_lr_ratio": None,
     }
     assert job["spec"]["hyperparameters"]["epochs"] == 1 and job["spec"]["hyperparameters"]["seed"] == 42
     assert job["metadata"] == {"run": "test"}
