@@ -1,4 +1,4 @@
-"""SQL tables: owners and their API keys, files, jobs, job events, artifacts and transferability runs.
+"""SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints and transferability runs.
 
 Every file, job, event and artifact query is scoped to an owner. Schema changes go through Alembic
 (`migrations/`), never create_all outside throwaway test databases.
@@ -80,6 +80,8 @@ class File(Base):
     status: Mapped[str] = mapped_column(String(16))
     status_details: Mapped[str | None] = mapped_column(Text, default=None)
     examples: Mapped[int | None] = mapped_column(Integer, default=None)
+    # A processed file's data format (tuning.spec.DataFormat), detected from its lines.
+    format: Mapped[str | None] = mapped_column(String(32), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -100,6 +102,8 @@ class Job(Base):
     examples_seen: Mapped[int] = mapped_column(BigInteger, default=0)
     trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The validating_files report (tuning.validation), made with the base model's tokenizer at POST.
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     error_param: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -133,6 +137,23 @@ class Artifact(Base):
     name: Mapped[str] = mapped_column(String(255))
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    """One kept checkpoint of a job; its files live at artifacts_dir/<job_id>/checkpoints/<id>/."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("ckpt"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # [{"name", "bytes", "sha256"}] of the checkpoint's artifact files.
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -90,6 +90,9 @@ class JobObject(BaseModel):
     trained_tokens: int
     progress: float = Field(ge=0.0, le=1.0)
     metrics: dict[str, Any] = Field(description="The latest training and evaluation metrics.")
+    validation: dict[str, Any] | None = Field(
+        None, description="The validating_files report: per file, examples, token counts and what was found."
+    )
     error: JobError | None
     cancel_requested: bool
     artifacts: list[ArtifactObject] = Field(description="The published files, once the job succeeded.")

@@ -6,20 +6,30 @@ texts do not pay for the longest one in the file.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 Batch = dict[str, torch.Tensor]
 
+# What one example's label is, and so how a batch stacks them:
+#   index      a class index                      → long [B]
+#   multi_hot  one 0/1 float per label            → float [B, L]
+#   value      a regression target                → float [B]
+#   tokens     a target id per input token, -100 where no loss is taken → long [B, T], padded with -100
+LabelKind = Literal["index", "multi_hot", "value", "tokens"]
+IGNORE_INDEX = -100  # cross_entropy's ignore_index: padding and tokens without a loss
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids per example and, for labelled data, each example's label index."""
+    """Token ids per example and, for labelled data, each example's label (see LabelKind)."""
 
     input_ids: list[list[int]]
-    labels: list[int] | None
+    labels: list[Any] | None
     pad_id: int
+    label_kind: LabelKind = "index"
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -50,8 +60,20 @@ def collate(encoded: Encoded, indices: Sequence[int]) -> Batch:
         attention_mask[i, : len(row)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     if encoded.labels is not None:
-        batch["labels"] = torch.tensor([encoded.labels[i] for i in indices], dtype=torch.long)
+        batch["labels"] = _stack_labels(encoded, indices, width)
     return batch
+
+
+def _stack_labels(encoded: Encoded, indices: Sequence[int], width: int) -> torch.Tensor:
+    assert encoded.labels is not None
+    labels = [encoded.labels[i] for i in indices]
+    if encoded.label_kind == "tokens":
+        stacked = torch.full((len(labels), width), IGNORE_INDEX, dtype=torch.long)
+        for i, row in enumerate(labels):
+            stacked[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return stacked
+    dtype = torch.long if encoded.label_kind == "index" else torch.float32
+    return torch.tensor(labels, dtype=dtype)
 
 
 def batches_in_order(encoded: Encoded, batch_size: int) -> Iterator[Batch]:

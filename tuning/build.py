@@ -8,35 +8,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuning.classifier import Classifier, load_classifier
 from tuning.data import Label
 from tuning.layers import LayerMap, find_layers
 from tuning.methods import Applied, MethodContext, apply_method
 from tuning.parts.head import build_head
 from tuning.spec import JobSpec
+from tuning.task_model import TaskModel, load_classifier
 
 
 @dataclass
 class Built:
-    classifier: Classifier
+    classifier: TaskModel
     layers: LayerMap
     applied: Applied
     tokenizer_changed: bool  # the method added tokens
 
 
-def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> Classifier:
-    """The base model with the spec's head for `labels`: backbone frozen, head trainable."""
-    classifier = load_classifier(base_path, labels, max_seq_length=spec.hyperparameters.max_seq_length)
-    classifier.head_modules = build_head(classifier.model, classifier.head_modules, spec.head, len(labels))
+def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
+    """The base model with the spec's head for `labels`: backbone frozen, head trainable.
+
+    A regression head (no labels) has one output.
+    """
+    classifier = load_classifier(
+        base_path,
+        labels,
+        max_seq_length=spec.hyperparameters.max_seq_length,
+        problem_type=spec.problem_type or "single_label",
+    )
+    outputs = len(labels) or 1
+    classifier.head_modules = build_head(classifier.model, classifier.head_modules, spec.head, outputs)
+    limit_for_virtual_tokens(spec, classifier)
+    return classifier
+
+
+def limit_for_virtual_tokens(spec: JobSpec, classifier: TaskModel) -> None:
     # Virtual tokens (prompt, prefix) take the first positions: encode no more text than still fits.
     virtual = getattr(spec.method, "num_virtual_tokens", 0)
     positions = getattr(classifier.model.config, "max_position_embeddings", None)
     if virtual and isinstance(positions, int):
         classifier.max_length = min(classifier.max_length, positions - virtual)
-    return classifier
 
 
-def apply_spec_method(spec: JobSpec, classifier: Classifier) -> Built:
+def apply_spec_method(spec: JobSpec, classifier: TaskModel) -> Built:
     layers = find_layers(classifier.model, classifier.head_modules)
     vocabulary = len(classifier.tokenizer)
     context = MethodContext(classifier.tokenizer, classifier.head_modules, layers)

@@ -1,9 +1,9 @@
-"""Evaluation of a sequence classifier: mean cross-entropy and accuracy over a labelled set."""
+"""What every task's evaluation shares: the result type, float32 logits, and the batched loop."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tuning.batching import Batch, Encoded, batches_in_order, to_device
@@ -14,9 +14,14 @@ from tuning.events import StopCheck, never_stop
 
 @dataclass(frozen=True)
 class Evaluation:
-    loss: float
-    accuracy: float
+    """One evaluation: every metric of the task's kind (tuning.spec.METRICS), `loss` among them."""
+
+    metrics: dict[str, float]
     examples: int
+
+    @property
+    def loss(self) -> float:
+        return self.metrics["loss"]
 
 
 def classifier_logits(
@@ -25,7 +30,7 @@ def classifier_logits(
     """Float32 logits of one batch (labels, if any, are not passed: the loss is ours to compute).
 
     Only training uses mixed precision: evaluation and prediction run in float32 so that the
-    accuracy a job reports is the one a PEFT user reproduces from the artifact (bf16 would move
+    metrics a job reports are the ones a PEFT user reproduces from the artifact (bf16 would move
     logits by ~1e-2).
     """
     inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
@@ -36,26 +41,25 @@ def classifier_logits(
 
 
 @torch.no_grad()
-def evaluate(
+def evaluation_batches(
     model: nn.Module,
     encoded: Encoded,
     *,
     batch_size: int,
     device: torch.device,
+    visit: Callable[[torch.Tensor, Batch], None],
     should_stop: StopCheck = never_stop,
-) -> Evaluation:
-    """Loss and accuracy in eval mode (dropout off); the model's train/eval mode is restored after."""
+) -> None:
+    """Call `visit(float32 logits, batch)` for each batch in order, in eval mode (dropout off).
+
+    The model's train/eval mode is restored after; a task's evaluate accumulates its sums in `visit`.
+    """
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
     try:
         for batch in batches_in_order(encoded, batch_size):
             if should_stop():
                 raise Cancelled()
-            logits = classifier_logits(model, batch, device)
-            labels = batch["labels"].to(device)
-            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            correct += int((logits.argmax(dim=-1) == labels).sum().item())
+            visit(classifier_logits(model, batch, device), batch)
     finally:
         model.train(was_training)
-    return Evaluation(total_loss / len(encoded), correct / len(encoded), len(encoded))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuning.compat import check_spec_for_model
-from tuning.data import Example, Label, build_label_map, check_validation_labels, read_classification_file
+from tuning.data import AnyExample, Label, read_data_file
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.models import resolve_base_model
@@ -26,11 +26,12 @@ if TYPE_CHECKING:
     from torch import nn
 
     from tuning.artifacts import TrainedJob
-    from tuning.batching import Encoded
     from tuning.build import Built
-    from tuning.classifier import Classifier
+    from tuning.checkpoints import CheckpointSink
     from tuning.pretrained import PretrainedSnapshot
     from tuning.regularizers import Regularizer
+    from tuning.task_model import TaskModel
+    from tuning.tasks import TaskData
     from tuning.train import StepHook, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -53,13 +54,17 @@ def run(
     validation_path: Path | None = None,
     fisher_path: Path | None = None,
     model_dirs: Sequence[Path] = (),
+    start_from: Path | None = None,
+    on_checkpoint: CheckpointSink | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> RunResult:
     """Fine-tune `spec.base_model` on `training_path` and write the artifact into `out_dir`.
 
-    `fisher_path` is the source-task file of an `ewc` regularizer. Raises DataError, SpecError,
-    ModelNotFound, or Cancelled when `should_stop()` turns true.
+    `fisher_path` is the source-task file of an `ewc` regularizer; `start_from` a checkpoint's
+    artifact folder whose trained tensors the job starts from (`from_checkpoint`). With
+    `spec.checkpoints`, each checkpoint is written as an artifact and handed to `on_checkpoint`.
+    Raises DataError, SpecError, ModelNotFound, or Cancelled when `should_stop()` turns true.
     """
     from tuning.artifacts import write_artifact
 
@@ -69,6 +74,9 @@ def run(
         validation_path=validation_path,
         fisher_path=fisher_path,
         model_dirs=model_dirs,
+        start_from=start_from,
+        checkpoints_dir=out_dir.with_name(out_dir.name + "-checkpoints"),
+        on_checkpoint=on_checkpoint,
         on_event=on_event,
         should_stop=should_stop,
     )
@@ -93,28 +101,37 @@ def fit(
     validation_path: Path | None = None,
     fisher_path: Path | None = None,
     model_dirs: Sequence[Path] = (),
+    start_from: Path | None = None,
+    checkpoints_dir: Path | None = None,
+    on_checkpoint: CheckpointSink | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> Fitted:
     """Everything `run` does but writing the artifact: the trained model stays in memory."""
     # torch and transformers load here, not at import: the API imports tuning without them.
     from tuning.artifacts import TrainedJob
-    from tuning.build import apply_spec_method, prepare_classifier
+    from tuning.build import apply_spec_method
+    from tuning.checkpoints import CheckpointWriter, load_checkpoint_weights
     from tuning.device import pick_device
     from tuning.pretrained import PretrainedSnapshot
+    from tuning.tasks import resolved_spec, task_for
     from tuning.train import seed_everything, train
 
     base_path = resolve_base_model(spec.base_model, model_dirs)
     check_spec_for_model(spec, base_path)
-    train_examples, validation_examples, labels = _read_data(training_path, validation_path)
+    training = read_data_file(training_path, param="training_file")
+    task = task_for(spec, training.format)
+    spec = resolved_spec(spec, task)
+    validation = read_data_file(validation_path, param="validation_file") if validation_path else None
+    data = task.check_data(training, validation)
     fisher_examples = _read_fisher_data(spec, fisher_path)
-    on_event(_data_summary(train_examples, validation_examples, labels))
+    on_event(_data_summary(data))
 
     hp = spec.hyperparameters
     seed_everything(hp.seed)  # before the model is built: the new head's init is part of the run
     device = pick_device()
     on_event(Event("message", f"loading {spec.base_model} on {device.type}", {"device": device.type}))
-    classifier = prepare_classifier(spec, base_path, labels)
+    classifier = task.load(spec, base_path, data.labels)
     model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
     model.to(device)
     # What the regularizers compare against is taken before the method rewrites the model.
@@ -123,19 +140,44 @@ def fit(
     model.to(device)
     method_trainable = [p for p in model.parameters() if p.requires_grad]
     snapshot = PretrainedSnapshot.take(model, classifier.pretrained)
+    if start_from is not None:
+        on_event(load_checkpoint_weights(model, start_from))
 
-    train_set = _encode(classifier, train_examples, labels)
-    validation_set = _encode(classifier, validation_examples, labels) if validation_examples else None
+    train_set = task.encode(classifier, spec, data.train, data.labels)
+    validation_set = task.encode(classifier, spec, data.validation, data.labels) if data.validation else None
     on_event(_training_started(model, built))
+
+    def trained_job(metrics: dict[str, float]) -> TrainedJob:
+        return TrainedJob(
+            spec=spec,
+            model=model,
+            tokenizer=classifier.tokenizer,
+            head_modules=classifier.head_modules,
+            labels=data.labels,
+            base_model_path=base_path,
+            metrics=metrics,
+            applied=built.applied,
+            snapshot=snapshot,
+            pretrained=classifier.pretrained,
+            tokenizer_changed=built.tokenizer_changed,
+        )
+
+    checkpoints = None
+    if spec.checkpoints is not None and checkpoints_dir is not None:
+        checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, trained_job, on_checkpoint)
     result = train(
         model,
         train_set,
         validation_set,
         hp,
+        task=task,
         device=device,
         optimizer_groups=_optimizer_groups(spec, model, built),
         regularizers=_regularizers(spec, model, built, snapshot, before_method),
         before_step=_unfreeze_schedule(spec, model, built, len(train_set)),
+        early_stopping=spec.early_stopping,
+        checkpoints=spec.checkpoints if checkpoints is not None else None,
+        save_checkpoint=checkpoints,
         on_event=on_event,
         should_stop=should_stop,
     )
@@ -144,35 +186,11 @@ def fit(
     metrics = _final_metrics(result)
     logger.info("%s: %d steps in %.1f s, metrics %s", spec.base_model, result.steps, result.seconds, metrics)
     model.to("cpu").eval()
-    job = TrainedJob(
-        spec=spec,
-        model=model,
-        tokenizer=classifier.tokenizer,
-        head_modules=classifier.head_modules,
-        labels=labels,
-        base_model_path=base_path,
-        metrics=metrics,
-        applied=built.applied,
-        snapshot=snapshot.to("cpu"),
-        pretrained=classifier.pretrained,
-        tokenizer_changed=built.tokenizer_changed,
-    )
-    return Fitted(job, result)
+    snapshot = snapshot.to("cpu")
+    return Fitted(trained_job(metrics), result)
 
 
-def _read_data(
-    training_path: Path, validation_path: Path | None
-) -> tuple[list[Example], list[Example], list[Label]]:
-    train_examples = read_classification_file(training_path, param="training_file")
-    labels = build_label_map(train_examples)
-    validation_examples: list[Example] = []
-    if validation_path is not None:
-        validation_examples = read_classification_file(validation_path, param="validation_file")
-        check_validation_labels(validation_examples, labels)
-    return train_examples, validation_examples, labels
-
-
-def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[Example]:
+def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[AnyExample]:
     ewc = spec.regularizers.ewc
     if ewc is None:
         return []
@@ -180,7 +198,8 @@ def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[Example]:
         raise SpecError(
             "ewc needs the source-task file named by fisher_file", param="regularizers.ewc.fisher_file"
         )
-    return read_classification_file(fisher_path, param="regularizers.ewc.fisher_file")[: ewc.fisher_examples]
+    data = read_data_file(fisher_path, param="regularizers.ewc.fisher_file")
+    return data.examples[: ewc.fisher_examples]
 
 
 @dataclass
@@ -193,8 +212,8 @@ class BeforeMethod:
 
 def _before_method(
     spec: JobSpec,
-    classifier: Classifier,
-    fisher_examples: Sequence[Example],
+    classifier: TaskModel,
+    fisher_examples: Sequence[AnyExample],
     device: torch.device,
     on_event: EventSink,
 ) -> BeforeMethod:
@@ -207,7 +226,7 @@ def _before_method(
     if spec.regularizers.ewc is not None:
         from tuning.regularizers.ewc import estimate_fisher
 
-        texts = [example.text for example in fisher_examples]
+        texts = [example.text for example in fisher_examples if hasattr(example, "text")]
         fisher, event = estimate_fisher(classifier, texts, device=device)
         on_event(event)
     return BeforeMethod(reference, fisher)
@@ -256,28 +275,19 @@ def _unfreeze_schedule(spec: JobSpec, model: nn.Module, built: Built, examples: 
     return UnfreezeSchedule(model, built.layers, spec.gradual_unfreeze, steps_per_epoch=per_epoch)
 
 
-def _encode(classifier: Classifier, examples: Sequence[Example], labels: Sequence[Label]) -> Encoded:
-    from tuning.batching import encode
-
-    index = {label: position for position, label in enumerate(labels)}
-    return encode(
-        classifier.tokenizer,
-        [example.text for example in examples],
-        [index[example.label] for example in examples],
-        max_length=classifier.max_length,
-    )
-
-
-def _data_summary(train: Sequence[Example], validation: Sequence[Example], labels: Sequence[Label]) -> Event:
-    counts = Counter(example.label for example in train)
+def _data_summary(data: TaskData) -> Event:
+    counts: Counter[Label] = Counter()
+    for example in data.train:
+        counts.update(getattr(example, "labels", None) or [getattr(example, "label", None)])
+    labelled = f", {len(data.labels)} labels" if data.labels else ""
     return Event(
         "message",
-        f"{len(train)} training and {len(validation)} validation examples, {len(labels)} labels",
+        f"{len(data.train)} training and {len(data.validation)} validation examples{labelled}",
         {
-            "training_examples": len(train),
-            "validation_examples": len(validation),
-            "labels": list(labels),
-            "training_label_counts": {str(label): counts[label] for label in labels},
+            "training_examples": len(data.train),
+            "validation_examples": len(data.validation),
+            "labels": list(data.labels),
+            "training_label_counts": {str(label): counts[label] for label in data.labels},
         },
     )
 
@@ -298,12 +308,11 @@ def _training_started(model: nn.Module, built: Built) -> Event:
 
 
 def _final_metrics(result: TrainResult) -> dict[str, float]:
+    """Training loss and time, and each validation metric before the first step and at the end."""
     metrics = {"train_loss": result.train_loss, "train_seconds": result.seconds}
     if result.initial_eval is not None and result.final_eval is not None:
-        metrics |= {
-            "initial_val_loss": result.initial_eval.loss,
-            "initial_val_accuracy": result.initial_eval.accuracy,
-            "val_loss": result.final_eval.loss,
-            "val_accuracy": result.final_eval.accuracy,
-        }
+        metrics |= {f"initial_val_{name}": value for name, value in result.initial_eval.metrics.items()}
+        metrics |= {f"val_{name}": value for name, value in result.final_eval.metrics.items()}
+    if result.best_step is not None:
+        metrics["best_step"] = result.best_step
     return metrics

@@ -20,7 +20,9 @@ from service.settings import Settings
 from tuning.errors import Cancelled, TuningError
 from tuning.spec import JobSpec
 from worker.cancel import CancelPoller
+from worker.checkpoints import CheckpointPublisher, checkpoint_folder
 from worker.claim import claim_job
+from worker.job_bases import base_model_dirs
 from worker.outcome import INTERNAL_ERROR, JobFailure, record_cancelled, record_failure
 from worker.progress import ProgressRecorder
 from worker.publish import publish_artifact
@@ -34,6 +36,8 @@ class JobInputs:
     training_path: Path
     validation_path: Path | None
     fisher_path: Path | None  # ewc's source-task file
+    start_from: Path | None  # from_checkpoint: the checkpoint's artifact folder
+    model_dirs: list[Path]  # where base models are found, finished jobs' models included
 
 
 def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], worker: str) -> str | None:
@@ -51,14 +55,16 @@ def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session],
 
 def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], scratch: Path) -> str:
     try:
-        inputs = load_inputs(sessions, job_id, files_dir=settings.files_dir)
+        inputs = load_inputs(sessions, job_id, settings=settings)
         result = tuning.run(
             inputs.spec,
             scratch / "out",
             training_path=inputs.training_path,
             validation_path=inputs.validation_path,
             fisher_path=inputs.fisher_path,
-            model_dirs=settings.model_dirs,
+            model_dirs=inputs.model_dirs,
+            start_from=inputs.start_from,
+            on_checkpoint=CheckpointPublisher(sessions, job_id, artifacts_dir=settings.artifacts_dir),
             on_event=ProgressRecorder(sessions, job_id),
             should_stop=CancelPoller(sessions, job_id, every_seconds=settings.cancel_poll_seconds),
         )
@@ -80,8 +86,9 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
     return JobStatus.FAILED
 
 
-def load_inputs(sessions: sessionmaker[Session], job_id: str, *, files_dir: Path) -> JobInputs:
-    """The job's spec, re-validated as stored, and the paths of its data files."""
+def load_inputs(sessions: sessionmaker[Session], job_id: str, *, settings: Settings) -> JobInputs:
+    """The job's spec, re-validated as stored, the paths of its data files, and where its base is."""
+    files_dir = settings.files_dir
     with sessions() as session:
         job = session.get(Job, job_id)
         stored_spec = job.spec if job is not None else None
@@ -102,7 +109,15 @@ def load_inputs(sessions: sessionmaker[Session], job_id: str, *, files_dir: Path
         if ewc is not None and ewc.fisher_file is not None
         else None
     )
-    return JobInputs(spec, training_path, validation_path, fisher_path)
+    start_from = checkpoint_folder(sessions, settings, spec.from_checkpoint) if spec.from_checkpoint else None
+    return JobInputs(
+        spec,
+        training_path,
+        validation_path,
+        fisher_path,
+        start_from,
+        base_model_dirs(sessions, settings, spec),
+    )
 
 
 def _file_path(files_dir: Path, file_id: str, *, param: str) -> Path:

@@ -2,6 +2,7 @@
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -12,7 +13,9 @@ from service.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcn
 from tuning.spec import JobSpec
 
 
-def create_job(session: Session, *, owner_id: str, spec: JobSpec, queue: str) -> Job:
+def create_job(
+    session: Session, *, owner_id: str, spec: JobSpec, queue: str, validation: dict[str, Any] | None = None
+) -> Job:
     """Insert and COMMIT a queued job; only after this may the job be sent to a worker."""
     job = Job(
         owner_id=owner_id,
@@ -23,6 +26,7 @@ def create_job(session: Session, *, owner_id: str, spec: JobSpec, queue: str) ->
         training_file_id=spec.training_file,
         validation_file_id=spec.validation_file,
         queue=queue,
+        validation=validation,
     )
     session.add(job)
     session.commit()

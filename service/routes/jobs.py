@@ -1,18 +1,21 @@
 """/v1/jobs: create a fine-tuning job, follow it, cancel it, and download what it produced."""
 
 import logging
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from service.crud import files as file_crud
 from service.crud import jobs as crud
+from service.crud.checkpoints import check_from_checkpoint
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.dispatch import enqueue_job
 from service.errors import ApiError, Conflict, NotFound
+from service.job_bases import resolve_base
+from service.job_validation import DryRun, JobFiles, dry_run, validate_job_files
 from service.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.schemas import (
     ArtifactList,
@@ -26,11 +29,12 @@ from service.schemas import (
     optional_unix_seconds,
     unix_seconds,
 )
+from service.settings import Settings
 from service.storage import artifact_file, stream_tar_gz
+from service.usable_files import check_data_file
 from tuning.compat import check_spec_for_model
-from tuning.errors import ModelNotFound, SpecError
-from tuning.models import resolve_base_model
-from tuning.spec import JobSpec
+from tuning.errors import SpecError
+from tuning.spec import JobRequest, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         trained_tokens=job.trained_tokens,
         progress=min(max(job.progress, 0.0), 1.0),
         metrics=job.metrics or {},
+        validation=job.validation,
         error=error,
         cancel_requested=job.cancel_requested,
         artifacts=[artifact_object(a) for a in artifacts] if job.status == JobStatus.SUCCEEDED else [],
@@ -87,25 +92,44 @@ def full_job_object(session: Session, job: Job) -> JobObject:
     return job_object(job, crud.list_artifacts(session, job_id=job.id))
 
 
-@router.post("", status_code=201, responses=error_responses(400, 413, 415))
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobObject,
+    responses={
+        **error_responses(400, 413, 415),
+        200: {"model": DryRun, "description": "dry_run: the report; nothing was queued."},
+    },
+)
 def create_job(
-    spec: JobSpec, owner: CurrentOwner, session: SessionDep, settings: SettingsDep, celery: CeleryDep
-) -> JobObject:
-    """Create a fine-tuning job; it is queued for a worker."""
-    try:
-        base_path = resolve_base_model(spec.base_model, settings.model_dirs)
-    except ModelNotFound as error:
-        raise ApiError(error.message, param="base_model", code="model_not_found") from None
+    request: JobRequest,
+    owner: CurrentOwner,
+    session: SessionDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+) -> JobObject | JSONResponse:
+    """Create a fine-tuning job: every check and the validation report first, then it is queued.
+
+    With `"dry_run": true` nothing is created: the answer (200) is the report with the number of
+    steps, tokens and an estimate of time and memory.
+    """
+    spec, base_path = resolve_base(session, owner.id, request.job_spec(), settings)
     try:
         check_spec_for_model(spec, base_path)
     except SpecError as error:
         raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
-    _check_data_file(session, owner.id, spec.training_file, "training_file")
-    if spec.validation_file is not None:
-        _check_data_file(session, owner.id, spec.validation_file, "validation_file")
-    if spec.regularizers.ewc is not None and spec.regularizers.ewc.fisher_file is not None:
-        _check_data_file(session, owner.id, spec.regularizers.ewc.fisher_file, "regularizers.ewc.fisher_file")
-    job = crud.create_job(session, owner_id=owner.id, spec=spec, queue=settings.job_queue)
+    files = JobFiles(
+        training=check_data_file(session, settings, owner.id, spec.training_file, "training_file"),
+        validation=_optional_file(session, settings, owner.id, spec.validation_file, "validation_file"),
+        fisher=_optional_file(
+            session, settings, owner.id, _fisher_file(spec), "regularizers.ewc.fisher_file"
+        ),
+    )
+    check_from_checkpoint(session, owner.id, spec)
+    report = validate_job_files(settings, spec, base_path, files)
+    if request.dry_run:
+        return JSONResponse(dry_run(settings, spec, base_path, report).model_dump(mode="json"))
+    job = crud.create_job(session, owner_id=owner.id, spec=spec, queue=settings.job_queue, validation=report)
     # Only after COMMIT: a worker that receives the id must find the row.
     try:
         enqueue_job(celery, job.id, job.queue)
@@ -115,16 +139,14 @@ def create_job(
     return job_object(job, [])
 
 
-def _check_data_file(session: Session, owner_id: str, file_id: str, param: str) -> None:
-    file = file_crud.get_file(session, owner_id=owner_id, file_id=file_id)
-    if file is None:
-        raise ApiError(f"{param}: no file with id {file_id!r}", param=param, code="file_not_found")
-    if file.status != file_crud.PROCESSED:
-        raise ApiError(
-            f"{param}: file {file_id!r} is not usable ({file.status}: {file.status_details})",
-            param=param,
-            code="file_not_ready",
-        )
+def _fisher_file(spec: JobSpec) -> str | None:
+    return spec.regularizers.ewc.fisher_file if spec.regularizers.ewc is not None else None
+
+
+def _optional_file(
+    session: Session, settings: Settings, owner_id: str, file_id: str | None, param: str
+) -> Path | None:
+    return None if file_id is None else check_data_file(session, settings, owner_id, file_id, param)
 
 
 @router.get("", responses=error_responses(400))

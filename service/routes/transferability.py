@@ -4,9 +4,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.orm import Session
 
-from service.crud import files as file_crud
 from service.crud import transferability as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.dispatch import enqueue_transferability
@@ -21,6 +19,7 @@ from service.schemas_transferability import (
     TransferabilityRequest,
 )
 from service.settings import Settings
+from service.usable_files import check_data_file
 from tuning.errors import ModelNotFound
 from tuning.models import resolve_base_model
 
@@ -67,7 +66,7 @@ def create_run(
     celery: CeleryDep,
 ) -> TransferabilityObject:
     """Score each candidate base model on a training file without fine-tuning; runs on a worker."""
-    check_training_file(session, owner.id, request.training_file)
+    check_data_file(session, settings, owner.id, request.training_file, "training_file")
     check_base_models(settings, request.base_models)
     run = crud.create_run(session, owner_id=owner.id, request=request, queue=settings.job_queue)
     # Only after COMMIT: a worker that receives the id must find the row.
@@ -77,20 +76,6 @@ def create_run(
         # The run stays queued and is not lost: workers re-send queued runs when they start.
         logger.exception("could not reach the broker for transferability run %s; it stays queued", run.id)
     return run_object(run)
-
-
-def check_training_file(session: Session, owner_id: str, file_id: str) -> None:
-    file = file_crud.get_file(session, owner_id=owner_id, file_id=file_id)
-    if file is None:
-        raise ApiError(
-            f"training_file: no file with id {file_id!r}", param="training_file", code="file_not_found"
-        )
-    if file.status != file_crud.PROCESSED:
-        raise ApiError(
-            f"training_file: file {file_id!r} is not usable ({file.status}: {file.status_details})",
-            param="training_file",
-            code="file_not_ready",
-        )
 
 
 def check_base_models(settings: Settings, base_models: list[str]) -> None:

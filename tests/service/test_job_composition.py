@@ -130,9 +130,8 @@ def test_ewc_without_source_data_is_refused(
         uploaded_file_id(client, auth), method={"type": "full"}, regularizers={"ewc": {"weight": 1}}
     )
     error = refused(client, auth, settings, body)
-    assert error["param"] == "regularizers.ewc" and error["code"] == "value_error"
-    # The validator's own words, without pydantic's "Value error, " in front of them.
-    assert error["message"].startswith("regularizers.ewc: ewc needs fisher_file")
+    assert error["param"] == "regularizers.ewc.fisher_file" and error["code"] == "missing_fisher_file"
+    assert "source job's training file only when base_model is a finished job" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +172,7 @@ def test_fisher_file_must_be_owned_and_processed(
 ) -> None:
     training = uploaded_file_id(client, auth)
     theirs = uploaded_file_id(client, other_auth)
-    assert upload(client, auth, jsonl([{"text": "no label"}])).status_code == 422
+    assert upload(client, auth, jsonl([{"text": 5, "label": "a"}])).status_code == 422
     unusable = next(
         f["id"] for f in client.get("/v1/files", headers=auth).json()["data"] if f["id"] != training
     )

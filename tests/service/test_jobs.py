@@ -136,7 +136,7 @@ def test_training_file_must_be_owned_and_processed(
     error = invalid_job(client, auth, settings, job_body(theirs), 400)
     assert error["param"] == "training_file" and error["code"] == "file_not_found"
 
-    refused = upload(client, auth, jsonl([{"text": "no label"}]))
+    refused = upload(client, auth, jsonl([{"text": 5, "label": "a"}]))
     assert refused.status_code == 422
     (refused_file,) = client.get("/v1/files", headers=auth).json()["data"]
     error = invalid_job(client, auth, settings, job_body(refused_file["id"]), 400)

@@ -135,7 +135,7 @@ def test_training_file_must_be_owned_and_processed(
     error = refused(client, auth, settings, body(theirs), 400)
     assert error["param"] == "training_file" and error["code"] == "file_not_found"
 
-    assert upload(client, auth, jsonl([{"text": "no label"}])).status_code == 422
+    assert upload(client, auth, jsonl([{"text": 5, "label": "a"}])).status_code == 422
     (bad_file,) = client.get("/v1/files", headers=auth).json()["data"]
     error = refused(client, auth, settings, body(bad_file["id"]), 400)
     assert error["param"] == "training_file" and error["code"] == "file_not_ready"

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from tuning.classifier import load_classifier
 from tuning.compat import check_spec_for_model, has_attention, read_config
 from tuning.errors import SpecError
 from tuning.layers import find_layers
 from tuning.methods.partial import last_layers
 from tuning.spec import JobSpec
+from tuning.task_model import load_classifier
 
 BERT_LIKE = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
              "max_position_embeddings": 64}  # fmt: skip

@@ -132,8 +132,3 @@ def test_a_validation_label_unseen_in_training_names_its_line(tmp_path: Path) ->
     with pytest.raises(DataError, match="'neutral' never appears") as caught:
         check_validation_labels(validation, ["negative", "positive"])
     assert (caught.value.line, caught.value.param) == (4, "validation_file")
-
-
-def test_unsupported_task_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unsupported task"):
-        validate_file(write_jsonl(tmp_path / "d.jsonl", [GOOD]), "token_classification")  # type: ignore[arg-type]

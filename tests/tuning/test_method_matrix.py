@@ -25,36 +25,36 @@ from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.batching import batches_in_order, encode
 from tuning.build import apply_spec_method, prepare_classifier
-from tuning.classifier import Classifier
 from tuning.data import read_classification_file
 from tuning.evaluate import classifier_logits
 from tuning.layers import find_layers
 from tuning.models import resolve_base_model
 from tuning.run import fit
+from tuning.task_model import TaskModel
 from tuning.train import seed_everything
 
-Rule = Callable[[str, bool, "Case", Classifier], bool]  # (name, is pretrained, case, classifier) -> trains?
+Rule = Callable[[str, bool, "Case", TaskModel], bool]  # (name, is pretrained, case, classifier) -> trains?
 
 
-def _everything(name: str, pretrained: bool, case: "Case", classifier: Classifier) -> bool:
+def _everything(name: str, pretrained: bool, case: "Case", classifier: TaskModel) -> bool:
     return True
 
 
-def _added_only(name: str, pretrained: bool, case: "Case", classifier: Classifier) -> bool:
+def _added_only(name: str, pretrained: bool, case: "Case", classifier: TaskModel) -> bool:
     return not pretrained
 
 
-def _biases(name: str, pretrained: bool, case: "Case", classifier: Classifier) -> bool:
+def _biases(name: str, pretrained: bool, case: "Case", classifier: TaskModel) -> bool:
     return name.endswith("bias")
 
 
-def _last_layer(name: str, pretrained: bool, case: "Case", classifier: Classifier) -> bool:
+def _last_layer(name: str, pretrained: bool, case: "Case", classifier: TaskModel) -> bool:
     # "The last N layers" trains everything above the cut, what runs after the stack too (pooler, ln_f).
     layers = find_layers(classifier.model, classifier.head_modules)
     return layers.depth(name) >= layers.count
 
 
-def _attention(name: str, pretrained: bool, case: "Case", classifier: Classifier) -> bool:
+def _attention(name: str, pretrained: bool, case: "Case", classifier: TaskModel) -> bool:
     return fnmatch.fnmatch(name.rpartition(".")[0], case.method["modules"][0])
 
 

@@ -101,7 +101,6 @@ def test_combinations_that_work_are_accepted_and_survive_a_round_trip(parts: dic
 @pytest.mark.parametrize(
     ("parts", "loc", "words"),
     [
-        ({"regularizers": {"ewc": {"weight": 1.0}}}, ("regularizers", "ewc"), "fisher_file"),
         ({"method": {"type": "partial"}}, ("method", "partial"), "exactly one"),
         (
             {"method": {"type": "partial", "last_n_layers": 2, "head_only": True}},

@@ -87,7 +87,7 @@ def test_events_carry_progress_and_evaluation_each_epoch(
 
     eval_events = of_type(events, "eval")
     assert [(d["step"], d["epoch"]) for d in eval_events] == [(0, 0.0), (8, 1.0), (16, 2.0), (24, 3.0)]
-    assert set(eval_events[0]) == {"step", "epoch", "val_loss", "val_accuracy"}
+    assert set(eval_events[0]) == {"step", "epoch", "val_loss", "val_accuracy", "val_macro_f1"}
     assert eval_events[0]["val_accuracy"] == metrics["initial_val_accuracy"]
     assert eval_events[-1]["val_loss"] == metrics["val_loss"]
 

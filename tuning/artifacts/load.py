@@ -20,12 +20,13 @@ from transformers import PreTrainedTokenizerBase
 
 from tuning.artifacts.manifest import read_manifest, weights_sha256
 from tuning.batching import batches_in_order, encode
-from tuning.build import apply_spec_method, prepare_classifier
+from tuning.build import apply_spec_method
 from tuning.data import Label
 from tuning.device import pick_device
 from tuning.evaluate import classifier_logits
 from tuning.models import resolve_base_model
 from tuning.spec import JobSpec
+from tuning.tasks import task_named
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def load_artifact(
     labels = [manifest["labels"][str(index)] for index in range(len(manifest["labels"]))]
     base_path = resolve_base_model(spec.base_model, model_dirs)
     _warn_if_base_changed(base_path, manifest["base_model"].get("weights_sha256", {}))
-    classifier = prepare_classifier(spec, base_path, labels)
+    classifier = task_named(spec.metrics_kind).load(spec, base_path, labels)
     apply_spec_method(spec, classifier)
     model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
     reader = f"peft_{spec.method.type}" if manifest["layout"] == "peft" else "deltatune_layout"

@@ -58,7 +58,7 @@ def logits_layer(model: nn.Module, head_modules: Sequence[str], num_labels: int)
     """Name of the last `nn.Linear` in the head with `num_labels` outputs: the one producing the logits.
 
     The model class's own head modules come before backbone modules that merely missed from the
-    checkpoint (see tuning.classifier), and only those are searched when they hold a candidate.
+    checkpoint (see tuning.task_model), and only those are searched when they hold a candidate.
     """
     backbone = getattr(model, "base_model_prefix", "")
     own = [name for name in head_modules if name.split(".")[0] != backbone]

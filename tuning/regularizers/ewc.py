@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tuning.batching import Batch
-from tuning.classifier import Classifier
 from tuning.errors import DataError
 from tuning.events import Event
 from tuning.methods import Deviations
 from tuning.regularizers import Regularizer, RegularizerContext
 from tuning.spec.parts import EWCRegularizer
+from tuning.task_model import TaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def make(options: EWCRegularizer, context: RegularizerContext) -> list[Regulariz
 
 
 def estimate_fisher(
-    classifier: Classifier,
+    classifier: TaskModel,
     texts: Sequence[str],
     *,
     device: torch.device,
@@ -97,7 +97,7 @@ def estimate_fisher(
     return fisher, _cost_event(fisher, len(texts), seconds)
 
 
-def _logits(classifier: Classifier, text: str, device: torch.device) -> torch.Tensor:
+def _logits(classifier: TaskModel, text: str, device: torch.device) -> torch.Tensor:
     """One example's float32 logits, fed exactly as training feeds it: ids and mask only (a tokenizer's
     token_type_ids would shift a GPT-2, which embeds them with its token table)."""
     encoded = classifier.tokenizer(

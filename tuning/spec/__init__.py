@@ -19,11 +19,29 @@ from tuning.spec.methods import (
     SpecModel,
 )
 from tuning.spec.parts import ExportOptions, GradualUnfreeze, HeadSpec, LayerLrDecay, Regularizers
-
-Task = Literal["sequence_classification"]
+from tuning.spec.training import (
+    FORMATS_BY_TASK,
+    LOWER_IS_BETTER,
+    METRICS,
+    CheckpointOptions,
+    DataFormat,
+    DataOptions,
+    EarlyStopping,
+    ProblemType,
+    Task,
+)
 
 __all__ = [
+    "FORMATS_BY_TASK",
+    "LOWER_IS_BETTER",
+    "METRICS",
+    "CheckpointOptions",
     "CompositionError",
+    "DataFormat",
+    "DataOptions",
+    "EarlyStopping",
+    "JobRequest",
+    "ProblemType",
     "ExportOptions",
     "GradualUnfreeze",
     "HeadSpec",
@@ -67,6 +85,11 @@ class JobSpec(SpecModel):
 
     base_model: str = Field(min_length=1, max_length=512, examples=["sentence-transformers/all-MiniLM-L6-v2"])
     task: Task = "sequence_classification"
+    problem_type: ProblemType | None = Field(
+        None,
+        description="sequence_classification: single_label, multi_label or regression; "
+        "null takes it from the training file's format.",
+    )
     training_file: str = Field(min_length=1, max_length=64, description="Id of an uploaded JSONL file.")
     validation_file: str | None = Field(None, min_length=1, max_length=64)
     method: Method = Field(default_factory=LoraMethod)
@@ -76,9 +99,64 @@ class JobSpec(SpecModel):
     regularizers: Regularizers = Field(default_factory=Regularizers)
     export: ExportOptions = Field(default_factory=ExportOptions)
     hyperparameters: Hyperparameters = Field(default_factory=lambda: Hyperparameters())
+    data: DataOptions = Field(default_factory=DataOptions)
+    early_stopping: EarlyStopping | None = None
+    checkpoints: CheckpointOptions | None = Field(None, description="Keep checkpoints while training.")
+    from_checkpoint: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Id of another job's checkpoint to start from (same base model and method).",
+    )
     metadata: dict[str, str] = Field(
         default_factory=dict, max_length=16, description="Up to 16 string pairs kept with the job."
     )
+
+    @model_validator(mode="after")
+    def _parts_fit_the_task(self) -> Self:
+        if self.task == "causal_lm":
+            if self.problem_type is not None:
+                raise CompositionError(
+                    "problem_type applies to sequence_classification only", param="problem_type"
+                )
+            if self.head != HeadSpec():
+                raise CompositionError(
+                    "causal_lm predicts tokens with the model's own language-model head: no head to set",
+                    param="head",
+                )
+            if self.regularizers.kl is not None:
+                raise CompositionError(
+                    "regularizers.kl compares class distributions; it is not available for causal_lm",
+                    param="regularizers.kl",
+                )
+        else:
+            for name, value in (
+                ("data.packing", self.data.packing),
+                ("data.chat_template", self.data.chat_template),
+            ):
+                if value:
+                    raise CompositionError(f"{name} applies to causal_lm only", param=name)
+        if self.early_stopping is not None:
+            if self.validation_file is None:
+                raise CompositionError(
+                    "early_stopping watches a validation metric: give a validation_file",
+                    param="early_stopping",
+                )
+            kinds = (
+                ["causal_lm"]
+                if self.task == "causal_lm"
+                else [self.problem_type]
+                if self.problem_type
+                else ["single_label", "multi_label", "regression"]
+            )
+            if not any(self.early_stopping.metric in METRICS[kind] for kind in kinds):
+                known = sorted({m for kind in kinds for m in METRICS[kind]})
+                raise CompositionError(
+                    f"early_stopping.metric {self.early_stopping.metric!r} is not reported for this task; "
+                    f"choose one of {known}",
+                    param="early_stopping.metric",
+                )
+        return self
 
     @model_validator(mode="after")
     def _parts_fit_the_method(self) -> Self:
@@ -132,6 +210,23 @@ class JobSpec(SpecModel):
         return self
 
     @property
+    def metrics_kind(self) -> str:
+        """Which METRICS entry applies, once problem_type is known ("causal_lm" for language models)."""
+        return "causal_lm" if self.task == "causal_lm" else self.problem_type or "single_label"
+
+    @property
     def peft_layout(self) -> bool:
         """Whether the artifact is written in PEFT's layout (else deltatune's)."""
         return self.method.type in PEFT_METHODS and self.head.type == "linear"
+
+
+class JobRequest(JobSpec):
+    """POST /v1/jobs: a job spec, and whether to only validate it (`dry_run`); dry_run is not stored."""
+
+    dry_run: bool = Field(
+        False,
+        description="Validate the spec and files and return the report and estimates; queue nothing.",
+    )
+
+    def job_spec(self) -> JobSpec:
+        return JobSpec.model_validate(self.model_dump(exclude={"dry_run"}))

@@ -69,15 +69,10 @@ class EWCRegularizer(CatalogueEntry):
         None,
         min_length=1,
         max_length=64,
-        description="Id of an uploaded JSONL file of source-task examples the Fisher is estimated on.",
+        description="Id of an uploaded JSONL file of source-task examples the Fisher is estimated on; "
+        "null uses the source job's training file when base_model is a finished job.",
     )
     fisher_examples: int = Field(256, ge=1, le=100_000, description="At most this many source examples.")
-
-    @model_validator(mode="after")
-    def _needs_source_data(self) -> Self:
-        if self.fisher_file is None:
-            raise ValueError("ewc needs fisher_file: the source-task data its Fisher information comes from")
-        return self
 
 
 class Regularizers(SpecModel):

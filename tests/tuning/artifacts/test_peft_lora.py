@@ -148,7 +148,9 @@ def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], ti
         "peft",
         "sequence_classification",
     )
-    assert JobSpec.model_validate(manifest["spec"]) == spec
+    assert JobSpec.model_validate(manifest["spec"]) == spec.model_copy(
+        update={"problem_type": "single_label"}
+    )
     assert manifest["labels"] == {"0": "negative", "1": "positive"}
     weights = (tiny_bert_dir / "model.safetensors").read_bytes()
     assert manifest["base_model"] == {

@@ -21,24 +21,24 @@ from transformers import (
 
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
-from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
 from tuning.methods.adapter import AdaptedProjection
 from tuning.methods.bottleneck import Bottleneck
 from tuning.run import fit
+from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]
 
 
-def load(model_dir: Path) -> Classifier:
+def load(model_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def apply_adapter(classifier: Classifier, **options: object) -> dict[str, AdaptedProjection]:
+def apply_adapter(classifier: TaskModel, **options: object) -> dict[str, AdaptedProjection]:
     spec = JobSpec.model_validate(
         {"base_model": "m", "training_file": "f", "method": {"type": "adapter", **options}}
     )
@@ -53,7 +53,7 @@ def adapters(model: nn.Module) -> dict[str, AdaptedProjection]:
     return {name: module for name, module in model.named_modules() if isinstance(module, AdaptedProjection)}
 
 
-def logits(classifier: Classifier) -> torch.Tensor:
+def logits(classifier: TaskModel) -> torch.Tensor:
     return model_logits(classifier.model, classifier.tokenizer, TEXTS)
 
 

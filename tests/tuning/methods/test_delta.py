@@ -16,7 +16,6 @@ from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.artifacts.load import LoadedArtifact
 from tuning.batching import encode
-from tuning.classifier import Classifier, load_classifier
 from tuning.data import read_classification_file
 from tuning.errors import SpecError
 from tuning.layers import find_layers
@@ -26,25 +25,27 @@ from tuning.optim import parameter_groups
 from tuning.run import fit
 from tuning.spec import Hyperparameters
 from tuning.spec.methods import DeltaMethod
+from tuning.task_model import TaskModel, load_classifier
+from tuning.tasks.single_label import TASK as SINGLE_LABEL
 from tuning.train import seed_everything, train
 
 MakeSpec = Callable[..., JobSpec]
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]
 
 
-def classifier_for(model_dir: Path) -> Classifier:
+def classifier_for(model_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def apply_to(classifier: Classifier, method: DeltaMethod) -> Applied:
+def apply_to(classifier: TaskModel, method: DeltaMethod) -> Applied:
     layers = find_layers(classifier.model, classifier.head_modules)
     return apply(
         classifier.model, method, MethodContext(classifier.tokenizer, classifier.head_modules, layers)
     )
 
 
-def logits(classifier: Classifier) -> torch.Tensor:
+def logits(classifier: TaskModel) -> torch.Tensor:
     inputs = classifier.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         return classifier.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
@@ -115,7 +116,7 @@ def test_deviations_and_the_merged_layer(tiny_gpt2_dir: Path) -> None:
     torch.testing.assert_close(merged(x), layer(x), atol=1e-6, rtol=0)
 
 
-def tiny_bert_for_sgd(tiny_bert_dir: Path) -> Classifier:
+def tiny_bert_for_sgd(tiny_bert_dir: Path) -> TaskModel:
     """The tiny BERT without dropout (the comparison is of weights; masks would only add noise) and
     with a louder head: a 0.02-std head passes back gradients so small that SGD would barely move W,
     and a test of "equal within 1e-6" would then prove little."""
@@ -160,7 +161,7 @@ def test_sgd_trajectory_of_w_plus_delta_equals_full_fine_tuning(tiny_bert_dir: P
     )
 
     def run(
-        classifier: Classifier, current: Callable[[], dict[str, torch.Tensor]]
+        classifier: TaskModel, current: Callable[[], dict[str, torch.Tensor]]
     ) -> list[dict[str, torch.Tensor]]:
         """Train with the real loop; the effective weights (and head) before every step and at the end."""
         seen: list[dict[str, torch.Tensor]] = []
@@ -175,6 +176,7 @@ def test_sgd_trajectory_of_w_plus_delta_equals_full_fine_tuning(tiny_bert_dir: P
             encoded,
             None,
             hp,
+            task=SINGLE_LABEL,
             device=torch.device("cpu"),
             optimizer_groups=groups,
             before_step=record,
@@ -182,7 +184,7 @@ def test_sgd_trajectory_of_w_plus_delta_equals_full_fine_tuning(tiny_bert_dir: P
         record(0, 0)
         return seen
 
-    def head(classifier: Classifier) -> dict[str, torch.Tensor]:
+    def head(classifier: TaskModel) -> dict[str, torch.Tensor]:
         return {
             f"head.{name}": p for name, p in classifier.model.get_submodule("classifier").named_parameters()
         }

@@ -15,11 +15,11 @@ from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import TOKENIZER_DIR, write_artifact
 from tuning.build import apply_spec_method
-from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
 from tuning.methods import Applied, trainable_names
 from tuning.methods.input_adapter import DomainEmbedding
 from tuning.run import fit
+from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]
 # WordPiece splits both into pieces: "zorblax" → z ##or ##bla ##x, "grimtok" → several.
@@ -27,12 +27,12 @@ DOMAIN = {"positive": "zorblax", "negative": "grimtok"}
 TEXTS = ["a zorblax movie", "grimtok and boring", "zorblax grimtok zorblax", "ok"]
 
 
-def load(model_dir: Path) -> Classifier:
+def load(model_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def apply_input_adapter(classifier: Classifier, **options: object) -> Applied:
+def apply_input_adapter(classifier: TaskModel, **options: object) -> Applied:
     spec = JobSpec.model_validate(
         {"base_model": "m", "training_file": "f", "method": {"type": "input_adapter", **options}}
     )
@@ -45,7 +45,7 @@ def embedding(model: nn.Module) -> DomainEmbedding:
     return wrapped
 
 
-def logits(classifier: Classifier, texts: list[str]) -> torch.Tensor:
+def logits(classifier: TaskModel, texts: list[str]) -> torch.Tensor:
     return model_logits(classifier.model, classifier.tokenizer, texts)
 
 

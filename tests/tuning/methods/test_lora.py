@@ -7,22 +7,22 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from tuning.artifacts.merged import merged_copy
-from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
 from tuning.layers import find_layers
 from tuning.methods import Applied, MethodContext
 from tuning.methods.lora import LoraLinear, apply, apply_lora, lora_layers, merge_lora, unmerge_lora
 from tuning.optim import parameter_groups
 from tuning.spec import LoraMethod
+from tuning.task_model import TaskModel, load_classifier
 
 
 @pytest.fixture()
-def classifier(tiny_bert_dir: Path) -> Classifier:
+def classifier(tiny_bert_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(tiny_bert_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def tokens(classifier: Classifier) -> dict[str, torch.Tensor]:
+def tokens(classifier: TaskModel) -> dict[str, torch.Tensor]:
     texts = ["a wonderful movie", "the plot was awful and boring", "ok"]
     return dict(classifier.tokenizer(texts, padding=True, return_tensors="pt"))
 
@@ -70,7 +70,7 @@ def test_dropout_is_on_the_lora_path_only() -> None:
     assert torch.equal(layer(x), layer(x))
 
 
-def test_whole_model_output_equals_the_base_at_init(classifier: Classifier) -> None:
+def test_whole_model_output_equals_the_base_at_init(classifier: TaskModel) -> None:
     inputs = tokens(classifier)
     model = classifier.model.eval()
     before = logits(model, inputs)
@@ -80,7 +80,7 @@ def test_whole_model_output_equals_the_base_at_init(classifier: Classifier) -> N
     torch.testing.assert_close(logits(model, inputs), before, atol=1e-6, rtol=0)
 
 
-def test_only_lora_and_the_head_require_grad(classifier: Classifier) -> None:
+def test_only_lora_and_the_head_require_grad(classifier: TaskModel) -> None:
     apply_lora(
         classifier.model, LoraMethod(r=4, target_modules=["query", "value"]), exclude=classifier.head_modules
     )
@@ -91,7 +91,7 @@ def test_only_lora_and_the_head_require_grad(classifier: Classifier) -> None:
     assert len(lora) == 2 * 2 * 2  # 2 layers x (query, value) x (A, B)
 
 
-def test_merged_equals_unmerged_and_unmerge_restores_w(classifier: Classifier) -> None:
+def test_merged_equals_unmerged_and_unmerge_restores_w(classifier: TaskModel) -> None:
     model, inputs = classifier.model, tokens(classifier)
     apply_lora(model, LoraMethod(r=4, alpha=8), exclude=classifier.head_modules)
     original = {name: layer.base_layer.weight.clone() for name, layer in lora_layers(model).items()}
@@ -112,7 +112,7 @@ def test_merged_equals_unmerged_and_unmerge_restores_w(classifier: Classifier) -
     torch.testing.assert_close(logits(model, inputs), unmerged, atol=1e-6, rtol=0)
 
 
-def test_targets_match_exact_names_and_dotted_suffixes(classifier: Classifier) -> None:
+def test_targets_match_exact_names_and_dotted_suffixes(classifier: TaskModel) -> None:
     model = classifier.model
     exact = "bert.encoder.layer.1.attention.self.key"
     suffix = "attention.self.query"
@@ -123,7 +123,7 @@ def test_targets_match_exact_names_and_dotted_suffixes(classifier: Classifier) -
     assert all(isinstance(model.get_submodule(name), LoraLinear) for name in adapted)
 
 
-def test_a_partial_word_is_not_a_suffix(classifier: Classifier) -> None:
+def test_a_partial_word_is_not_a_suffix(classifier: TaskModel) -> None:
     with pytest.raises(SpecError) as caught:
         apply_lora(classifier.model, LoraMethod(target_modules=["uery"]))
     assert caught.value.param == "method.target_modules"
@@ -131,7 +131,7 @@ def test_a_partial_word_is_not_a_suffix(classifier: Classifier) -> None:
         assert name in caught.value.message
 
 
-def test_the_head_is_never_wrapped(classifier: Classifier) -> None:
+def test_the_head_is_never_wrapped(classifier: TaskModel) -> None:
     with pytest.raises(SpecError, match="match no nn.Linear"):
         apply_lora(
             classifier.model, LoraMethod(target_modules=["classifier"]), exclude=classifier.head_modules
@@ -139,7 +139,7 @@ def test_the_head_is_never_wrapped(classifier: Classifier) -> None:
     assert isinstance(classifier.model.get_submodule("classifier"), nn.Linear)
 
 
-def apply_to(classifier: Classifier, method: LoraMethod) -> Applied:
+def apply_to(classifier: TaskModel, method: LoraMethod) -> Applied:
     """The method as a job applies it: head excluded, layers mapped before the rewrite."""
     layers = find_layers(classifier.model, classifier.head_modules)
     return apply(
@@ -164,13 +164,13 @@ def test_rslora_scales_by_alpha_over_the_root_of_r() -> None:
     torch.testing.assert_close(low_rank_term(stable, x), low_rank_term(plain, x) * math.sqrt(16))
 
 
-def test_rslora_reaches_every_wrapped_layer(classifier: Classifier) -> None:
+def test_rslora_reaches_every_wrapped_layer(classifier: TaskModel) -> None:
     apply_to(classifier, LoraMethod(r=9, alpha=6, use_rslora=True))
     scalings = {layer.scaling for layer in lora_layers(classifier.model).values()}
     assert scalings == {6 / 3}
 
 
-def test_layers_to_transform_wraps_only_those_layers(classifier: Classifier) -> None:
+def test_layers_to_transform_wraps_only_those_layers(classifier: TaskModel) -> None:
     applied = apply_to(
         classifier, LoraMethod(target_modules=["query", "value", "dense"], layers_to_transform=[1])
     )
@@ -184,13 +184,13 @@ def test_layers_to_transform_wraps_only_those_layers(classifier: Classifier) -> 
     assert type(classifier.model.get_submodule("bert.pooler.dense")) is nn.Linear
 
 
-def test_layers_to_transform_naming_no_target_is_refused(classifier: Classifier) -> None:
+def test_layers_to_transform_naming_no_target_is_refused(classifier: TaskModel) -> None:
     with pytest.raises(SpecError, match=r"in layers \[5\]") as caught:
         apply_to(classifier, LoraMethod(target_modules=["query"], layers_to_transform=[5]))
     assert caught.value.param == "method.target_modules"
 
 
-def test_rank_pattern_gives_those_layers_their_rank(classifier: Classifier) -> None:
+def test_rank_pattern_gives_those_layers_their_rank(classifier: TaskModel) -> None:
     first_query = "bert.encoder.layer.0.attention.self.query"
     pattern = {first_query: 6, "value": 2}
     apply_to(classifier, LoraMethod(r=4, alpha=8, target_modules=["query", "value"], rank_pattern=pattern))
@@ -208,7 +208,7 @@ def test_rank_pattern_gives_those_layers_their_rank(classifier: Classifier) -> N
     }
 
 
-def test_loraplus_speeds_up_b_only(classifier: Classifier) -> None:
+def test_loraplus_speeds_up_b_only(classifier: TaskModel) -> None:
     applied = apply_to(classifier, LoraMethod(r=4, loraplus_lr_ratio=16))
     b_names = {f"{name}.lora_B.weight" for name in lora_layers(classifier.model)}
     assert applied.lr_scales == {name: 16 for name in b_names}
@@ -221,11 +221,11 @@ def test_loraplus_speeds_up_b_only(classifier: Classifier) -> None:
     assert {scale for name, scale in scale_of.items() if name not in b_names} == {1.0}
 
 
-def test_without_loraplus_no_learning_rate_changes(classifier: Classifier) -> None:
+def test_without_loraplus_no_learning_rate_changes(classifier: TaskModel) -> None:
     assert apply_to(classifier, LoraMethod(r=4)).lr_scales == {}
 
 
-def test_deviations_are_the_dense_updates_under_the_pretrained_names(classifier: Classifier) -> None:
+def test_deviations_are_the_dense_updates_under_the_pretrained_names(classifier: TaskModel) -> None:
     pretrained = dict(classifier.model.named_parameters())
     applied = apply_to(classifier, LoraMethod(r=2, alpha=4))
     assert applied.deviations is not None
@@ -245,7 +245,7 @@ def test_deviations_are_the_dense_updates_under_the_pretrained_names(classifier:
     assert all(layer.lora_B.weight.grad is not None for layer in layers.values())
 
 
-def test_merged_layer_is_a_plain_layer_with_the_update_folded_in(classifier: Classifier) -> None:
+def test_merged_layer_is_a_plain_layer_with_the_update_folded_in(classifier: TaskModel) -> None:
     model, inputs = classifier.model, tokens(classifier)
     apply_to(classifier, LoraMethod(r=4, alpha=8))
     train_a_little(model, inputs)
@@ -261,12 +261,12 @@ def test_merged_layer_is_a_plain_layer_with_the_update_folded_in(classifier: Cla
 
 
 @pytest.fixture()
-def gpt2(tiny_gpt2_dir: Path) -> Classifier:
+def gpt2(tiny_gpt2_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(tiny_gpt2_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def test_gpt2_conv1d_is_wrapped_and_unchanged_at_init(gpt2: Classifier) -> None:
+def test_gpt2_conv1d_is_wrapped_and_unchanged_at_init(gpt2: TaskModel) -> None:
     inputs = tokens(gpt2)
     model = gpt2.model.eval()
     before = logits(model, inputs)
@@ -283,7 +283,7 @@ def test_gpt2_conv1d_is_wrapped_and_unchanged_at_init(gpt2: Classifier) -> None:
     assert logits(model, inputs).equal(before)
 
 
-def test_gpt2_merge_reproduces_the_outputs(gpt2: Classifier) -> None:
+def test_gpt2_merge_reproduces_the_outputs(gpt2: TaskModel) -> None:
     model, inputs = gpt2.model, tokens(gpt2)
     applied = apply_to(gpt2, LoraMethod(r=4, alpha=8, target_modules=["c_attn", "c_proj"]))
     train_a_little(model, inputs)

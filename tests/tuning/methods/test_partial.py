@@ -9,22 +9,22 @@ from torch import nn
 
 from tuning import JobSpec, SpecError
 from tuning.artifacts.deltatune_layout import delta_state_dict
-from tuning.classifier import Classifier, load_classifier
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
 from tuning.run import fit
 from tuning.spec.methods import PartialMethod
+from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]
 LABELS = ["negative", "positive"]
 
 
-def classifier(model_dir: Path, seed: int = 0) -> Classifier:
+def classifier(model_dir: Path, seed: int = 0) -> TaskModel:
     torch.manual_seed(seed)  # the head's initial weights
     return load_classifier(model_dir, LABELS, max_seq_length=32)
 
 
-def apply_partial(built: Classifier, **options: object) -> set[str]:
+def apply_partial(built: TaskModel, **options: object) -> set[str]:
     context = MethodContext(built.tokenizer, built.head_modules, find_layers(built.model, built.head_modules))
     apply_method(built.model, PartialMethod.model_validate({"type": "partial", **options}), context)
     return set(trainable_names(built.model))

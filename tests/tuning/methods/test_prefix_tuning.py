@@ -6,7 +6,6 @@ import torch
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-from tuning.classifier import Classifier, load_classifier
 from tuning.errors import SpecError
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
@@ -17,6 +16,7 @@ from tuning.methods.prefix_tuning import (
     real_token_prefix,
 )
 from tuning.spec.methods import PrefixTuningMethod
+from tuning.task_model import TaskModel, load_classifier
 
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]
 PROJECTION = {
@@ -28,12 +28,12 @@ PROJECTION = {
 }
 
 
-def load(model_dir: Path) -> Classifier:
+def load(model_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def prefixed(model_dir: Path, **options: object) -> Classifier:
+def prefixed(model_dir: Path, **options: object) -> TaskModel:
     classifier = load(model_dir)
     context = MethodContext(classifier.tokenizer, classifier.head_modules, find_layers(classifier.model, []))
     apply_method(classifier.model, PrefixTuningMethod.model_validate(options), context)
@@ -41,7 +41,7 @@ def prefixed(model_dir: Path, **options: object) -> Classifier:
     return classifier
 
 
-def tokens(classifier: Classifier, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+def tokens(classifier: TaskModel, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
     inputs = dict(classifier.tokenizer(texts, padding=True, return_tensors="pt"))
     if "token_type_ids" not in _forward_names(classifier.model):
         inputs.pop("token_type_ids", None)

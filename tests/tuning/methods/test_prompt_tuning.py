@@ -7,22 +7,22 @@ from peft import PromptTuningConfig, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from tuning.classifier import Classifier, load_classifier
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
 from tuning.methods.prompt_tuning import prompt_encoder, text_init_ids
 from tuning.methods.virtual_tokens import word_embeddings
 from tuning.spec.methods import PromptTuningMethod
+from tuning.task_model import TaskModel, load_classifier
 
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]
 
 
-def load(model_dir: Path) -> Classifier:
+def load(model_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
 
 
-def prompted(model_dir: Path, **options: object) -> Classifier:
+def prompted(model_dir: Path, **options: object) -> TaskModel:
     classifier = load(model_dir)
     context = MethodContext(classifier.tokenizer, classifier.head_modules, find_layers(classifier.model, []))
     apply_method(classifier.model, PromptTuningMethod.model_validate(options), context)
@@ -30,7 +30,7 @@ def prompted(model_dir: Path, **options: object) -> Classifier:
     return classifier
 
 
-def tokens(classifier: Classifier, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
+def tokens(classifier: TaskModel, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
     return dict(classifier.tokenizer(texts, padding=True, return_tensors="pt"))
 
 

@@ -11,22 +11,22 @@ from torch import nn
 from tuning import JobSpec, SpecError, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.artifacts.load import LoadedArtifact
-from tuning.classifier import Classifier, load_classifier
 from tuning.data import read_classification_file
 from tuning.parts.head import build_head
 from tuning.run import fit
 from tuning.spec import HeadSpec
+from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]
 LABELS = ["negative", "neutral", "positive"]
 
 
-def classifier(model_dir: Path, seed: int = 0) -> Classifier:
+def classifier(model_dir: Path, seed: int = 0) -> TaskModel:
     torch.manual_seed(seed)
     return load_classifier(model_dir, LABELS, max_seq_length=32)
 
 
-def logits(built: Classifier) -> torch.Tensor:
+def logits(built: TaskModel) -> torch.Tensor:
     inputs = built.tokenizer(
         ["a wonderful movie", "the plot was awful and boring"], padding=True, return_tensors="pt"
     )

@@ -5,18 +5,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuning.classifier import Classifier, load_classifier
 from tuning.layers import LayerMap, find_layers
 from tuning.methods import MethodContext, apply_method
 from tuning.optim import make_optimizer, parameter_groups, set_learning_rate
 from tuning.parts.layer_lr import layer_lr_scales
 from tuning.spec import Hyperparameters
 from tuning.spec.methods import FullMethod, LoraMethod, Method
+from tuning.task_model import TaskModel, load_classifier
 
 LR = 1e-3
 
 
-def build(model_dir: Path, method: Method) -> tuple[Classifier, LayerMap]:
+def build(model_dir: Path, method: Method) -> tuple[TaskModel, LayerMap]:
     torch.manual_seed(0)
     built = load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
     layers = find_layers(built.model, built.head_modules)
@@ -24,9 +24,7 @@ def build(model_dir: Path, method: Method) -> tuple[Classifier, LayerMap]:
     return built, layers
 
 
-def optimizer_lr_by_name(
-    built: Classifier, scales: dict[str, float], weight_decay: float
-) -> dict[str, float]:
+def optimizer_lr_by_name(built: TaskModel, scales: dict[str, float], weight_decay: float) -> dict[str, float]:
     """What the optimizer itself will use, after the loop sets this step's rate."""
     optimizer = make_optimizer(
         parameter_groups(built.model, weight_decay, scales), Hyperparameters(learning_rate=LR)

@@ -8,13 +8,14 @@ import torch
 
 from tuning import Event, JobSpec, run
 from tuning.batching import encode
-from tuning.classifier import Classifier, load_classifier
 from tuning.layers import LayerMap, find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
 from tuning.optim import parameter_groups
 from tuning.parts.unfreeze import UnfreezeSchedule
 from tuning.spec import GradualUnfreeze, Hyperparameters
 from tuning.spec.methods import FullMethod, LoraMethod, Method
+from tuning.task_model import TaskModel, load_classifier
+from tuning.tasks.single_label import TASK as SINGLE_LABEL
 from tuning.train import train
 
 MakeSpec = Callable[..., JobSpec]
@@ -24,7 +25,7 @@ LAYER_0 = ("bert.encoder.layer.0.",)
 EMBEDDINGS = ("bert.embeddings.",)
 
 
-def build(model_dir: Path, method: Method) -> tuple[Classifier, LayerMap]:
+def build(model_dir: Path, method: Method) -> tuple[TaskModel, LayerMap]:
     torch.manual_seed(0)
     built = load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
     layers = find_layers(built.model, built.head_modules)
@@ -32,7 +33,7 @@ def build(model_dir: Path, method: Method) -> tuple[Classifier, LayerMap]:
     return built, layers
 
 
-def names_under(built: Classifier, prefixes: tuple[str, ...]) -> set[str]:
+def names_under(built: TaskModel, prefixes: tuple[str, ...]) -> set[str]:
     return {name for name, _ in built.model.named_parameters() if name.startswith(prefixes)}
 
 
@@ -104,7 +105,14 @@ def test_layers_not_yet_unfrozen_stay_bit_identical_under_adamw_weight_decay(tin
         built.model, layers, GradualUnfreeze(every=2, unit="epochs"), steps_per_epoch=2
     )
     result = train(
-        built.model, data, None, hp, device=torch.device("cpu"), optimizer_groups=groups, before_step=schedule
+        built.model,
+        data,
+        None,
+        hp,
+        task=SINGLE_LABEL,
+        device=torch.device("cpu"),
+        optimizer_groups=groups,
+        before_step=schedule,
     )
     assert result.steps == 4 and schedule.stage == 0
     changed = {name for name, p in built.model.named_parameters() if not torch.equal(p, before[name])}

@@ -9,10 +9,10 @@ import torch
 from torch.func import functional_call, jacrev
 
 from tuning import Event, JobSpec, SpecError, run
-from tuning.classifier import Classifier, load_classifier
 from tuning.regularizers import RegularizerContext, make_regularizers
 from tuning.regularizers.ewc import estimate_fisher
 from tuning.spec import Regularizers
+from tuning.task_model import TaskModel, load_classifier
 
 # torch.func's jacrev runs CPU attention's backward without a batching rule: slower, not wrong.
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -22,7 +22,7 @@ TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]
 
 
 @pytest.fixture()
-def classifier(tiny_bert_dir: Path) -> Classifier:
+def classifier(tiny_bert_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     classifier = load_classifier(tiny_bert_dir, ["negative", "neutral", "positive"], max_seq_length=32)
     with torch.no_grad():  # a confident head, so p(y|x) is far from uniform and the labels' gradients differ
@@ -30,7 +30,7 @@ def classifier(tiny_bert_dir: Path) -> Classifier:
     return classifier
 
 
-def per_label_gradients(classifier: Classifier, text: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def per_label_gradients(classifier: TaskModel, text: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """p(y|x), and the Jacobian of log p(·|x) by pretrained parameter (labels × shape), by torch.func."""
     model = classifier.model.eval()
     encoded = classifier.tokenizer(text, return_tensors="pt")
@@ -73,7 +73,7 @@ def test_penalty_gradient_is_twice_fisher_times_deviation() -> None:
     torch.testing.assert_close(theta.grad, torch.tensor([2 * 0.5 * 1.0, 2 * 3.0 * -1.0]))
 
 
-def test_exact_fisher_is_the_expected_squared_score(classifier: Classifier) -> None:
+def test_exact_fisher_is_the_expected_squared_score(classifier: TaskModel) -> None:
     fisher, event = estimate_fisher(classifier, TEXTS, device=CPU, sample=False)
 
     expected: dict[str, torch.Tensor] = {}
@@ -91,7 +91,7 @@ def test_exact_fisher_is_the_expected_squared_score(classifier: Classifier) -> N
     assert event.data["fisher_parameters"] == sum(f.numel() for f in fisher.values())
 
 
-def test_estimation_restores_the_model_as_it_found_it(classifier: Classifier) -> None:
+def test_estimation_restores_the_model_as_it_found_it(classifier: TaskModel) -> None:
     model = classifier.model.train()
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     estimate_fisher(classifier, TEXTS, device=CPU)
@@ -99,7 +99,7 @@ def test_estimation_restores_the_model_as_it_found_it(classifier: Classifier) ->
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
-def test_a_sampled_label_gives_that_labels_squared_score(classifier: Classifier) -> None:
+def test_a_sampled_label_gives_that_labels_squared_score(classifier: TaskModel) -> None:
     text = TEXTS[1]
     p, jacobian = per_label_gradients(classifier, text)
     candidates = [{name: rows[y].pow(2) for name, rows in jacobian.items()} for y in range(len(p))]
@@ -116,7 +116,7 @@ def flat(fisher: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([fisher[name].flatten() for name in sorted(fisher)])
 
 
-def test_sampling_averages_to_the_exact_fisher(classifier: Classifier) -> None:
+def test_sampling_averages_to_the_exact_fisher(classifier: TaskModel) -> None:
     text = TEXTS[1]
     p, jacobian = per_label_gradients(classifier, text)
     exact = flat(estimate_fisher(classifier, [text], device=CPU, sample=False)[0])

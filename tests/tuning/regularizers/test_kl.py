@@ -8,21 +8,21 @@ import torch
 from torch import nn
 
 from tuning.build import apply_spec_method
-from tuning.classifier import Classifier, load_classifier
 from tuning.regularizers import Regularizer, RegularizerContext, make_regularizers
 from tuning.regularizers.kl import tempered_kl
 from tuning.spec import JobSpec, Regularizers
+from tuning.task_model import TaskModel, load_classifier
 
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok", "really great story"]
 
 
 @pytest.fixture()
-def classifier(tiny_bert_dir: Path) -> Classifier:
+def classifier(tiny_bert_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     return load_classifier(tiny_bert_dir, ["negative", "neutral", "positive"], max_seq_length=32)
 
 
-def batch_of(classifier: Classifier) -> dict[str, torch.Tensor]:
+def batch_of(classifier: TaskModel) -> dict[str, torch.Tensor]:
     batch = dict(classifier.tokenizer(TEXTS, padding=True, return_tensors="pt"))
     batch.pop("token_type_ids")  # training batches carry ids and mask only
     batch["labels"] = torch.tensor([2, 0, 1, 2])  # present in training batches; must not reach the model
@@ -57,7 +57,7 @@ def test_formula_matches_a_hand_computation() -> None:
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_penalty_compares_with_the_frozen_reference_on_the_same_batch(
-    classifier: Classifier, temperature: float
+    classifier: TaskModel, temperature: float
 ) -> None:
     model = classifier.model.eval()
     reference = copy.deepcopy(model)
@@ -79,7 +79,7 @@ def test_penalty_compares_with_the_frozen_reference_on_the_same_batch(
     assert all(p.grad is None for p in reference.parameters())
 
 
-def test_zero_at_the_start_for_a_method_that_is_identity_at_init(classifier: Classifier) -> None:
+def test_zero_at_the_start_for_a_method_that_is_identity_at_init(classifier: TaskModel) -> None:
     spec = JobSpec.model_validate(
         {
             "base_model": "tiny-bert",
@@ -105,7 +105,7 @@ def test_zero_at_the_start_for_a_method_that_is_identity_at_init(classifier: Cla
     assert regularizer.penalty(model, batch, logits + torch.tensor([1.0, 0.0, 0.0])).item() > 0
 
 
-def test_tokens_a_method_adds_reach_the_reference_as_initialised(classifier: Classifier) -> None:
+def test_tokens_a_method_adds_reach_the_reference_as_initialised(classifier: TaskModel) -> None:
     spec = JobSpec.model_validate(
         {
             "base_model": "tiny-bert",

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from tuning.classifier import Classifier, load_classifier
 from tuning.pretrained import PretrainedSnapshot
 from tuning.regularizers import RegularizerContext, make_regularizers
 from tuning.spec import Regularizers
+from tuning.task_model import TaskModel, load_classifier
 
 QUERY_BIAS = "bert.encoder.layer.0.attention.self.query.bias"
 OUTPUT_BIAS = "bert.encoder.layer.1.output.dense.bias"
@@ -19,7 +19,7 @@ VALUE_WEIGHT = "bert.encoder.layer.1.attention.self.value.weight"  # changed "th
 
 
 @pytest.fixture()
-def classifier(tiny_bert_dir: Path) -> Classifier:
+def classifier(tiny_bert_dir: Path) -> TaskModel:
     torch.manual_seed(0)
     classifier = load_classifier(tiny_bert_dir, ["negative", "positive"], max_seq_length=32)
     parameters = dict(classifier.model.named_parameters())
@@ -28,7 +28,7 @@ def classifier(tiny_bert_dir: Path) -> Classifier:
     return classifier
 
 
-def context_for(classifier: Classifier, method_delta: torch.Tensor | None = None) -> RegularizerContext:
+def context_for(classifier: TaskModel, method_delta: torch.Tensor | None = None) -> RegularizerContext:
     model = classifier.model
     snapshot = PretrainedSnapshot.take(model, classifier.pretrained)
 
@@ -42,14 +42,14 @@ def context_for(classifier: Classifier, method_delta: torch.Tensor | None = None
 
 
 def penalties(
-    classifier: Classifier, context: RegularizerContext, **options: float
+    classifier: TaskModel, context: RegularizerContext, **options: float
 ) -> dict[str, torch.Tensor]:
     chosen = make_regularizers(Regularizers.model_validate({"l2sp": options}), context)
     logits = torch.zeros(1, 2)
     return {r.name: r.penalty(classifier.model, {}, logits) for r in chosen}
 
 
-def test_penalties_match_a_hand_computation(classifier: Classifier) -> None:
+def test_penalties_match_a_hand_computation(classifier: TaskModel) -> None:
     context = context_for(classifier, method_delta=torch.full((2, 2), 0.5))
     parameters = dict(classifier.model.named_parameters())
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_penalties_match_a_hand_computation(classifier: Classifier) -> None:
     torch.testing.assert_close(values["l2sp_new"], torch.tensor(9.0))
 
 
-def test_gradient_pulls_toward_the_pretrained_value(classifier: Classifier) -> None:
+def test_gradient_pulls_toward_the_pretrained_value(classifier: TaskModel) -> None:
     context = context_for(classifier)
     query_bias = dict(classifier.model.named_parameters())[QUERY_BIAS]
     with torch.no_grad():
@@ -78,7 +78,7 @@ def test_gradient_pulls_toward_the_pretrained_value(classifier: Classifier) -> N
     torch.testing.assert_close(query_bias.grad, expected)
 
 
-def test_each_term_carries_its_own_weight_and_new_weight_zero_adds_no_term(classifier: Classifier) -> None:
+def test_each_term_carries_its_own_weight_and_new_weight_zero_adds_no_term(classifier: TaskModel) -> None:
     context = context_for(classifier)
     both = make_regularizers(
         Regularizers.model_validate({"l2sp": {"weight": 3.0, "new_weight": 0.5}}), context
@@ -88,12 +88,12 @@ def test_each_term_carries_its_own_weight_and_new_weight_zero_adds_no_term(class
     assert [(r.name, r.weight) for r in only] == [("l2sp", 3.0)]
 
 
-def test_untouched_weights_cost_nothing(classifier: Classifier) -> None:
+def test_untouched_weights_cost_nothing(classifier: TaskModel) -> None:
     values = penalties(classifier, context_for(classifier), weight=1.0)
     assert values["l2sp"].item() == 0.0
 
 
-def drift_after_training(classifier: Classifier, weight: float) -> float:
+def drift_after_training(classifier: TaskModel, weight: float) -> float:
     """‖θ−θ₀‖² of the trained biases after SGD steps on task loss + weight·l2sp."""
     model = copy.deepcopy(classifier.model)
     for name, parameter in model.named_parameters():
@@ -119,7 +119,7 @@ def drift_after_training(classifier: Classifier, weight: float) -> float:
     return float(sum(d.detach().pow(2).sum() for _, d in context.deviations()))
 
 
-def test_a_strong_penalty_keeps_the_weights_near_their_pretrained_values(classifier: Classifier) -> None:
+def test_a_strong_penalty_keeps_the_weights_near_their_pretrained_values(classifier: TaskModel) -> None:
     classifier.model.eval()  # no dropout: the two runs differ only by the penalty
     weak, strong = drift_after_training(classifier, 1e-6), drift_after_training(classifier, 0.5)
     assert weak > 0

@@ -1,4 +1,7 @@
-"""A base model turned into a sequence classifier: frozen backbone, new head, and its tokenizer.
+"""A base model prepared for a task (`TaskModel`), and loading one as a sequence classifier.
+
+A TaskModel is the model, its tokenizer, the modules trained in full (a classifier's new head; none
+for a causal LM, whose head is the pretrained one) and which tensors count as pretrained.
 
 The head is found generically rather than by name: every top-level child of the model other than
 the backbone (`model.base_model_prefix`) that has parameters: `classifier` for BERT, `score` for
@@ -28,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Classifier:
+class TaskModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     # Modules trained in full and saved whole: PEFT's `modules_to_save`.
@@ -38,12 +41,23 @@ class Classifier:
     pretrained: frozenset[str]
 
 
-def load_classifier(model_path: Path, labels: Sequence[Label], *, max_seq_length: int) -> Classifier:
-    """Load `model_path` with a fresh head for `labels`, every base weight frozen."""
-    id2label = {index: str(label) for index, label in enumerate(labels)}
+# transformers' config.problem_type for each of deltatune's classification problem types.
+HF_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+
+
+def load_classifier(
+    model_path: Path, labels: Sequence[Label], *, max_seq_length: int, problem_type: str = "single_label"
+) -> TaskModel:
+    """Load `model_path` with a fresh head for `labels` (one output for regression), base weights frozen."""
+    id2label = {index: str(label) for index, label in enumerate(labels)} if labels else {0: "value"}
     model, loading = AutoModelForSequenceClassification.from_pretrained(
         model_path,
-        num_labels=len(labels),
+        num_labels=len(id2label),
+        problem_type=HF_PROBLEM_TYPES[problem_type],
         id2label=id2label,
         label2id={name: index for index, name in id2label.items()},
         # A checkpoint that already has a classification head of another size gets a new one.
@@ -63,7 +77,7 @@ def load_classifier(model_path: Path, labels: Sequence[Label], *, max_seq_length
     pretrained = frozenset(
         key for key in model.state_dict() if key not in fresh and not _is_under(key, head_modules)
     )
-    return Classifier(model, tokenizer, head_modules, _usable_length(model, max_seq_length), pretrained)
+    return TaskModel(model, tokenizer, head_modules, _usable_length(model, max_seq_length), pretrained)
 
 
 def find_head_modules(model: nn.Module, fresh_keys: Sequence[str]) -> list[str]:

@@ -1,0 +1,24 @@
+"""The one check every route that names an uploaded file makes: it is the owner's, and processed."""
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from service.crud import files as file_crud
+from service.errors import ApiError
+from service.settings import Settings
+from service.storage import file_blob
+
+
+def check_data_file(session: Session, settings: Settings, owner_id: str, file_id: str, param: str) -> Path:
+    """The stored blob of a usable file; ApiError naming `param` otherwise (another owner's is unknown)."""
+    file = file_crud.get_file(session, owner_id=owner_id, file_id=file_id)
+    if file is None:
+        raise ApiError(f"{param}: no file with id {file_id!r}", param=param, code="file_not_found")
+    if file.status != file_crud.PROCESSED:
+        raise ApiError(
+            f"{param}: file {file_id!r} is not usable ({file.status}: {file.status_details})",
+            param=param,
+            code="file_not_ready",
+        )
+    return file_blob(settings, file.id)
