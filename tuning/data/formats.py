@@ -176,10 +176,13 @@ def _class_label(value: Any, where: str, line: int, param: str | None) -> str | 
 
 
 def _settle_labelled(records: list[tuple[int, dict[str, Any]]], param: str | None) -> DataFile:
-    """Classification, unless some label is a non-integer number: then every label is a regression target."""
+    """Classification, or regression when the labels are non-integer numbers: every label a target."""
+    # Decided by the file, so that the error lands on the odd line out: a first label that is a
+    # non-integer number, or any such number among labels that are all numbers, means regression.
     labels = [record["label"] for _, record in records]
-    regression = any(isinstance(label, float) for label in labels) and not any(
-        isinstance(label, str) for label in labels
+    regression = isinstance(labels[0], float) or (
+        any(isinstance(label, float) for label in labels)
+        and not any(isinstance(label, str) for label in labels)
     )
     if regression:
         return DataFile("regression", [_regression(record, line, param) for line, record in records])

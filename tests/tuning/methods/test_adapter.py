@@ -16,9 +16,9 @@ from transformers import (
     LlamaConfig,
     OPTConfig,
     PretrainedConfig,
-    PreTrainedTokenizerBase,
 )
 
+from tests.tuning.methods.helpers import model_logits
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.errors import SpecError
@@ -55,19 +55,6 @@ def adapters(model: nn.Module) -> dict[str, AdaptedProjection]:
 
 def logits(classifier: TaskModel) -> torch.Tensor:
     return model_logits(classifier.model, classifier.tokenizer, TEXTS)
-
-
-def model_logits(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
-    inputs = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        output = model.eval()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    return output.logits
-
-
-@pytest.fixture(params=["tiny_bert_dir", "tiny_gpt2_dir"])
-def model_dir(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.getfixturevalue(request.param)
-    return path
 
 
 def test_bottleneck_is_the_identity_at_init_then_adds_its_residual() -> None:

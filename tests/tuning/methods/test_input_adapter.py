@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoTokenizer
 
 from tests.tuning.datasets import sentiment_lines, write_jsonl
+from tests.tuning.methods.helpers import model_logits
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import TOKENIZER_DIR, write_artifact
 from tuning.build import apply_spec_method
@@ -47,19 +48,6 @@ def embedding(model: nn.Module) -> DomainEmbedding:
 
 def logits(classifier: TaskModel, texts: list[str]) -> torch.Tensor:
     return model_logits(classifier.model, classifier.tokenizer, texts)
-
-
-def model_logits(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
-    inputs = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        output = model.eval()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-    return output.logits
-
-
-@pytest.fixture(params=["tiny_bert_dir", "tiny_gpt2_dir"])
-def model_dir(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.getfixturevalue(request.param)
-    return path
 
 
 def test_new_ids_read_the_new_table_and_old_ids_the_frozen_one() -> None:

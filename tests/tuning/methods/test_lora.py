@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.artifacts.merged import merged_copy
 from tuning.errors import SpecError
 from tuning.layers import find_layers
@@ -25,24 +26,6 @@ def classifier(tiny_bert_dir: Path) -> TaskModel:
 def tokens(classifier: TaskModel) -> dict[str, torch.Tensor]:
     texts = ["a wonderful movie", "the plot was awful and boring", "ok"]
     return dict(classifier.tokenizer(texts, padding=True, return_tensors="pt"))
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def train_a_little(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 3) -> None:
-    """A few real gradient steps, so lora_B is no longer zero."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    labels = torch.tensor([1, 0, 1])
-    model.train()
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(**inputs).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
 
 
 def test_layer_computes_base_plus_scaled_low_rank_update() -> None:

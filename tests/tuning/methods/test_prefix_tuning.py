@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
+from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.errors import SpecError
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
@@ -50,23 +51,6 @@ def tokens(classifier: TaskModel, texts: list[str] = TEXTS) -> dict[str, torch.T
 
 def _forward_names(model: nn.Module) -> set[str]:
     return set(inspect.signature(type(model).forward).parameters)
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def train_a_little(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 3) -> None:
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    labels = torch.tensor([1, 0, 1])
-    model.train()
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(**inputs).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
 
 
 @pytest.mark.parametrize("projection", [False, True])

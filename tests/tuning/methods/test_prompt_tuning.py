@@ -7,6 +7,7 @@ from peft import PromptTuningConfig, get_peft_model
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
+from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.layers import find_layers
 from tuning.methods import MethodContext, apply_method, trainable_names
 from tuning.methods.prompt_tuning import prompt_encoder, text_init_ids
@@ -32,23 +33,6 @@ def prompted(model_dir: Path, **options: object) -> TaskModel:
 
 def tokens(classifier: TaskModel, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
     return dict(classifier.tokenizer(texts, padding=True, return_tensors="pt"))
-
-
-def logits(model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits
-
-
-def train_a_little(model: nn.Module, inputs: dict[str, torch.Tensor], steps: int = 3) -> None:
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    labels = torch.tensor([1, 0, 1])
-    model.train()
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(**inputs).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
 
 
 def test_the_prompt_is_prepended_to_the_word_embeddings(tiny_bert_dir: Path) -> None:
