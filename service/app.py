@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from service.body_limit import RequestBodyLimit
 from service.db import make_engine
 from service.errors import install_error_handlers
-from service.routes import files, health, jobs, methods, models, transferability
+from service.routes import checkpoints, files, health, jobs, methods, models, transferability
 from service.schema import assert_at_head, upgrade_to_head
 from service.settings import Settings, get_settings
 from worker.app import make_celery
@@ -65,6 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
-    for module in (health, files, jobs, methods, models, transferability):
+    for module in (health, files, jobs, checkpoints, methods, models, transferability):
         app.include_router(module.router)
     return app

@@ -2,12 +2,15 @@
 artifact's layout, at most `keep` of them; and starting a job from one (`from_checkpoint`).
 """
 
+import importlib
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from tuning.errors import SpecError
 from tuning.evaluate import Evaluation
 from tuning.events import Event
 from tuning.spec import CheckpointOptions
@@ -48,13 +51,18 @@ class CheckpointWriter:
         self.trained_job = trained_job
         self.sink = sink
         self.kept: list[int] = []
+        # Built before training starts, so requires_grad still marks the method's whole trainable set;
+        # a gradual-unfreezing schedule narrows it mid-training, and the writers rely on it.
+        self.trainable = [p for p in trained_job({}).model.parameters() if p.requires_grad]
 
     def __call__(self, step: int, epoch: float, evaluation: Evaluation | None) -> None:
         from tuning.artifacts import write_artifact
 
         metrics = {f"val_{name}": value for name, value in (evaluation.metrics if evaluation else {}).items()}
         path = self.root / f"step-{step:08d}"
-        files = write_artifact(path, self.trained_job(metrics))
+        job = self.trained_job(metrics)
+        with writing_state(job.model, self.trainable):
+            files = write_artifact(path, job)
         self.kept.append(step)
         dropped = self.kept[: -self.options.keep]
         self.kept = self.kept[-self.options.keep :]
@@ -64,6 +72,56 @@ class CheckpointWriter:
             self.sink(Checkpoint(step, round(epoch, 4), metrics, path, files), dropped)
 
 
+@contextmanager
+def writing_state(model: "nn.Module", trainable: Sequence["nn.Parameter"]) -> Iterator[None]:
+    """The model as the writers expect it mid-training: in eval mode, as TrainedJob promises them (no
+    dropout in anything a writer computes), and with the method's trainable set marked; both put back
+    afterwards.
+
+    The model stays where it is: the writers copy tensors to the CPU themselves (cpu_tensors), so an
+    accelerator's model is neither moved nor doubled in its memory.
+    """
+    modes = {module: module.training for module in model.modules()}
+    requires = [parameter.requires_grad for parameter in trainable]
+    model.eval()
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+        for parameter, required in zip(trainable, requires, strict=True):
+            parameter.requires_grad_(required)
+
+
 def load_checkpoint_weights(model: "nn.Module", checkpoint_dir: Path) -> Event:
     """Put a checkpoint's trained tensors into `model`, built (base, head, method) like the checkpoint's."""
-    raise NotImplementedError("from_checkpoint: to be built")
+    from tuning.artifacts.manifest import read_manifest
+
+    manifest = read_manifest(checkpoint_dir)
+    _check_labels(model, manifest)
+    reader = f"peft_{manifest['method']}" if manifest["layout"] == "peft" else "deltatune_layout"
+    layout = importlib.import_module(f"tuning.artifacts.{reader}")
+    layout.load(model, checkpoint_dir)
+    metrics = manifest.get("metrics", {})
+    shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+    return Event(
+        "message",
+        f"starting from checkpoint {checkpoint_dir.name}" + (f" ({shown})" if shown else ""),
+        {"from_checkpoint": checkpoint_dir.name, "checkpoint_metrics": metrics, "layout": manifest["layout"]},
+    )
+
+
+def _check_labels(model: "nn.Module", manifest: dict[str, Any]) -> None:
+    """The head's rows are the checkpoint's labels, in its order: a job with other labels cannot reuse it."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    stored = [str(manifest["labels"][str(index)]) for index in range(len(manifest["labels"]))]
+    if not stored or not id2label:  # regression and causal_lm heads carry no label map to compare
+        return
+    labels = [str(id2label[index]) for index in range(len(id2label))]
+    if labels != stored:
+        raise SpecError(
+            f"the checkpoint was trained on labels {stored[:10]}, this job's data has {labels[:10]}",
+            param="from_checkpoint",
+        )

@@ -141,13 +141,15 @@ def train(
                 window = []
             if hp.eval_steps is not None and step % hp.eval_steps == 0:
                 final_eval, last_eval_step = run_eval(step), step
-            if every is not None and step % every == 0:
+            # A checkpoint due on the epoch's last step waits for the end-of-epoch evaluation.
+            evaluated_next = hp.eval_steps is None and step % per_epoch == 0
+            if every is not None and step % every == 0 and not evaluated_next:
                 checkpoint(step, final_eval if last_eval_step == step else None)
             if best is not None and best.should_stop:
                 break
         if hp.eval_steps is None and last_eval_step != step:
             final_eval, last_eval_step = run_eval(step), step
-        if checkpoints is not None and every is None:
+        if checkpoints is not None and (every is None or (step % every == 0 and hp.eval_steps is None)):
             checkpoint(step, final_eval if last_eval_step == step else None)
     if last_eval_step != step and not (best is not None and best.best_step is not None):
         # The reported result must describe the model that gets exported.

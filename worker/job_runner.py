@@ -64,7 +64,7 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
             fisher_path=inputs.fisher_path,
             model_dirs=inputs.model_dirs,
             start_from=inputs.start_from,
-            on_checkpoint=CheckpointPublisher(sessions, job_id, artifacts_dir=settings.artifacts_dir),
+            on_checkpoint=CheckpointPublisher(sessions, job_id, checkpoints_dir=settings.checkpoints_dir),
             on_event=ProgressRecorder(sessions, job_id),
             should_stop=CancelPoller(sessions, job_id, every_seconds=settings.cancel_poll_seconds),
         )

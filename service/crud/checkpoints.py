@@ -1,12 +1,77 @@
-"""Checkpoints kept while a job trains: the rows behind /v1/jobs/{id}/checkpoints."""
+"""Checkpoints kept while a job trains: the rows behind /v1/jobs/{id}/checkpoints, scoped through the job."""
 
+from pathlib import Path
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.errors import ApiError
+from service.crud import storable
+from service.errors import ApiError, NotFound
+from service.models import Checkpoint, Job
 from tuning.spec import JobSpec
+
+
+def checkpoint_dir(checkpoints_dir: Path, job_id: str, checkpoint_id: str) -> Path:
+    """Where a checkpoint's files live under Settings.checkpoints_dir (the worker writes them there)."""
+    return checkpoints_dir / job_id / checkpoint_id
+
+
+def list_checkpoints(session: Session, *, job_id: str) -> list[Checkpoint]:
+    """The job's kept checkpoints, oldest step first (the caller has checked the job is the owner's)."""
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)
+    return list(session.scalars(query))
+
+
+def get_checkpoint(session: Session, *, job_id: str, checkpoint_id: str) -> Checkpoint | None:
+    if not storable(checkpoint_id):
+        return None
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.id == checkpoint_id, Checkpoint.job_id == job_id)
+    )
+
+
+def owned_checkpoint(session: Session, *, owner_id: str, checkpoint_id: str) -> tuple[Checkpoint, Job] | None:
+    """The checkpoint and its job, if the job is `owner_id`'s; another owner's answers like none at all."""
+    if not storable(checkpoint_id):
+        return None
+    row = session.execute(
+        select(Checkpoint, Job)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.id == checkpoint_id, Job.owner_id == owner_id)
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def check_from_checkpoint(session: Session, owner_id: str, spec: JobSpec) -> None:
     """Refuse a `from_checkpoint` that is not the owner's, or does not fit the job's base and method."""
-    if spec.from_checkpoint is not None:
-        raise ApiError("from_checkpoint is not available yet", param="from_checkpoint", code="not_available")
+    if spec.from_checkpoint is None:
+        return
+    found = owned_checkpoint(session, owner_id=owner_id, checkpoint_id=spec.from_checkpoint)
+    if found is None:
+        raise NotFound(
+            f"no checkpoint with id {spec.from_checkpoint!r}",
+            param="from_checkpoint",
+            code="checkpoint_not_found",
+        )
+    _, job = found
+    differences = spec_differences(JobSpec.model_validate(job.spec), spec)
+    if differences:
+        raise ApiError(
+            f"checkpoint {spec.from_checkpoint!r} was trained with another {', '.join(differences)} "
+            f"(job {job.id}); a job can only start from a checkpoint of the same base model, task, "
+            "method and head",
+            param="from_checkpoint",
+            code="checkpoint_mismatch",
+            status_code=422,
+        )
+
+
+def spec_differences(trained: JobSpec, new: JobSpec) -> list[str]:
+    """What the checkpoint's tensors depend on and `new` changes: their names, and shapes, come from these."""
+    parts = {
+        "base_model": (trained.base_model, new.base_model),
+        "task": (trained.task, new.task),
+        "method": (trained.method.model_dump(mode="json"), new.method.model_dump(mode="json")),
+        "head": (trained.head.model_dump(mode="json"), new.head.model_dump(mode="json")),
+    }
+    return [name for name, (before, after) in parts.items() if before != after]

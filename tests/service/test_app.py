@@ -23,7 +23,7 @@ def test_openapi_documents_bodies_responses_and_errors(app: FastAPI) -> None:
     document = app.openapi()
     assert "HTTPValidationError" not in document["components"]["schemas"], "422s must use the error shape"
     create = document["paths"]["/v1/jobs"]["post"]
-    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobSpec")
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobRequest")
     assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobObject")
     upload = document["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert set(upload["schema"]["required"]) == {"file", "purpose"}
