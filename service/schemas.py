@@ -38,6 +38,11 @@ class FileObject(BaseModel):
     status_details: str | None = Field(description="Why the file was refused: the first bad line and reason.")
     sha256: str | None
     examples: int | None = Field(description="Number of examples (lines) in a processed file.")
+    format: str | None = Field(
+        None,
+        description="A processed file's data format: classification, multi_label, regression, text, "
+        "prompt_completion or chat.",
+    )
 
 
 class FileList(BaseModel):

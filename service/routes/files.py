@@ -23,6 +23,14 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 422, 500))
 
 PURPOSES = ("fine-tune",)
+UPLOAD_FORMATS = (
+    "JSONL, one object per line, every line in the first line's format: "
+    '{"text", "label"} classification (a string or integer label; non-integer numbers make it '
+    'regression), {"text", "labels": [...]} multi-label, {"text"} language modelling, '
+    '{"prompt", "completion"} prompt/completion, '
+    '{"messages": [{"role", "content"}, ...]} chat (roles system, user, assistant, tool; '
+    "at least one assistant turn). UTF-8; the first bad line is answered with its number and reason."
+)
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
@@ -35,7 +43,7 @@ UPLOAD_BODY = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": 'JSONL, one {"text": ..., "label": ...} object per line.',
+                            "description": UPLOAD_FORMATS,
                         },
                         "purpose": {"type": "string", "enum": list(PURPOSES)},
                     },
@@ -57,6 +65,7 @@ def file_object(file: File) -> FileObject:
         status_details=file.status_details,
         sha256=file.sha256,
         examples=file.examples,
+        format=file.format,
     )
 
 
@@ -116,7 +125,7 @@ def _register_upload(
         session.add(file)
         session.commit()
         return file
-    file.status, file.examples = crud.PROCESSED, report.examples
+    file.status, file.examples, file.format = crud.PROCESSED, report.examples, report.format
     stored = publish_upload(upload, settings, file.id)
     try:
         session.add(file)

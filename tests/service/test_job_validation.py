@@ -1,0 +1,140 @@
+"""POST /v1/jobs validates every file with the base model's tokenizer before anything is queued: a file
+that cannot train the job is a 422 naming the field and line, a good one's report is stored with the
+job, and a dry run answers the report and the estimates without creating or queueing anything."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.settings import Settings
+from tests.service.helpers import broker_messages, job_body, jsonl, upload
+
+TWO_LABELS = [{"text": "good movie", "label": "pos"}, {"text": "bad film", "label": "neg"}]
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+GPT2_LORA = {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["c_attn"]}
+
+
+def file_id(client: TestClient, auth: dict[str, str], records: list[dict[str, Any]]) -> str:
+    response = upload(client, auth, jsonl(records))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def assert_nothing_created(client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    assert client.get("/v1/jobs", headers=auth).json()["data"] == []
+    assert broker_messages(settings) == []
+
+
+def test_a_job_stores_its_validation_report(client: TestClient, auth: dict[str, str]) -> None:
+    training = file_id(client, auth, TWO_LABELS)
+    response = client.post("/v1/jobs", headers=auth, json=job_body(training))
+    assert response.status_code == 201, response.text
+    job = client.get(f"/v1/jobs/{response.json()['id']}", headers=auth).json()
+    report = job["validation"]["files"]["training_file"]
+    assert report["id"] == training and report["format"] == "classification"
+    assert report["tokens"] == {"min": 4, "mean": 4.0, "max": 4}  # [CLS] word word [SEP]
+    assert report["labels"] == {"neg": 1, "pos": 1}
+
+
+def test_validation_label_never_seen_in_training(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    training = file_id(client, auth, TWO_LABELS)
+    validation = file_id(client, auth, [TWO_LABELS[0], {"text": "so so", "label": "meh"}])
+    response = client.post("/v1/jobs", headers=auth, json=job_body(training, validation_file=validation))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "validation_file"
+    assert error["message"].startswith("line 2:") and "'meh' never appears" in error["message"]
+    assert_nothing_created(client, auth, settings)
+
+
+@pytest.mark.parametrize(
+    ("records", "overrides", "reason"),
+    [
+        (TWO_LABELS, {"task": "causal_lm"}, "task causal_lm reads text, prompt_completion, chat lines"),
+        ([CHAT], {"task": "causal_lm"}, "chat data needs a chat template"),
+    ],
+    ids=["causal_lm-on-classification", "chat-without-template"],
+)
+def test_causal_lm_files_that_cannot_train(
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    tiny_gpt2_dir: Path,
+    records: list[dict[str, Any]],
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    training = file_id(client, auth, records)
+    body = job_body(training, base_model="tiny-gpt2", method=GPT2_LORA, **overrides)
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "training_file"
+    assert error["message"].startswith("line 1:") and reason in error["message"]
+    assert_nothing_created(client, auth, settings)
+
+
+def test_sequence_classification_on_a_chat_file(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    response = client.post("/v1/jobs", headers=auth, json=job_body(file_id(client, auth, [CHAT])))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "training_file"
+    assert error["message"] == (
+        "line 1: task sequence_classification reads classification, multi_label, regression lines; "
+        "the training file is chat"
+    )
+    assert_nothing_created(client, auth, settings)
+
+
+def test_chat_with_a_template_in_the_spec_is_accepted(
+    client: TestClient, auth: dict[str, str], tiny_gpt2_dir: Path
+) -> None:
+    template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+    body = job_body(
+        file_id(client, auth, [CHAT]),
+        base_model="tiny-gpt2",
+        task="causal_lm",
+        method=GPT2_LORA,
+        data={"chat_template": template},
+        dry_run=True,
+    )
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 200, response.text
+    report = response.json()["validation"]["files"]["training_file"]
+    assert report["roles"] == {"assistant": 1, "user": 1} and report["tokens"]["max"] == 6
+
+
+def test_dry_run_answers_exact_figures_and_creates_nothing(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    # Every word is one WordPiece; [CLS] and [SEP] make 4, 4, 5 and 4 tokens.
+    records = [
+        {"text": "good movie", "label": "pos"},
+        {"text": "bad film", "label": "neg"},
+        {"text": "good good good", "label": "pos"},
+        {"text": "bad bad", "label": "neg"},
+    ]
+    body = job_body(file_id(client, auth, records), dry_run=True)
+    body["hyperparameters"] = {"epochs": 2, "batch_size": 3}
+    response = client.post("/v1/jobs", headers=auth, json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["object"] == "fine_tuning.job.dry_run"
+    report = answer["validation"]["files"]["training_file"]
+    assert report["tokens"] == {"min": 4, "mean": 4.25, "max": 5} and report["trained_tokens"] == 17
+    assert report["over_max_seq_length"] == {"count": 0, "action": "truncated to 128 tokens"}
+    assert answer["steps"] == 2 * 2 and answer["tokens"] == 2 * 17
+    # tiny BERT: 999,072 parameters; LoRA r=4 on query and value of 2 layers: 2·2·4·(32+32) = 1,024.
+    assert (answer["parameters"], answer["trainable_parameters"]) == (999_072, 1_024)
+    expected_seconds = (4 * 999_072 + 2 * 1_024) * 34 / settings.worker_flops
+    assert answer["estimated_seconds"] == pytest.approx(expected_seconds, abs=1e-3)
+    activations = int(2 * 2 * 5 * 3 * 32 * (34 + 5 * 4 * 5 / 32))
+    assert answer["estimated_peak_memory_bytes"] == 4 * 999_072 + 12 * 1_024 + activations
+    assert "safetensors" in answer["estimate_method"]
+    assert_nothing_created(client, auth, settings)
