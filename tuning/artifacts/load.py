@@ -23,6 +23,7 @@ from tuning.batching import batches_in_order, encode
 from tuning.build import apply_spec_method
 from tuning.data import Label
 from tuning.device import pick_device
+from tuning.errors import SpecError
 from tuning.evaluate import classifier_logits
 from tuning.models import resolve_base_model
 from tuning.spec import JobSpec
@@ -68,7 +69,15 @@ def load_artifact(
 
 @torch.no_grad()
 def predict_logits(loaded: LoadedArtifact, texts: Sequence[str], *, batch_size: int = 32) -> torch.Tensor:
-    """Float32 logits on the CPU, one row per text, columns in `loaded.labels` order."""
+    """Float32 logits on the CPU, one row per text, columns in `loaded.labels` order.
+
+    Classification only: a causal LM's logits are one row per token; call `loaded.model` directly.
+    """
+    if loaded.manifest.get("task") == "causal_lm":
+        raise SpecError(
+            "predict_logits scores classifiers; for a causal_lm artifact call loaded.model on token ids",
+            param="task",
+        )
     encoded = encode(loaded.tokenizer, texts, None, max_length=loaded.max_length)
     batches = batches_in_order(encoded, batch_size)
     rows = [classifier_logits(loaded.model, batch, loaded.device).cpu() for batch in batches]

@@ -72,12 +72,11 @@ def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str])
     layers = lora_layers(model)
     config: dict[str, Any] = {
         "peft_type": "LORA",
-        "task_type": "SEQ_CLS",
+        **peft_task_fields(spec, head_modules),
         "base_model_name_or_path": spec.base_model,
         "r": method.r,
         "lora_alpha": json_number(method.alpha),
         "lora_dropout": method.dropout,
-        "modules_to_save": list(head_modules),
         "bias": "none",
         # PEFT would switch it on by itself for Conv1D, with a warning; saying so keeps the load quiet.
         "fan_in_fan_out": any(layer.fan_in_fan_out for layer in layers.values()),
@@ -92,6 +91,16 @@ def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str])
     if method.rank_pattern:
         config["rank_pattern"] = dict(method.rank_pattern)
     return config
+
+
+def peft_task_fields(spec: JobSpec, head_modules: Sequence[str]) -> dict[str, Any]:
+    """PEFT's task type, which picks the PeftModel class a reload builds, and the head saved whole.
+
+    A causal LM predicts with its own pretrained head: nothing is trained in full, so nothing is listed.
+    """
+    if spec.task == "causal_lm":
+        return {"task_type": "CAUSAL_LM"}
+    return {"task_type": "SEQ_CLS", "modules_to_save": list(head_modules)}
 
 
 def json_number(value: float) -> int | float:

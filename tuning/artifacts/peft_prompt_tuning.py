@@ -24,6 +24,7 @@ from tuning.artifacts.peft_lora import (
     cpu_tensors,
     head_state_dict,
     load_peft_tensors,
+    peft_task_fields,
 )
 from tuning.errors import SpecError
 from tuning.methods.prompt_tuning import ENCODER, prompt_encoder
@@ -53,14 +54,13 @@ def prompt_learning_config(job: TrainedJob, peft_type: str, token_dim: int) -> d
     assert method.type in ("prompt_tuning", "prefix_tuning")
     return {
         "peft_type": peft_type,
-        "task_type": "SEQ_CLS",
+        **peft_task_fields(job.spec, job.head_modules),
         "base_model_name_or_path": job.spec.base_model,
         "num_virtual_tokens": method.num_virtual_tokens,
         "token_dim": token_dim,
         "num_transformer_submodules": 1,  # an encoder or a decoder, not both
         "num_attention_heads": getattr(config, "num_attention_heads", None),
         "num_layers": getattr(config, "num_hidden_layers", None),
-        "modules_to_save": list(job.head_modules),
         "inference_mode": True,
     }
 

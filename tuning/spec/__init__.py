@@ -124,6 +124,12 @@ class JobSpec(SpecModel):
                     "causal_lm predicts tokens with the model's own language-model head: no head to set",
                     param="head",
                 )
+            if self.regularizers.ewc is not None:
+                raise CompositionError(
+                    "regularizers.ewc estimates a classifier's Fisher information; "
+                    "it is not available for causal_lm",
+                    param="regularizers.ewc",
+                )
             if self.regularizers.kl is not None:
                 raise CompositionError(
                     "regularizers.kl compares class distributions; it is not available for causal_lm",

@@ -40,8 +40,8 @@ class DataOptions(SpecModel):
 
     packing: bool = Field(
         False,
-        description="causal_lm: concatenate short examples into full max_seq_length sequences "
-        "(each example still attends only to itself).",
+        description="causal_lm: join short examples, an end-of-text token between them, into full "
+        "max_seq_length sequences (attention spans the whole packed sequence, as in GPT-2's training).",
     )
     chat_template: str | None = Field(
         None,
