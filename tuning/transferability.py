@@ -3,8 +3,10 @@
 LogME (You et al. 2021, "LogME: Practical Assessment of Pre-trained Models for Transfer Learning",
 arXiv:2102.11005): per one-hot class column y, maximise the evidence of Bayesian linear regression on
 the features F by the fixed point γ = Σ βσᵢ/(α+βσᵢ), α ← γ/‖m‖², β ← (n−γ)/‖Fm−y‖²; the score is the
-mean over classes of log p(y | F, α, β) / n. For language-model data: the zero-shot mean token
-cross-entropy of the model's own LM head, and its perplexity.
+mean over classes of log p(y | F, α, β) / n. Regression is LogME's native case (y is the target
+itself, one column); multi-label data has one 0/1 column per label, and the score is their mean.
+For language-model data: the zero-shot mean token cross-entropy of the model's own LM head, and its
+perplexity.
 """
 
 import json
@@ -21,14 +23,17 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from tuning.data import Label, read_classification_file, sort_labels
+from tuning.data import Example, Label, MultiLabelExample, RegressionExample, read_data_file, sort_labels
 from tuning.device import pick_device
 from tuning.errors import DataError, TuningError
+from tuning.spec import FORMATS_BY_TASK
 
 logger = logging.getLogger(__name__)
 
 TransferTask = Literal["sequence_classification", "causal_lm"]
 ScoreName = Literal["logme", "perplexity"]
+# One example's label as scoring reads it: a class, a regression target, or a multi-label set.
+ScoringLabel = Label | float | tuple[Label, ...]
 
 MAX_LENGTH = 128
 BATCH_SIZE = 32
@@ -73,12 +78,27 @@ def logme(features: torch.Tensor, labels: torch.Tensor) -> float:
 
 def logme_evidences(features: torch.Tensor, labels: torch.Tensor) -> list[Evidence]:
     """One maximised evidence per class column of the one-hot labels."""
+    targets = torch.nn.functional.one_hot(labels.long().cpu(), _class_count(labels))
+    return target_evidences(features, targets)
+
+
+def logme_of_targets(features: torch.Tensor, targets: torch.Tensor) -> float:
+    """LogME for target columns (n×k): the mean over columns of each one's log evidence per sample.
+
+    One-hot columns give `logme`; a single column of numbers is regression; 0/1 columns multi-label.
+    """
+    evidences = target_evidences(features, targets)
+    return sum(e.log_evidence for e in evidences) / len(evidences)
+
+
+def target_evidences(features: torch.Tensor, targets: torch.Tensor) -> list[Evidence]:
+    """One maximised evidence per column of `targets` (n×k)."""
     f = features.detach().to(torch.float64).cpu()
-    targets = torch.nn.functional.one_hot(labels.long().cpu(), _class_count(labels)).to(torch.float64)
-    # One SVD serves every column: only Uᵀy changes between classes.
+    y = targets.detach().to(torch.float64).cpu()
+    # One SVD serves every column: only Uᵀy changes between columns.
     u, s, _ = torch.linalg.svd(f, full_matrices=False)
     sigma = s**2
-    return [_maximise_evidence(u, sigma, targets[:, c], dim=f.shape[1]) for c in range(targets.shape[1])]
+    return [_maximise_evidence(u, sigma, y[:, c], dim=f.shape[1]) for c in range(y.shape[1])]
 
 
 def _class_count(labels: torch.Tensor) -> int:
@@ -218,14 +238,16 @@ Scorer = Callable[[Candidate], dict[str, Any]]
 
 
 def score_candidates(
-    texts: Sequence[str], labels: Sequence[Label] | None, candidates: Sequence[Candidate], task: TransferTask
+    texts: Sequence[str],
+    labels: Sequence[ScoringLabel] | None,
+    candidates: Sequence[Candidate],
+    task: TransferTask,
 ) -> list[dict[str, Any]]:
     """One JSON-safe result per candidate, best first; a candidate that cannot be scored comes last."""
     if task == "sequence_classification":
         if labels is None:
             raise DataError("LogME needs a label for every text", param="training_file")
-        indices = label_indices(labels)
-        scorer: Scorer = partial(_logme_result, texts=texts, labels=indices)
+        scorer: Scorer = partial(_logme_result, texts=texts, targets=scoring_targets(labels))
     else:
         scorer = partial(_perplexity_result, texts=texts)
     return rank([_score_one(candidate, scorer, task, len(texts)) for candidate in candidates])
@@ -246,22 +268,39 @@ def _score_one(candidate: Candidate, scorer: Scorer, task: TransferTask, example
     return result
 
 
+def scoring_targets(labels: Sequence[ScoringLabel]) -> torch.Tensor:
+    """LogME's target columns (n×k): one-hot classes, the regression target, or one 0/1 column per label."""
+    if all(isinstance(label, tuple) for label in labels):
+        sets: Sequence[tuple[Label, ...]] = labels  # type: ignore[assignment]
+        ordered = _at_least_two(sort_labels({label for labels_of in sets for label in labels_of}))
+        return torch.tensor([[float(label in labels_of) for label in ordered] for labels_of in sets])
+    if any(isinstance(label, float) for label in labels):
+        return torch.tensor([[float(label)] for label in labels], dtype=torch.float64)  # type: ignore[arg-type]
+    classes: Sequence[Label] = labels  # type: ignore[assignment]
+    indices = label_indices(classes)
+    return torch.nn.functional.one_hot(indices, _class_count(indices))
+
+
 def label_indices(labels: Sequence[Label]) -> torch.Tensor:
     """Class index of each label, the labels sorted as training sorts them; at least two classes."""
-    ordered = sort_labels(set(labels))
-    if len(ordered) < 2:
-        raise DataError(
-            f"LogME needs at least 2 distinct labels, found {len(ordered)}: {ordered}", param="training_file"
-        )
+    ordered = _at_least_two(sort_labels(set(labels)))
     index = {label: position for position, label in enumerate(ordered)}
     return torch.tensor([index[label] for label in labels])
 
 
-def _logme_result(candidate: Candidate, texts: Sequence[str], labels: torch.Tensor) -> dict[str, Any]:
+def _at_least_two(ordered: list[Label]) -> list[Label]:
+    if len(ordered) < 2:
+        raise DataError(
+            f"LogME needs at least 2 distinct labels, found {len(ordered)}: {ordered}", param="training_file"
+        )
+    return ordered
+
+
+def _logme_result(candidate: Candidate, texts: Sequence[str], targets: torch.Tensor) -> dict[str, Any]:
     features = mean_pooled_features(candidate.path, texts)
     return {
         "score": "logme",
-        "value": logme(features, labels),
+        "value": logme_of_targets(features, targets),
         "feature_dim": features.shape[1],
     }
 
@@ -293,12 +332,33 @@ def rank(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def read_scoring_data(
     path: Path, task: TransferTask, *, max_examples: int, seed: int = 0
-) -> tuple[list[str], list[Label] | None]:
-    """The texts (and labels, for classification) to score on: at most `max_examples`, a seeded sample."""
+) -> tuple[list[str], list[ScoringLabel] | None]:
+    """The texts (and labels, for classification) to score on: at most `max_examples`, a seeded sample.
+
+    Classification files give class labels, regression files their float targets, multi-label files
+    each example's label tuple.
+    """
     if task == "sequence_classification":
-        examples = _sample(read_classification_file(path), max_examples, seed)
-        return [e.text for e in examples], [e.label for e in examples]
+        examples = _sample(_labelled_examples(path), max_examples, seed)
+        return [e.text for e in examples], [_scoring_label(e) for e in examples]
     return _sample(read_texts(path), max_examples, seed), None
+
+
+def _labelled_examples(path: Path) -> list[Example | MultiLabelExample | RegressionExample]:
+    data = read_data_file(path, param="training_file")
+    if data.format not in FORMATS_BY_TASK["sequence_classification"]:
+        raise DataError(
+            f'LogME scores labelled lines ({{"text", "label"}} or {{"text", "labels"}}), '
+            f"but the file is {data.format}",
+            param="training_file",
+        )
+    return data.examples  # type: ignore[return-value]
+
+
+def _scoring_label(example: Example | MultiLabelExample | RegressionExample) -> ScoringLabel:
+    if isinstance(example, MultiLabelExample):
+        return example.labels
+    return example.value if isinstance(example, RegressionExample) else example.label
 
 
 def _sample(items: list[Any], count: int, seed: int) -> list[Any]:

@@ -29,6 +29,7 @@ from tuning.data import (
     build_label_map,
     check_validation_labels,
     read_data_file,
+    regression_examples,
     sort_labels,
 )
 from tuning.errors import DataError, SpecError
@@ -78,7 +79,12 @@ def validate_files(spec: JobSpec, base_path: Path, paths: Mapping[str, Path]) ->
 def check_trainable(spec: JobSpec, base_path: Path, training: DataFile, validation: DataFile | None) -> None:
     """Every rule that makes a file unable to train the job, each a DataError with its field and line."""
     _check_format(spec, training)
-    if validation is not None and validation.format != training.format:
+    if spec.problem_type == "regression":
+        # Integer class labels read as numbers: the same conversion the regression task trains on.
+        regression_examples(training, "training_file")
+        if validation is not None:
+            regression_examples(validation, "validation_file")
+    elif validation is not None and validation.format != training.format:
         raise DataError(
             f"the validation file is {validation.format} but the training file is {training.format}; "
             "both must hold the same format",

@@ -19,7 +19,13 @@ from tuning.data.examples import (
     TextExample,
 )
 from tuning.data.formats import DataFile, read_data_file
-from tuning.data.labels import build_label_map, check_validation_labels, example_labels, sort_labels
+from tuning.data.labels import (
+    build_label_map,
+    check_validation_labels,
+    example_labels,
+    regression_examples,
+    sort_labels,
+)
 from tuning.errors import DataError
 from tuning.spec import DataFormat
 
@@ -40,6 +46,7 @@ __all__ = [
     "example_labels",
     "read_classification_file",
     "read_data_file",
+    "regression_examples",
     "sort_labels",
     "validate_file",
 ]

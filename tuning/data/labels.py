@@ -2,7 +2,8 @@
 
 from collections.abc import Iterable, Sequence
 
-from tuning.data.examples import Example, Label, MultiLabelExample
+from tuning.data.examples import Example, Label, MultiLabelExample, RegressionExample
+from tuning.data.formats import DataFile
 from tuning.errors import DataError
 
 
@@ -47,3 +48,23 @@ def sort_labels(labels: Iterable[Label]) -> list[Label]:
 
 def _labels_of(example: Example | MultiLabelExample) -> tuple[Label, ...]:
     return example.labels if isinstance(example, MultiLabelExample) else (example.label,)
+
+
+def regression_examples(data: DataFile, param: str) -> list[RegressionExample]:
+    """The file's examples as numeric targets: a regression file's, or integer class labels."""
+    if data.format == "regression":
+        return list(data.examples)  # type: ignore[arg-type]
+    if data.format != "classification":
+        raise DataError(
+            f'regression reads {{"text", "label": <number>}} lines; the file is {data.format}', param=param
+        )
+    examples: list[Example] = data.examples  # type: ignore[assignment]
+    # A classification file holds one label type, so the first string label is the first line.
+    for example in examples:
+        if isinstance(example.label, str):
+            raise DataError(
+                f"regression needs a number as 'label', got the string {example.label!r}",
+                line=example.line,
+                param=param,
+            )
+    return [RegressionExample(e.text, float(e.label), e.line) for e in examples]

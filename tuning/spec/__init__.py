@@ -136,6 +136,14 @@ class JobSpec(SpecModel):
                     param="regularizers.kl",
                 )
         else:
+            if self.problem_type == "regression":
+                for name in ("kl", "ewc"):
+                    if getattr(self.regularizers, name) is not None:
+                        raise CompositionError(
+                            f"regularizers.{name} works on the distribution over classes; a regression "
+                            "head has one output, so it would constrain nothing",
+                            param=f"regularizers.{name}",
+                        )
             for name, value in (
                 ("data.packing", self.data.packing),
                 ("data.chat_template", self.data.chat_template),
