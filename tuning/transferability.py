@@ -9,7 +9,6 @@ For language-model data: the zero-shot mean token cross-entropy of the model's o
 perplexity.
 """
 
-import json
 import logging
 import math
 import random
@@ -23,7 +22,17 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from tuning.data import Example, Label, MultiLabelExample, RegressionExample, read_data_file, sort_labels
+from tuning.data import (
+    AnyExample,
+    ChatExample,
+    Example,
+    Label,
+    MultiLabelExample,
+    PromptCompletionExample,
+    RegressionExample,
+    read_data_file,
+    sort_labels,
+)
 from tuning.device import pick_device
 from tuning.errors import DataError, TuningError
 from tuning.spec import FORMATS_BY_TASK
@@ -370,30 +379,16 @@ def _sample(items: list[Any], count: int, seed: int) -> list[Any]:
 
 
 def read_texts(path: Path, *, param: str = "training_file") -> list[str]:
-    """Language-model text of each line: `text`, `prompt` + `completion`, or the `messages` contents."""
-    texts = []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                texts.append(_line_text(line, number, param))
-    if not texts:
-        raise DataError("no examples: the file is empty", param=param)
-    return texts
+    """Language-model text of each example: its text, prompt + completion, or its messages' contents.
+
+    Read through tuning.data like training, so a file the API accepted scores, line errors included.
+    """
+    return [_example_text(example) for example in read_data_file(path, param=param).examples]
 
 
-def _line_text(line: str, number: int, param: str) -> str:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"not valid JSON: {error.msg}", line=number, param=param) from None
-    if isinstance(record, dict):
-        if isinstance(record.get("text"), str):
-            return str(record["text"])
-        if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
-            return str(record["prompt"]) + str(record["completion"])
-        messages = record.get("messages")
-        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
-            return "\n".join(str(m.get("content", "")) for m in messages)
-    raise DataError(
-        "expected an object with 'text', 'prompt' and 'completion', or 'messages'", line=number, param=param
-    )
+def _example_text(example: AnyExample) -> str:
+    if isinstance(example, PromptCompletionExample):
+        return example.prompt + example.completion
+    if isinstance(example, ChatExample):
+        return "\n".join(message.content for message in example.messages)
+    return example.text

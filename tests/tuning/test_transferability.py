@@ -195,18 +195,22 @@ def test_scoring_data_is_a_seeded_sample_in_file_order(tmp_path: Path) -> None:
     assert lm_texts == every and lm_labels is None
 
 
-def test_language_model_texts_come_from_every_line_format(tmp_path: Path) -> None:
-    lines = [
-        {"text": "plain text"},
-        {"prompt": "Q: hi ", "completion": "A: hello"},
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-    ]
-    path = tmp_path / "lm.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"label": 1}\n')
-    with pytest.raises(DataError, match="line 4: expected an object with 'text'"):
+def test_language_model_texts_come_from_each_line_format(tmp_path: Path) -> None:
+    formats = {
+        "text": ({"text": "plain text"}, "plain text"),
+        "prompt_completion": ({"prompt": "Q: hi ", "completion": "A: hello"}, "Q: hi A: hello"),
+        "chat": (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+            "hi\nhello",
+        ),
+    }
+    for line, text in formats.values():
+        path = write_jsonl(tmp_path / "lm.jsonl", [json.dumps(line)] * 2)
+        assert read_texts(path) == [text, text]
+    # A file mixing formats is refused at its first odd line, as at upload.
+    path = write_jsonl(tmp_path / "mixed.jsonl", [json.dumps(line) for line, _ in formats.values()])
+    with pytest.raises(DataError, match="line 2: "):
         read_texts(path)
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    assert read_texts(path) == ["plain text", "Q: hi A: hello", "hi\nhello"]
 
 
 def test_logme_needs_two_classes(tiny_bert_dir: Path) -> None:
