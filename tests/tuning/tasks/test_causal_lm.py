@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.tuning.datasets import write_jsonl
 from tuning.artifacts import write_artifact
+from tuning.artifacts.load import load_artifact
 from tuning.batching import IGNORE_INDEX
 from tuning.data import ChatExample, Message, PromptCompletionExample
 from tuning.errors import SpecError
@@ -126,6 +127,10 @@ METHODS = {
     "prefix_tuning": ({"type": "prefix_tuning", "num_virtual_tokens": 8, "projection": True}, 3e-2, 4, 0.85),
     "bitfit": ({"type": "bitfit"}, 5e-2, 2, 0.85),
     "full": ({"type": "full"}, 3e-3, 2, 0.6),
+    "partial": ({"type": "partial", "last_n_layers": 1}, 1e-2, 2, 0.85),
+    "adapter": ({"type": "adapter", "placement": "houlsby", "bottleneck_size": 8}, 2e-2, 2, 0.85),
+    "delta": ({"type": "delta", "target_modules": ["c_attn", "c_fc"]}, 3e-3, 2, 0.75),
+    "input_adapter": ({"type": "input_adapter", "bottleneck_size": 8}, 2e-2, 2, 0.95),
 }
 
 
@@ -175,3 +180,25 @@ def test_peft_reloads_the_artifact_as_a_causal_lm(
         untuned = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)(**inputs).logits[real]
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
     assert (ours - untuned).abs().max() > 1e-2  # the adapter did change the predictions
+
+
+DELTATUNE_LAYOUT_JOBS = ["partial", "adapter", "delta", "input_adapter", "bitfit"]
+
+
+@pytest.mark.parametrize("name", DELTATUNE_LAYOUT_JOBS)
+def test_deltatune_layout_artifacts_reload_as_the_trained_causal_lm(
+    name: str, pretrained_lm: Path, corpus_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    method = METHODS[name][0]
+    spec = lm_spec(method, base_model="tiny-lm", hyperparameters={"epochs": 1, "learning_rate": 2e-2})
+    fitted = fit(spec, training_path=corpus_files[0], model_dirs=[pretrained_lm])
+    write_artifact(tmp_path, fitted.job)
+    loaded = load_artifact(tmp_path, model_dirs=[pretrained_lm], device=torch.device("cpu"))
+    tokenizer = loaded.tokenizer
+    inputs = dict(tokenizer(["Anna has a red cat."], add_special_tokens=False, return_tensors="pt"))
+    with torch.no_grad():
+        ours = fitted.job.model(**inputs).logits
+        theirs = loaded.model(**inputs).logits
+        untuned = AutoModelForCausalLM.from_pretrained(pretrained_lm / "tiny-lm")(**inputs).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
+    assert (ours - untuned).abs().max() > 1e-3
