@@ -128,8 +128,10 @@ class JobEventList(BaseModel):
 class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
-    source: str = Field(description="bundled | directory | hf_cache")
+    source: str = Field(description="bundled | directory | hf_cache | job (one of your succeeded jobs)")
     architecture: str | None
+    parameters: int | None = Field(description="Parameter count; null when the weights are not safetensors.")
+    tasks: list[str] = Field(description="The job tasks this model can be fine-tuned for.")
 
 
 class ModelList(BaseModel):

