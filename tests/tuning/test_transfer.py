@@ -1,9 +1,9 @@
 """Real transfer: a tiny BERT fine-tuned on a source task, exported as a plain base model, learns a
 related target task from few examples better than the same random-initialised BERT does.
 
-Source: sentiment from cue words, many examples. Target: the same cues under other label names
-(liked, disliked), 16 examples. Both target runs get the same budget, seed and data; the baseline
-starts from the random-initialised tiny BERT the source job started from.
+Source: four groups of cue words, many examples. Target: which of two tones (each two of the groups)
+a text has, 16 examples, through a new two-way head. Both target runs get the same budget, seed and
+data; the baseline starts from the random-initialised tiny BERT the source job started from.
 """
 
 import json
@@ -18,24 +18,32 @@ from tuning.spec import JobSpec
 
 SEEDS = (0, 1, 2)
 
-POSITIVE = ["great", "wonderful", "love", "excellent", "happy", "delightful"]
-NEGATIVE = ["awful", "terrible", "hate", "bad", "sad", "boring"]
+# Four cue-word groups. The source task names all four; the target asks a coarser question of the
+# same words (is the tone warm or cold?) with two labels, so the target job gets a new, randomly
+# initialised head and only the source's encoder can help it.
+# Six words a group; the source's examples use them all.
+CUES = {
+    "joy": ["great", "wonderful", "delightful", "cheerful", "bright", "glad"],
+    "love": ["love", "adore", "cherish", "dear", "sweet", "tender"],
+    "anger": ["awful", "hate", "furious", "angry", "rage", "mad"],
+    "boredom": ["boring", "dull", "tedious", "bland", "slow", "flat"],
+}
+TONE = {"joy": "warm", "love": "warm", "anger": "cold", "boredom": "cold"}
 FILLER = ["the", "a", "movie", "was", "it", "plot", "story", "really"]
-CUES = {"positive": POSITIVE, "negative": NEGATIVE}
-# The target's names for the source's classes. Labels are indexed by sorted name, and these sort in the
-# source's order (negative, positive), so the source job's head carries over along with its encoder.
-TARGET_NAMES = {"positive": "liked", "negative": "disliked"}
 
 
-def cue_lines(count: int, *, seed: int, names: dict[str, str] | None = None) -> list[str]:
-    """Balanced examples: two cue words of their sentiment among filler; `names` renames the labels."""
+def cue_lines(
+    count: int, *, seed: int, names: dict[str, str] | None = None, words_of_group: slice = slice(None)
+) -> list[str]:
+    """Balanced examples: two cue words of one group among filler; `names` maps groups to labels,
+    `words_of_group` picks which of each group's words may appear."""
     rng = random.Random(seed)
     lines = []
     for index in range(count):
-        sentiment = list(CUES)[index % len(CUES)]
-        words = rng.choices(CUES[sentiment], k=2) + rng.choices(FILLER, k=4)
+        group = list(CUES)[index % len(CUES)]
+        words = rng.choices(CUES[group][words_of_group], k=2) + rng.choices(FILLER, k=4)
         rng.shuffle(words)
-        label = names[sentiment] if names else sentiment
+        label = names[group] if names else group
         lines.append(json.dumps({"text": " ".join(words), "label": label}))
     return lines
 
@@ -59,7 +67,7 @@ def spec(base_model: str, *, epochs: int, learning_rate: float, seed: int) -> Jo
 def test_a_source_jobs_model_transfers_to_a_related_task(tmp_path: Path, tiny_bert_dir: Path) -> None:
     model_dirs = [tiny_bert_dir.parent]
     source = run(
-        spec("tiny-bert", epochs=3, learning_rate=1e-3, seed=0),
+        spec("tiny-bert", epochs=10, learning_rate=2e-3, seed=0),
         tmp_path / "source",
         training_path=write(tmp_path / "source.jsonl", cue_lines(320, seed=1)),
         validation_path=write(tmp_path / "source-val.jsonl", cue_lines(60, seed=2)),
@@ -69,25 +77,29 @@ def test_a_source_jobs_model_transfers_to_a_related_task(tmp_path: Path, tiny_be
     job_models = tmp_path / "job-models"
     export_plain_model(tmp_path / "source", job_models / "source-job", model_dirs)
 
-    training = write(tmp_path / "target.jsonl", cue_lines(16, seed=3, names=TARGET_NAMES))
-    validation = write(tmp_path / "target-val.jsonl", cue_lines(150, seed=4, names=TARGET_NAMES))
+    # The target's training lines use two words of each group, its validation lines only the other
+    # four: what a word means must come from somewhere else than the target's own data.
+    training = write(tmp_path / "target.jsonl", cue_lines(16, seed=3, names=TONE, words_of_group=slice(0, 2)))
+    validation = write(
+        tmp_path / "target-val.jsonl", cue_lines(160, seed=4, names=TONE, words_of_group=slice(2, None))
+    )
     scratch, transferred = [], []
     for seed in SEEDS:
         for base, scores in (("tiny-bert", scratch), ("source-job", transferred)):
             result = run(
-                spec(base, epochs=12, learning_rate=5e-3, seed=seed),
+                spec(base, epochs=20, learning_rate=5e-3, seed=seed),
                 tmp_path / f"target-{base}-{seed}",
                 training_path=training,
                 validation_path=validation,
                 model_dirs=[job_models, *model_dirs],
             )
             scores.append(result.metrics["val_accuracy"])
-            if base == "source-job":
-                # What the source job learned is there before the first target step.
-                assert result.metrics["initial_val_accuracy"] > 0.9, result.metrics
     scratch_mean, transferred_mean = sum(scratch) / len(SEEDS), sum(transferred) / len(SEEDS)
     print(
         f"target val accuracy: from scratch {scratch} mean {scratch_mean:.3f}; "
         f"transferred {transferred} mean {transferred_mean:.3f}"
     )
-    assert transferred_mean > scratch_mean + 0.1
+    # From scratch the unseen words mean nothing (about chance); the source job's encoder knows them.
+    # Measured: scratch 0.494 / 0.419 / 0.488, transferred 0.981 / 0.619 / 0.656.
+    assert transferred_mean > scratch_mean + 0.15
+    assert min(transferred) > max(scratch)
