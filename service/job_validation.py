@@ -2,18 +2,24 @@
 tokenizer, and the dry run's estimates. Runs in the API process, so it loads no torch.
 """
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
+from service.crud import jobs as job_crud
 from service.errors import ApiError
 from service.settings import Settings
 from tuning.errors import DataError, SpecError
 from tuning.estimate import estimate_job
 from tuning.spec import JobSpec
 from tuning.validation import validate_files
+
+# Finished jobs whose measured/estimated time ratio calibrates a dry run's time.
+CALIBRATION_JOBS = 20
 
 
 @dataclass(frozen=True)
@@ -54,18 +60,46 @@ def validate_job_files(
         raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
 
 
-def dry_run(settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None) -> DryRun:
-    """The report with the job's steps, tokens, time and memory; nothing is created or queued."""
+def with_estimate(
+    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The report as a job stores it: with the uncalibrated estimate, which later dry runs calibrate on."""
+    if report is None:
+        return None
+    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    return {
+        **report,
+        "estimate": {"steps": estimate.steps, "tokens": estimate.tokens, "seconds": estimate.seconds},
+    }
+
+
+def dry_run(
+    session: Session, settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+) -> DryRun:
+    """The report with the job's steps, tokens, time and memory; nothing is created or queued.
+
+    The FLOP count alone misses a worker's overheads (evaluation batches, the optimizer, Python), so
+    the time is scaled by the median measured/estimated ratio of this queue's last finished jobs.
+    """
     if report is None:
         return DryRun(validation=report)
     estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    ratios = job_crud.estimate_ratios(session, queue=settings.job_queue, limit=CALIBRATION_JOBS)
+    seconds, method = estimate.seconds, estimate.method
+    if ratios:
+        ratio = statistics.median(ratios)
+        seconds *= ratio
+        method += (
+            f"\n - calibration: × {ratio:.2f}, the median of measured train_seconds / estimated seconds "
+            f"over the last {len(ratios)} succeeded jobs on queue {settings.job_queue!r}"
+        )
     return DryRun(
         validation=report,
         steps=estimate.steps,
         tokens=estimate.tokens,
         parameters=estimate.parameters,
         trainable_parameters=estimate.trainable_parameters,
-        estimated_seconds=estimate.seconds,
+        estimated_seconds=seconds,
         estimated_peak_memory_bytes=estimate.peak_memory_bytes,
-        estimate_method=estimate.method,
+        estimate_method=method,
     )

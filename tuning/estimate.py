@@ -94,7 +94,7 @@ def estimate_job(
     memory = (
         4 * parameters + 12 * trainable + _activation_bytes(config, batch=hp.batch_size, seq=int(longest))
     )
-    return Estimate(steps, tokens, parameters, trainable, round(seconds, 3), memory)
+    return Estimate(steps, tokens, parameters, trainable, seconds, memory)
 
 
 def trainable_parameters(

@@ -103,3 +103,20 @@ def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None
     if not storable(name):
         return None
     return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+
+
+def estimate_ratios(session: Session, *, queue: str, limit: int) -> list[float]:
+    """measured train_seconds / estimated seconds of the queue's newest succeeded jobs that have both."""
+    query = (
+        select(Job.metrics, Job.validation)
+        .where(Job.queue == queue, Job.status == JobStatus.SUCCEEDED, Job.validation.is_not(None))
+        .order_by(Job.finished_at.desc())
+        .limit(limit)
+    )
+    ratios = []
+    for metrics, validation in session.execute(query):
+        measured = (metrics or {}).get("train_seconds")
+        estimated = ((validation or {}).get("estimate") or {}).get("seconds")
+        if isinstance(measured, int | float) and isinstance(estimated, int | float) and estimated > 0:
+            ratios.append(measured / estimated)
+    return ratios

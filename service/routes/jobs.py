@@ -15,7 +15,7 @@ from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.dispatch import enqueue_job
 from service.errors import ApiError, Conflict, NotFound
 from service.job_bases import resolve_base
-from service.job_validation import DryRun, JobFiles, dry_run, validate_job_files
+from service.job_validation import DryRun, JobFiles, dry_run, validate_job_files, with_estimate
 from service.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.schemas import (
     ArtifactList,
@@ -128,8 +128,11 @@ def create_job(
     check_from_checkpoint(session, owner.id, spec)
     report = validate_job_files(settings, spec, base_path, files)
     if request.dry_run:
-        return JSONResponse(dry_run(settings, spec, base_path, report).model_dump(mode="json"))
-    job = crud.create_job(session, owner_id=owner.id, spec=spec, queue=settings.job_queue, validation=report)
+        return JSONResponse(dry_run(session, settings, spec, base_path, report).model_dump(mode="json"))
+    validation = with_estimate(settings, spec, base_path, report)
+    job = crud.create_job(
+        session, owner_id=owner.id, spec=spec, queue=settings.job_queue, validation=validation
+    )
     # Only after COMMIT: a worker that receives the id must find the row.
     try:
         enqueue_job(celery, job.id, job.queue)

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from service.models import Job, JobStatus
 from service.settings import Settings
 from tests.service.helpers import broker_messages, job_body, jsonl, upload
 
@@ -138,3 +140,23 @@ def test_dry_run_answers_exact_figures_and_creates_nothing(
     assert answer["estimated_peak_memory_bytes"] == 4 * 999_072 + 12 * 1_024 + activations
     assert "safetensors" in answer["estimate_method"]
     assert_nothing_created(client, auth, settings)
+
+
+def test_finished_jobs_calibrate_the_dry_runs_time(
+    app: FastAPI, client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    body = job_body(file_id(client, auth, TWO_LABELS))
+    created = client.post("/v1/jobs", headers=auth, json=body).json()
+    stored = created["validation"]["estimate"]
+    flops_only = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert flops_only["estimated_seconds"] == pytest.approx(stored["seconds"], abs=1e-3)
+    assert "calibration" not in flops_only["estimate_method"]
+    # The job finishes having taken 3× its estimate, as a worker would record it.
+    with app.state.sessionmaker() as session:
+        job = session.get(Job, created["id"])
+        assert job is not None
+        job.status, job.metrics = JobStatus.SUCCEEDED, {"train_seconds": 3 * stored["seconds"]}
+        session.commit()
+    calibrated = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert calibrated["estimated_seconds"] == pytest.approx(3 * stored["seconds"], rel=1e-3)
+    assert "× 3.00" in calibrated["estimate_method"]
