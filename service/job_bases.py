@@ -14,15 +14,11 @@ from sqlalchemy.orm import Session
 
 from service.crud import jobs as crud
 from service.errors import ApiError
-from service.models import Job, JobStatus
+from service.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
 from service.settings import Settings
 from tuning.errors import ModelNotFound
 from tuning.models import resolve_base_model
 from tuning.spec import MERGEABLE_METHODS, JobSpec
-
-JOB_ID_PREFIX = "ftjob-"
-# A chain longer than this is a loop in the rows, which create_job cannot make; stop rather than hang.
-MAX_CHAIN = 32
 
 
 @dataclass(frozen=True)
@@ -52,10 +48,6 @@ def resolve_base(session: Session, owner_id: str, spec: JobSpec, settings: Setti
     return spec, base_path
 
 
-def is_job_id(base_model: str) -> bool:
-    return base_model.startswith(JOB_ID_PREFIX)
-
-
 def job_models(session: Session, owner_id: str) -> list[JobModel]:
     """The owner's succeeded jobs whose model can be a base model, oldest first."""
     jobs = session.scalars(
@@ -75,7 +67,7 @@ def job_models(session: Session, owner_id: str) -> list[JobModel]:
 
 def root_base_model(session: Session, job: Job) -> str:
     """The catalogue model at the bottom of `job`'s chain of job-on-job bases."""
-    for _ in range(MAX_CHAIN):
+    for _ in range(MAX_JOB_CHAIN):
         if not is_job_id(job.base_model):
             return job.base_model
         below = session.get(Job, job.base_model)
@@ -89,7 +81,7 @@ def root_base_model(session: Session, job: Job) -> str:
 
 def _root_among(jobs: dict[str, Job], job: Job) -> str | None:
     """`root_base_model` within already-loaded jobs; None when a link is missing."""
-    for _ in range(MAX_CHAIN):
+    for _ in range(MAX_JOB_CHAIN):
         if not is_job_id(job.base_model):
             return job.base_model
         below = jobs.get(job.base_model)

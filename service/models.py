@@ -38,6 +38,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+JOB_ID_PREFIX = "ftjob-"  # a base_model naming a finished job starts so
+# The longest chain of jobs built on jobs followed; create_job cannot make a loop, this guards the rows.
+MAX_JOB_CHAIN = 32
+
+
+def is_job_id(name: str) -> bool:
+    return name.startswith(JOB_ID_PREFIX)
+
+
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 AUTOINCREMENT_ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -88,7 +97,7 @@ class File(Base):
 class Job(Base):
     __tablename__ = "jobs"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("ftjob"))
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id(JOB_ID_PREFIX[:-1]))
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(32), index=True)  # a JobStatus
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -13,17 +13,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobStatus
+from service.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
 from service.settings import Settings
 from tuning.job_model import export_plain_model
 from tuning.spec import JobSpec
 from worker.outcome import JobFailure
 
 logger = logging.getLogger(__name__)
-
-JOB_ID_PREFIX = "ftjob-"
-# A chain longer than this is not a chain but a loop in the rows (which the API cannot create).
-MAX_CHAIN = 32
 
 
 def job_models_dir(settings: Settings) -> Path:
@@ -32,7 +28,7 @@ def job_models_dir(settings: Settings) -> Path:
 
 def base_model_dirs(sessions: sessionmaker[Session], settings: Settings, spec: JobSpec) -> list[Path]:
     """The model directories `tuning.run` searches for `spec.base_model`."""
-    if not spec.base_model.startswith(JOB_ID_PREFIX):
+    if not is_job_id(spec.base_model):
         return list(settings.model_dirs)
     materialize_job_model(sessions, settings, spec.base_model)
     return [job_models_dir(settings), *settings.model_dirs]
@@ -52,7 +48,7 @@ def _chain(sessions: sessionmaker[Session], job_id: str) -> list[str]:
     """`job_id`, the job it built on, and so on down to the last one on a catalogue model."""
     chain = [job_id]
     with sessions() as session:
-        while len(chain) <= MAX_CHAIN:
+        while len(chain) <= MAX_JOB_CHAIN:
             job = session.get(Job, chain[-1])
             if job is None or job.status != JobStatus.SUCCEEDED:
                 raise JobFailure(
@@ -60,7 +56,7 @@ def _chain(sessions: sessionmaker[Session], job_id: str) -> list[str]:
                     f"base model {chain[-1]!r} is not a succeeded job's model",
                     param="base_model",
                 )
-            if not job.base_model.startswith(JOB_ID_PREFIX):
+            if not is_job_id(job.base_model):
                 return chain
             chain.append(job.base_model)
     raise JobFailure("invalid_base_model", f"base model {job_id!r} builds on too long a chain of jobs")
