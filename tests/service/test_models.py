@@ -20,5 +20,8 @@ def test_models_lists_bundled_and_directory_models(
         "tasks": ["sequence_classification"],
     }
     assert models["sentence-transformers/all-MiniLM-L6-v2"]["source"] == "bundled"
-    assert all(set(model) == {"id", "object", "source", "architecture", "parameters", "tasks"} for model in models.values())
+    assert all(
+        set(model) == {"id", "object", "source", "architecture", "parameters", "tasks"}
+        for model in models.values()
+    )
     assert str(tiny_bert_dir.parent) not in response.text
