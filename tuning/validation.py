@@ -33,19 +33,12 @@ from tuning.data import (
     sort_labels,
 )
 from tuning.errors import DataError, SpecError
-from tuning.spec import FORMATS_BY_TASK, JobSpec
+from tuning.spec import FORMAT_OF_PROBLEM, FORMATS_BY_TASK, JobSpec
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from tuning.lm_data import Specials
-
-# The file format each classification problem type reads (tuning.tasks has the same rule, with torch).
-FORMAT_OF_PROBLEM = {
-    "single_label": "classification",
-    "multi_label": "multi_label",
-    "regression": "regression",
-}
 
 CountTokens = Callable[[Sequence[AnyExample]], list[int]]
 

@@ -20,6 +20,7 @@ from tuning.spec.methods import (
 )
 from tuning.spec.parts import ExportOptions, GradualUnfreeze, HeadSpec, LayerLrDecay, Regularizers
 from tuning.spec.training import (
+    FORMAT_OF_PROBLEM,
     FORMATS_BY_TASK,
     LOWER_IS_BETTER,
     METRICS,
@@ -32,6 +33,7 @@ from tuning.spec.training import (
 )
 
 __all__ = [
+    "FORMAT_OF_PROBLEM",
     "FORMATS_BY_TASK",
     "LOWER_IS_BETTER",
     "METRICS",

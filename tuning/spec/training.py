@@ -17,6 +17,13 @@ ProblemType = Literal["single_label", "multi_label", "regression"]
 # What a training file holds, detected from its first line's keys (tuning.data.formats).
 DataFormat = Literal["classification", "multi_label", "regression", "text", "prompt_completion", "chat"]
 
+# The file format each classification problem type reads (regression also reads integer class labels).
+FORMAT_OF_PROBLEM: dict[str, DataFormat] = {
+    "single_label": "classification",
+    "multi_label": "multi_label",
+    "regression": "regression",
+}
+
 FORMATS_BY_TASK: dict[str, tuple[DataFormat, ...]] = {
     "sequence_classification": ("classification", "multi_label", "regression"),
     "causal_lm": ("text", "prompt_completion", "chat"),

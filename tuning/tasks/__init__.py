@@ -20,15 +20,8 @@ from tuning.data import AnyExample, DataFile, Label
 from tuning.errors import DataError
 from tuning.evaluate import Evaluation
 from tuning.events import StopCheck, never_stop
-from tuning.spec import FORMATS_BY_TASK, JobSpec
+from tuning.spec import FORMAT_OF_PROBLEM, FORMATS_BY_TASK, JobSpec
 from tuning.task_model import TaskModel
-
-# The file format each classification problem type reads.
-FORMAT_OF_PROBLEM = {
-    "single_label": "classification",
-    "multi_label": "multi_label",
-    "regression": "regression",
-}
 
 
 @dataclass(frozen=True)
