@@ -10,20 +10,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from tuning.batching import Batch, Encoded, encode
+from tuning.batching import Encoded, encode
 from tuning.data import AnyExample, DataFile, Label, RegressionExample, regression_examples
 from tuning.errors import SpecError
-from tuning.evaluate import Evaluation, classifier_logits, evaluation_batches
-from tuning.events import StopCheck, never_stop
 from tuning.metrics import r2
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel
 from tuning.tasks import TaskData
+from tuning.tasks.classifier_task import ClassifierTask
 
 
-class Regression:
+class Regression(ClassifierTask):
     kind = "regression"
 
     def check_data(self, train: DataFile, validation: DataFile | None) -> TaskData:
@@ -32,10 +30,8 @@ class Regression:
         return TaskData(list(examples), list(checked), [])
 
     def load(self, spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
-        from tuning.build import prepare_classifier
-
         _refuse_class_distribution_regularizers(spec)
-        return prepare_classifier(spec, base_path, [])  # no labels: a head with one output
+        return super().load(spec, base_path, [])  # no labels: a head with one output
 
     def encode(
         self, task_model: TaskModel, spec: JobSpec, examples: Sequence[AnyExample], labels: Sequence[Label]
@@ -46,34 +42,13 @@ class Regression:
         )
         return Encoded(texts.input_ids, [row.value for row in rows], texts.pad_id, label_kind="value")
 
-    def loss(
-        self, model: nn.Module, batch: Batch, device: torch.device, *, mixed_precision: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = classifier_logits(model, batch, device, mixed_precision=mixed_precision)
-        return F.mse_loss(logits.squeeze(-1), batch["labels"].to(device)), logits
+    def mean_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits.squeeze(-1), targets)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        encoded: Encoded,
-        *,
-        batch_size: int,
-        device: torch.device,
-        should_stop: StopCheck = never_stop,
-    ) -> Evaluation:
-        predicted: list[torch.Tensor] = []
-        gold: list[torch.Tensor] = []
-
-        def visit(logits: torch.Tensor, batch: Batch) -> None:
-            predicted.append(logits.squeeze(-1).cpu())
-            gold.append(batch["labels"].cpu())
-
-        evaluation_batches(
-            model, encoded, batch_size=batch_size, device=device, visit=visit, should_stop=should_stop
-        )
-        predictions, targets = torch.cat(predicted), torch.cat(gold)
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        predictions = logits.squeeze(-1)
         mse = F.mse_loss(predictions.double(), targets.double()).item()
-        return Evaluation({"loss": mse, "mse": mse, "r2": r2(predictions, targets)}, len(encoded))
+        return {"loss": mse, "mse": mse, "r2": r2(predictions, targets)}
 
 
 def _refuse_class_distribution_regularizers(spec: JobSpec) -> None:

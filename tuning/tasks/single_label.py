@@ -1,23 +1,20 @@
 """Single-label sequence classification: cross-entropy over the labels; accuracy and macro-F1."""
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from tuning.batching import Batch, Encoded, encode
+from tuning.batching import Encoded, encode
 from tuning.data import AnyExample, DataFile, Example, Label, build_label_map, check_validation_labels
-from tuning.evaluate import Evaluation, classifier_logits, evaluation_batches
-from tuning.events import StopCheck, never_stop
 from tuning.metrics import macro_f1
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel
 from tuning.tasks import TaskData
+from tuning.tasks.classifier_task import ClassifierTask
 
 
-class SingleLabel:
+class SingleLabel(ClassifierTask):
     kind = "single_label"
 
     def check_data(self, train: DataFile, validation: DataFile | None) -> TaskData:
@@ -29,11 +26,6 @@ class SingleLabel:
             checked = validation.examples  # type: ignore[assignment]
             check_validation_labels(checked, labels)
         return TaskData(list(examples), list(checked), labels)
-
-    def load(self, spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
-        from tuning.build import prepare_classifier
-
-        return prepare_classifier(spec, base_path, labels)
 
     def encode(
         self, task_model: TaskModel, spec: JobSpec, examples: Sequence[AnyExample], labels: Sequence[Label]
@@ -47,45 +39,16 @@ class SingleLabel:
             max_length=task_model.max_length,
         )
 
-    def loss(
-        self, model: nn.Module, batch: Batch, device: torch.device, *, mixed_precision: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = classifier_logits(model, batch, device, mixed_precision=mixed_precision)
-        return F.cross_entropy(logits, batch["labels"].to(device)), logits
+    def mean_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        encoded: Encoded,
-        *,
-        batch_size: int,
-        device: torch.device,
-        should_stop: StopCheck = never_stop,
-    ) -> Evaluation:
-        total_loss = 0.0
-        predicted: list[torch.Tensor] = []
-        gold: list[torch.Tensor] = []
-
-        def visit(logits: torch.Tensor, batch: Batch) -> None:
-            nonlocal total_loss
-            labels = batch["labels"].to(logits.device)
-            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            predicted.append(logits.argmax(dim=-1).cpu())
-            gold.append(labels.cpu())
-
-        evaluation_batches(
-            model, encoded, batch_size=batch_size, device=device, visit=visit, should_stop=should_stop
-        )
-        predictions, targets = torch.cat(predicted), torch.cat(gold)
-        count = len(encoded)
-        return Evaluation(
-            {
-                "loss": total_loss / count,
-                "accuracy": (predictions == targets).float().mean().item(),
-                "macro_f1": macro_f1(predictions, targets),
-            },
-            count,
-        )
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        predictions = logits.argmax(dim=-1)
+        return {
+            "loss": F.cross_entropy(logits, targets).item(),
+            "accuracy": (predictions == targets).float().mean().item(),
+            "macro_f1": macro_f1(predictions, targets),
+        }
 
 
 def _same_format(validation: DataFile, expected: str) -> None:
