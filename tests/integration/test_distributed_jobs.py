@@ -113,23 +113,48 @@ def test_a_running_job_is_cancelled_and_publishes_nothing(stack: Stack) -> None:
     assert status_events(stack, job["id"])[-1]["data"]["status"] == "cancelled"
 
 
-def test_a_job_with_bad_data_fails_saying_why(stack: Stack) -> None:
-    # Validation has a label training never shows: the job cannot evaluate what it cannot predict.
+def test_bad_data_is_refused_before_anything_is_queued(stack: Stack) -> None:
+    # Validation has a label training never shows: the job could not evaluate what it cannot predict.
     validation = sentiment_lines(9, seed=3, labels=("positive", "negative", "neutral"))
     training_id, validation_id = upload_pair(stack, validation=validation)
-    job = create_job(stack.client, job_spec(training_id, validation_id))
+    response = stack.client.post("/v1/jobs", json=job_spec(training_id, validation_id))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("validation_file", "invalid_data")
+    assert error["message"].startswith("line ") and "neutral" in error["message"]
+    assert stack.client.get("/v1/jobs").json()["data"] == []
+
+
+def test_a_job_that_fails_on_the_worker_says_why(stack: Stack) -> None:
+    training_id, validation_id = upload_pair(stack)
+    source = create_job(stack.client, job_spec(training_id, validation_id, epochs=1) | {"checkpoints": {}})
+    source = wait_for_job(
+        stack.client, source["id"], finished, timeout=120, what="finished", log=stack.worker.log
+    )
+    assert source["status"] == "succeeded", source["error"]
+    (checkpoint,) = stack.client.get(f"/v1/jobs/{source['id']}/checkpoints").json()["data"]
+    # Same base model, method and head, so the API accepts it; only the worker, loading the
+    # checkpoint, sees that its head was trained for two labels and this data has three.
+    three = upload(
+        stack.client,
+        sentiment_lines(24, seed=4, labels=("positive", "negative", "neutral")),
+        filename="three.jsonl",
+    )
+    job = create_job(
+        stack.client,
+        job_spec(three, validation_id) | {"validation_file": None, "from_checkpoint": checkpoint["id"]},
+    )
 
     job = wait_for_job(stack.client, job["id"], finished, timeout=120, what="finished", log=stack.worker.log)
 
     assert job["status"] == "failed"
-    assert job["error"]["code"] == "invalid_data"
-    assert job["error"]["param"] == "validation_file"
-    assert "neutral" in job["error"]["message"]
+    assert job["error"]["param"] == "from_checkpoint"
+    assert "label" in job["error"]["message"]
     assert job["artifacts"] == []
     assert status_events(stack, job["id"])[-1]["data"] == {
         "status": "failed",
-        "code": "invalid_data",
-        "param": "validation_file",
+        "code": job["error"]["code"],
+        "param": "from_checkpoint",
     }
 
 
