@@ -1,8 +1,8 @@
 """Publishing checkpoints as a job writes them, and finding one for a job that starts from it.
 
-A checkpoint lives at `checkpoints/<job_id>/<checkpoint id>/` in the data folder. Like the final artifact
-it is complete or absent: copied beside its place under a hidden name, then renamed into it, and
-only then recorded; a row whose commit fails takes its folder back out.
+A checkpoint lives at `checkpoints/<job_id>/<checkpoint id>/` in the data folder. Like the final
+artifact it is complete or absent: copied beside its place under a hidden name, then renamed into
+it, and only then recorded; a row whose commit fails takes its folder back out.
 """
 
 import logging
@@ -32,7 +32,7 @@ def checkpoints_dir(root: Path, job_id: str) -> Path:
 
 
 class CheckpointPublisher:
-    """tuning.run's on_checkpoint: stores each checkpoint under the job's artifacts, drops old ones."""
+    """tuning.run's on_checkpoint: stores each checkpoint under checkpoints/<job_id>/, drops old ones."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: str, *, checkpoints_dir: Path) -> None:
         self.sessions = sessions
