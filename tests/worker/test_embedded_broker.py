@@ -113,7 +113,8 @@ def test_a_job_whose_worker_stops_mid_run_is_not_lost(
         worker.process.send_signal(signal.SIGQUIT)
         wait_for(
             lambda: "Restoring 1 unacknowledged message" in worker.log(),
-            timeout=60,
+            # Usually seconds; a CI run once saw this pass 60 s with the machine busy.
+            timeout=180,
             what="the cold shutdown",
             log=worker.log,
         )
