@@ -20,12 +20,12 @@ import fnmatch
 import json
 import math
 import re
-import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuning.models import tensor_shapes
 from tuning.spec import JobSpec
 
 # "encoder.layer.3.", "h.3.", "layers.3.": the index of a transformer layer in a tensor's name.
@@ -44,19 +44,6 @@ class Estimate:
     seconds: float
     peak_memory_bytes: int
     method: str = METHOD_TEXT
-
-
-def tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape, read from the 8-byte length and JSON header of each *.safetensors file."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with path.open("rb") as file:
-            (length,) = struct.unpack("<Q", file.read(8))
-            header = json.loads(file.read(length))
-        shapes.update(
-            {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
-        )
-    return shapes
 
 
 def count_parameters(model_dir: Path) -> int:

@@ -168,23 +168,28 @@ def model_tasks(config: dict[str, object]) -> list[str]:
 
 
 def parameter_count(model_dir: Path) -> int | None:
-    """Parameters in the model's safetensors files, read from their headers (the weights stay on disk).
-
-    A safetensors file opens with an 8-byte little-endian header length and a JSON header mapping
-    each tensor name to its shape; sharded models split the tensors over several files.
-    """
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
+    """Parameters in the model's safetensors files, read from their headers (the weights stay on disk)."""
+    if not any(model_dir.glob("*.safetensors")):
         return None
     try:
-        return sum(_tensor_sizes(path) for path in files)
+        return sum(math.prod(shape) for shape in tensor_shapes(model_dir).values())
     except (OSError, ValueError, struct.error):
         logger.warning("could not read the safetensors header of %s", model_dir)
         return None
 
 
-def _tensor_sizes(path: Path) -> int:
-    with path.open("rb") as weights:
-        (length,) = struct.unpack("<Q", weights.read(8))
-        header = json.loads(weights.read(length))
-    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
+def tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, by name, without loading the weights.
+
+    A safetensors file opens with an 8-byte little-endian header length and a JSON header mapping
+    each tensor name to its shape; sharded models split the tensors over several files.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with path.open("rb") as weights:
+            (length,) = struct.unpack("<Q", weights.read(8))
+            header = json.loads(weights.read(length))
+        shapes.update(
+            {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+        )
+    return shapes

@@ -10,8 +10,9 @@ from transformers import BertModel
 
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning.build import apply_spec_method, prepare_classifier
-from tuning.estimate import count_parameters, estimate_job, tensor_shapes, trainable_parameters
+from tuning.estimate import count_parameters, estimate_job, trainable_parameters
 from tuning.events import Event
+from tuning.models import tensor_shapes
 from tuning.run import fit
 from tuning.spec import JobSpec
 from tuning.validation import validate_files
