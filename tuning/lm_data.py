@@ -7,7 +7,7 @@ spans that carry a loss; the tokenizer's offsets then say which tokens fall in t
 share this code through the `tokenize(text) -> (ids, offsets)` function they pass in.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -43,6 +43,22 @@ class Specials:
     bos_id: int | None = None  # put in front of text and prompt_completion examples when set
     eos_token: str = ""
     bos_token: str = ""
+
+
+def end_of_text_id(candidates: Iterable[object]) -> int | None:
+    """The first candidate that names an end-of-text id: an int, or a list's first (configs may list
+    several). Callers pass the tokenizer's EOS, the model config's, then the tokenizer's SEP."""
+    for candidate in candidates:
+        if isinstance(candidate, int) and not isinstance(candidate, bool):
+            return candidate
+        if isinstance(candidate, list) and candidate and isinstance(candidate[0], int):
+            return candidate[0]
+    return None
+
+
+def opening_id(bos_id: int | None, eos_id: int) -> int | None:
+    """The id put in front of a text: BOS, unless it is EOS (GPT-2 was trained without an opener)."""
+    return bos_id if bos_id is not None and bos_id != eos_id else None
 
 
 def encode_lm_examples(

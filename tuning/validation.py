@@ -200,7 +200,7 @@ def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> Count
 
 def lm_specials(base_path: Path, tokenizer: "Tokenizer") -> "Specials":
     """EOS and BOS as tuning.tasks.causal_lm picks them, read from tokenizer_config.json and config.json."""
-    from tuning.lm_data import Specials
+    from tuning.lm_data import Specials, end_of_text_id, opening_id
 
     config = _tokenizer_config(base_path)
     model_config = _json(base_path / "config.json")
@@ -209,14 +209,12 @@ def lm_specials(base_path: Path, tokenizer: "Tokenizer") -> "Specials":
         token = _token_text(config.get(name))
         return tokenizer.token_to_id(token) if token else None
 
-    candidates = (token_id("eos_token"), model_config.get("eos_token_id"), token_id("sep_token"))
-    eos_id = next((c for c in candidates if isinstance(c, int)), None)
+    eos_id = end_of_text_id((token_id("eos_token"), model_config.get("eos_token_id"), token_id("sep_token")))
     if eos_id is None:
         raise SpecError("the model's tokenizer and config name no end-of-text token", param="base_model")
-    bos_id = token_id("bos_token")
     return Specials(
         eos_id=eos_id,
-        bos_id=bos_id if bos_id is not None and bos_id != eos_id else None,
+        bos_id=opening_id(token_id("bos_token"), eos_id),
         eos_token=_token_text(config.get("eos_token")) or tokenizer.id_to_token(eos_id) or "",
         bos_token=_token_text(config.get("bos_token")),
     )

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from tuning import lm_data
 from tuning.batching import IGNORE_INDEX, Batch, Encoded
 from tuning.data import AnyExample, DataFile, Label
 from tuning.errors import DataError, SpecError
 from tuning.evaluate import Evaluation, classifier_logits, evaluation_batches
 from tuning.events import StopCheck, never_stop
-from tuning.lm_data import Specials, encode_lm_examples
+from tuning.lm_data import Specials, encode_lm_examples, opening_id
 from tuning.methods.virtual_tokens import position_limit
 from tuning.metrics import perplexity
 from tuning.spec import FORMATS_BY_TASK, JobSpec
@@ -129,23 +130,21 @@ class CausalLm:
 
 def end_of_text_id(tokenizer: PreTrainedTokenizerBase, config: object) -> int:
     """EOS from the tokenizer, else the model config (a BERT-style tokenizer on a decoder has none)."""
-    for candidate in (tokenizer.eos_token_id, getattr(config, "eos_token_id", None), tokenizer.sep_token_id):
-        if isinstance(candidate, int):
-            return candidate
-        if isinstance(candidate, list) and candidate:
-            return int(candidate[0])
-    raise SpecError("the model's tokenizer and config name no end-of-text token", param="base_model")
+    candidates = (tokenizer.eos_token_id, getattr(config, "eos_token_id", None), tokenizer.sep_token_id)
+    eos_id = lm_data.end_of_text_id(candidates)
+    if eos_id is None:
+        raise SpecError("the model's tokenizer and config name no end-of-text token", param="base_model")
+    return eos_id
 
 
 def specials_of(tokenizer: PreTrainedTokenizerBase, config: object) -> Specials:
     eos_id = end_of_text_id(tokenizer, config)
     bos_id = tokenizer.bos_token_id
-    # GPT-2's BOS is its EOS: a text is not opened with it (GPT-2 was trained without one).
     return Specials(
         eos_id=eos_id,
-        bos_id=bos_id if isinstance(bos_id, int) and bos_id != eos_id else None,
-        eos_token=tokenizer.eos_token or str(tokenizer.convert_ids_to_tokens(eos_id)),
-        bos_token=tokenizer.bos_token or "",
+        bos_id=opening_id(bos_id if isinstance(bos_id, int) else None, eos_id),
+        eos_token=str(tokenizer.eos_token or tokenizer.convert_ids_to_tokens(eos_id)),
+        bos_token=str(tokenizer.bos_token or ""),
     )
 
 
