@@ -1,5 +1,6 @@
 """The local PostgreSQL and Redis the integration tests run against, checked before anything starts."""
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,8 @@ import redis
 from psycopg import sql
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/13"  # a dedicated index, flushed before and after
+# A dedicated index, flushed before and after; TEST_REDIS_URL lets two checkouts test side by side.
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def require_postgres() -> None:
