@@ -17,6 +17,7 @@ RUN pip install torch==2.13.0
 
 COPY pyproject.toml README.md alembic.ini ./
 COPY tuning ./tuning
+COPY core ./core
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations

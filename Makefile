@@ -36,7 +36,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy tuning service worker
+	$(BIN)/mypy tuning core service worker
 	$(BIN)/python examples/make_dataset.py --check
 
 examples: $(STAMP)

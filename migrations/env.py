@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
-from service.models import Base
+from core.models import Base
 
 config = context.config
 # Only when run as `alembic ...` with alembic.ini: code that migrates keeps its own logging.
@@ -20,7 +20,7 @@ def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from service.settings import get_settings
+    from core.settings import get_settings
 
     return get_settings().database_url
 

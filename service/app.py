@@ -13,13 +13,13 @@ from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from core.db import make_engine
+from core.dispatch import make_celery, prepare_broker
+from core.schema_version import assert_at_head, upgrade_to_head
+from core.settings import Settings, get_settings
 from service.body_limit import RequestBodyLimit
-from service.db import make_engine
 from service.errors import install_error_handlers
 from service.routes import checkpoints, files, health, jobs, methods, models, transferability
-from service.schema import assert_at_head, upgrade_to_head
-from service.settings import Settings, get_settings
-from worker.app import make_celery
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(prepare_schema, settings)
+        # The API is about to send: the filesystem broker's folders exist from its start (and /readyz
+        # reports them missing if they go).
+        prepare_broker(app.state.celery)
         logger.info(
             "deltatune API ready (database %s, broker %s)", engine.url.get_backend_name(), settings.broker_url
         )

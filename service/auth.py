@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from service.models import ApiKey, Owner, utcnow
+from core.models import ApiKey, Owner, utcnow
 
 KEY_PREFIX = "dt-"
 # What `list_api_keys` shows so a person can tell keys apart: "dt-" and 8 characters of the key.

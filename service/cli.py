@@ -15,18 +15,17 @@ from pathlib import Path
 from types import FrameType
 
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import make_engine, sessions_for
+from core.schema_version import SchemaNotAtHead, assert_at_head, upgrade_to_head
+from core.settings import Settings, get_settings
+from core.worker_process import DEFAULT_QUEUES, start_worker, stop_worker, worker_command
 from service.auth import create_api_key, list_api_keys, owner_for_key, revoke_api_key
-from service.db import make_engine
-from service.schema import SchemaNotAtHead, assert_at_head, upgrade_to_head
-from service.settings import Settings, get_settings
 
 logger = logging.getLogger("deltatune")
 
 LOCAL_OWNER = "local"
 KEY_FILE_NAME = "api-key"
-DEFAULT_QUEUES = "gpu,cpu"
 
 SERVE_HELP = """\
 Start deltatune on its embedded default: a SQLite database, uploads and artifacts under
@@ -109,8 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.process import start_worker, stop_worker
-
     settings = _listening(settings, args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _prepare_schema(settings, migrate=True)
@@ -145,13 +142,12 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     _prepare_schema(settings, migrate=settings.auto_migrate)
-    from worker.app import celery_app
-
-    argv = ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
-    celery_app.worker_main(argv)
-    return 0
+    command = worker_command(queues=args.queues, concurrency=args.concurrency, hostname=args.hostname)
+    # This process becomes the Celery worker (same pid, so a container's SIGTERM reaches Celery itself);
+    # started by module name, the CLI never imports the worker's packages.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -161,7 +157,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    with _sessions(settings) as sessions, sessions() as session:
+    with sessions_for(settings) as sessions, sessions() as session:
         key = create_api_key(session, owner_name=args.owner)
     print(key)
     print(f"(the key for owner {args.owner!r}; it is shown only now)", file=sys.stderr)
@@ -169,7 +165,7 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    with _sessions(settings) as sessions, sessions() as session:
+    with sessions_for(settings) as sessions, sessions() as session:
         keys = list_api_keys(session)
     print(f"{'ID':<32} {'OWNER':<20} {'PREFIX':<12} {'CREATED':<20} REVOKED")
     for key in keys:
@@ -180,7 +176,7 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    with _sessions(settings) as sessions, sessions() as session:
+    with sessions_for(settings) as sessions, sessions() as session:
         if not revoke_api_key(session, key_id=args.key_id):
             raise _CommandError(f"no active key with id {args.key_id}")
     print(f"revoked {args.key_id}")
@@ -209,19 +205,10 @@ def _prepare_schema(settings: Settings, *, migrate: bool) -> None:
         raise _CommandError(f"cannot reach the database at {where}: {error.orig}") from error
 
 
-@contextmanager
-def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url)
-    try:
-        yield sessionmaker(engine, expire_on_commit=False)
-    finally:
-        engine.dispose()
-
-
 def _local_key(settings: Settings) -> tuple[str, Path]:
     """The embedded default's key: the saved one while the database knows it, else a new one, saved."""
     key_file = settings.data_dir / KEY_FILE_NAME
-    with _sessions(settings) as sessions, sessions() as session:
+    with sessions_for(settings) as sessions, sessions() as session:
         if key_file.is_file():
             key = key_file.read_text(encoding="utf-8").strip()
             if owner_for_key(session, key) is not None:

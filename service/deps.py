@@ -12,10 +12,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from core.models import Owner
+from core.settings import Settings
 from service.auth import owner_for_key
 from service.errors import Unauthorized
-from service.models import Owner
-from service.settings import Settings
 
 # auto_error=False: a missing header must answer our error shape, not FastAPI's default body.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `deltatune keys create`.")

@@ -12,10 +12,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
+from core.settings import Settings
 from service.crud import jobs as crud
 from service.errors import ApiError
-from service.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
-from service.settings import Settings
 from tuning.errors import ModelNotFound
 from tuning.models import resolve_base_model
 from tuning.spec import MERGEABLE_METHODS, JobSpec

@@ -10,9 +10,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from service.crud import jobs as job_crud
 from service.errors import ApiError
-from service.settings import Settings
 from tuning.errors import DataError, SpecError
 from tuning.estimate import estimate_job
 from tuning.spec import JobSpec

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.models import JobStatus
+from core.models import JobStatus
 from tuning.spec import JobSpec, Method
 from tuning.spec.catalogue import CatalogueItem
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from service.crud import files as file_crud
 from service.errors import ApiError
-from service.settings import Settings
 from service.storage import file_blob
 
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from pydantic import AliasChoices, ValidationError
 
+from core.settings import Settings
 from service.cli import build_parser
-from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = "/data"

@@ -15,9 +15,9 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Checkpoint as CheckpointRow
-from service.models import new_id
-from service.settings import Settings
+from core.models import Checkpoint as CheckpointRow
+from core.models import new_id
+from core.settings import Settings
 from tuning.checkpoints import Checkpoint
 from worker.outcome import JobFailure
 from worker.progress import json_safe

@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobStatus, utcnow
+from core.models import Job, JobStatus, utcnow
 from worker.outcome import status_event
 
 logger = logging.getLogger(__name__)

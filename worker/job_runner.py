@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 import tuning
-from service.models import Job, JobStatus
-from service.settings import Settings
+from core.models import Job, JobStatus
+from core.settings import Settings
 from tuning.errors import Cancelled, TuningError
 from tuning.spec import JobSpec
 from worker.cancel import CancelPoller

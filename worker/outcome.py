@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobEvent, JobStatus, utcnow
+from core.models import Job, JobEvent, JobStatus, utcnow
 
 logger = logging.getLogger(__name__)
 

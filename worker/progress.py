@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobEvent
+from core.models import Job, JobEvent
 from tuning.events import Event
 
 # Event fields that describe the run's position rather than a measurement.

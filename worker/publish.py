@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Artifact, Job, JobStatus, utcnow
+from core.models import Artifact, Job, JobStatus, utcnow
 from tuning.run import RunResult
 from worker.outcome import status_event
 from worker.progress import json_safe

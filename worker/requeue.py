@@ -13,8 +13,8 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.dispatch import enqueue_job
-from service.models import Job, JobStatus
+from core.dispatch import enqueue_job
+from core.models import Job, JobStatus
 from worker.outcome import status_event
 
 logger = logging.getLogger(__name__)

@@ -5,17 +5,14 @@ forked pool process never shares a database connection with its parent.
 """
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
 from celery.signals import worker_ready
-from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import make_engine
-from service.dispatch import RUN_JOB_TASK
-from service.settings import get_settings
+from core.db import sessions_for
+from core.dispatch import RUN_JOB_TASK
+from core.settings import get_settings
 from worker import job_runner
 from worker.app import celery_app
 from worker.requeue import requeue_orphans, resend_queued
@@ -23,20 +20,11 @@ from worker.requeue import requeue_orphans, resend_queued
 logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def job_sessions() -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(get_settings().database_url)
-    try:
-        yield sessionmaker(engine, expire_on_commit=False)
-    finally:
-        engine.dispose()
-
-
 @celery_app.task(name=RUN_JOB_TASK, bind=True)
 def run_job(self: Task, job_id: str) -> str | None:
     """Run job `job_id` unless another delivery (or a cancel) got there first."""
     worker = self.request.hostname or "unknown-worker"
-    with job_sessions() as sessions:
+    with sessions_for(get_settings()) as sessions:
         return job_runner.run_job(job_id, settings=get_settings(), sessions=sessions, worker=worker)
 
 
@@ -45,7 +33,7 @@ def requeue_on_start(sender: Any = None, **_: Any) -> None:
     """Give every job that lost its message a new one (see worker.requeue)."""
     hostname = getattr(sender, "hostname", None)
     try:
-        with job_sessions() as sessions:
+        with sessions_for(get_settings()) as sessions:
             if hostname:
                 requeue_orphans(sessions, worker=hostname)
             resend_queued(sessions, getattr(sender, "app", None) or celery_app)

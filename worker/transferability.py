@@ -13,16 +13,16 @@ from celery.signals import worker_ready
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.dispatch import SCORE_TRANSFERABILITY_TASK, enqueue_transferability
-from service.models import JobStatus, TransferabilityRun, utcnow
-from service.schemas_transferability import TransferabilityRequest
-from service.settings import Settings, get_settings
+from core.db import sessions_for
+from core.dispatch import SCORE_TRANSFERABILITY_TASK, enqueue_transferability
+from core.models import JobStatus, TransferabilityRun, utcnow
+from core.settings import Settings, get_settings
 from tuning.errors import TuningError
 from tuning.models import resolve_base_model
+from tuning.spec.transferability import TransferabilityRequest
 from tuning.transferability import Candidate, read_scoring_data, score_candidates
 from worker.app import celery_app
 from worker.outcome import INTERNAL_ERROR, JobFailure
-from worker.tasks import job_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def score_transferability(self: Task, run_id: str) -> str | None:
     """Score run `run_id` unless another delivery got there first."""
     worker = self.request.hostname or "unknown-worker"
-    with job_sessions() as sessions:
+    with sessions_for(get_settings()) as sessions:
         return score_run(run_id, settings=get_settings(), sessions=sessions, worker=worker)
 
 
@@ -119,7 +119,7 @@ def requeue_runs(sessions: sessionmaker[Session], celery: Celery, *, worker: str
 @worker_ready.connect
 def requeue_runs_on_start(sender: Any = None, **_: Any) -> None:
     try:
-        with job_sessions() as sessions:
+        with sessions_for(get_settings()) as sessions:
             requeue_runs(
                 sessions, getattr(sender, "app", None) or celery_app, worker=getattr(sender, "hostname", None)
             )

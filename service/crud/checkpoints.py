@@ -5,9 +5,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.models import Checkpoint, Job
 from service.crud import storable
 from service.errors import ApiError, NotFound
-from service.models import Checkpoint, Job
 from tuning.spec import JobSpec
 
 

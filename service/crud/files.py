@@ -3,9 +3,9 @@
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from core.models import File, Job
 from service.crud import storable
 from service.crud.pages import newest_first_page
-from service.models import File, Job
 
 PROCESSED = "processed"
 ERROR = "error"

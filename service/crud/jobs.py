@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcnow
 from service.crud import storable
 from service.crud.pages import newest_first_page
-from service.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcnow
 from tuning.spec import JobSpec
 
 

@@ -3,10 +3,10 @@
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.models import JobStatus, TransferabilityRun
 from service.crud import storable
 from service.crud.pages import newest_first_page
-from service.models import JobStatus, TransferabilityRun
-from service.schemas_transferability import TransferabilityRequest
+from tuning.spec.transferability import TransferabilityRequest
 
 
 def create_run(

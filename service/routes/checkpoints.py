@@ -8,14 +8,14 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from core.models import Checkpoint
+from core.settings import Settings
 from service.crud import checkpoints as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, NotFound
-from service.models import Checkpoint
 from service.routes.jobs import owned_job
 from service.schemas import error_responses, unix_seconds
 from service.schemas_checkpoints import CheckpointFile, CheckpointList, CheckpointObject
-from service.settings import Settings
 from service.storage import stream_tar_gz
 
 logger = logging.getLogger(__name__)

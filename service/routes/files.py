@@ -8,12 +8,12 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from core.models import ACTIVE, File, new_id
+from core.settings import Settings
 from service.crud import files as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
-from service.models import ACTIVE, File, new_id
 from service.schemas import FileDeleted, FileList, FileObject, error_responses, unix_seconds
-from service.settings import Settings
 from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
 from tuning.data import validate_file
 from tuning.errors import DataError

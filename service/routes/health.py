@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.settings import Settings
 from service.deps import CeleryDep, SessionDep, SettingsDep
 from service.errors import ApiError
 from service.schemas import Health, Readiness, error_responses
-from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
+from core.dispatch import enqueue_job
+from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
+from core.settings import Settings
 from service.crud import jobs as crud
 from service.crud.checkpoints import check_from_checkpoint
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
-from service.dispatch import enqueue_job
 from service.errors import ApiError, Conflict, NotFound
 from service.job_bases import resolve_base
 from service.job_validation import DryRun, JobFiles, dry_run, validate_job_files, with_estimate
-from service.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.schemas import (
     ArtifactList,
     ArtifactObject,
@@ -29,7 +30,6 @@ from service.schemas import (
     optional_unix_seconds,
     unix_seconds,
 )
-from service.settings import Settings
 from service.storage import artifact_file, stream_tar_gz
 from service.usable_files import check_data_file
 from tuning.compat import check_spec_for_model

@@ -5,23 +5,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from core.dispatch import enqueue_transferability
+from core.models import TransferabilityRun
+from core.settings import Settings
 from service.crud import transferability as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
-from service.dispatch import enqueue_transferability
 from service.errors import ApiError, NotFound
-from service.models import TransferabilityRun
 from service.schemas import error_responses, optional_unix_seconds, unix_seconds
 from service.schemas_transferability import (
     CandidateScore,
     TransferabilityError,
     TransferabilityList,
     TransferabilityObject,
-    TransferabilityRequest,
 )
-from service.settings import Settings
 from service.usable_files import check_data_file
 from tuning.errors import ModelNotFound
 from tuning.models import resolve_base_model
+from tuning.spec.transferability import TransferabilityRequest
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import make_engine
+from core.schema_version import upgrade_to_head
+from core.settings import Settings
 from service.app import create_app
 from service.auth import create_api_key
-from service.db import make_engine
-from service.schema import upgrade_to_head
-from service.settings import Settings
 from tests.integration.services import flushed_redis, fresh_database, require_postgres, require_redis
 from tests.worker.processes import WorkerProcess, clean_environment
 

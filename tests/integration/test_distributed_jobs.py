@@ -10,7 +10,7 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tuning
-from service.dispatch import RUN_JOB_TASK
+from core.dispatch import RUN_JOB_TASK
 from tests.integration.api_client import (
     archive_members,
     create_job,

@@ -7,10 +7,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.schema_version import upgrade_to_head
+from core.settings import Settings
 from service.app import create_app
 from service.auth import create_api_key
-from service.schema import upgrade_to_head
-from service.settings import Settings
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.models import Artifact, Job
-from service.settings import Settings
+from core.models import Artifact, Job
+from core.settings import Settings
 
 GOOD_LINES = [
     {"text": "a delightful, warm little film", "label": "positive"},

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from core.models import ApiKey, Owner
 from service.auth import create_api_key, list_api_keys, owner_for_key, revoke_api_key
-from service.models import ApiKey, Owner
 
 
 def test_create_api_key_stores_only_the_sha256(app: FastAPI) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.service.helpers import files_on_disk, jsonl, upload
 
 LABELLED = {"text": "good movie", "label": "pos"}

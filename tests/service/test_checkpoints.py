@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.service.helpers import create_job, job_body, uploaded_file_id
 from tuning.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointPublisher

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.models import File
-from service.settings import Settings
+from core.models import File
+from core.settings import Settings
 from tests.service.helpers import GOOD_LINES, create_job, files_on_disk, jsonl, set_job, upload
 
 

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.service.helpers import broker_messages, create_job, job_body, set_job, uploaded_file_id
 
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, model_validator
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.service.helpers import broker_messages, job_body, jsonl, upload, uploaded_file_id
 from tuning.spec import CompositionError
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.models import Job, JobStatus
-from service.settings import Settings
+from core.models import Job, JobStatus
+from core.settings import Settings
 from tests.service.helpers import broker_messages, job_body, jsonl, upload
 
 TWO_LABELS = [{"text": "good movie", "label": "pos"}, {"text": "bad film", "label": "neg"}]

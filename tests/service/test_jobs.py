@@ -7,10 +7,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.models import JobEvent
+from core.schema_version import upgrade_to_head
+from core.settings import Settings
 from service.app import create_app
-from service.models import JobEvent
-from service.schema import upgrade_to_head
-from service.settings import Settings
 from tests.service.helpers import (
     broker_messages,
     create_job,
@@ -215,7 +215,7 @@ def test_cancel_of_a_queued_job_means_it_never_runs(
     # A worker's claim is `UPDATE ... WHERE status='queued'`: it must find nothing to claim now.
     from sqlalchemy import update
 
-    from service.models import Job
+    from core.models import Job
 
     with app.state.sessionmaker() as session:
         claimed = session.execute(

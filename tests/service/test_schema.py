@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
-from service.app import create_app
-from service.models import Base
-from service.schema import (
+from core.models import Base
+from core.schema_version import (
     SchemaNotAtHead,
     alembic_config,
     assert_at_head,
@@ -27,7 +26,8 @@ from service.schema import (
     is_at_head,
     upgrade_to_head,
 )
-from service.settings import Settings
+from core.settings import Settings
+from service.app import create_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The local server trusts loopback connections; `postgres` is the role that may create databases.

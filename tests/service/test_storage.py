@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
+from core.settings import Settings
 from service.storage import CHUNK_BYTES, artifact_file, clean_filename, stream_tar_gz
 
 

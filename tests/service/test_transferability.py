@@ -9,11 +9,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.models import TransferabilityRun
+from core.schema_version import upgrade_to_head
+from core.settings import Settings
 from service.app import create_app
-from service.models import TransferabilityRun
 from service.routes import transferability
-from service.schema import upgrade_to_head
-from service.settings import Settings
 from tests.service.conftest import key_headers
 from tests.service.helpers import broker_messages, jsonl, upload, uploaded_file_id
 from tuning.models import BUNDLED_MODEL_ID

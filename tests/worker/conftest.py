@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import make_engine
-from service.schema import upgrade_to_head
-from service.settings import Settings
+from core.db import make_engine
+from core.schema_version import upgrade_to_head
+from core.settings import Settings
 
 
 @pytest.fixture()

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import File, Job, Owner
-from service.settings import Settings
+from core.models import File, Job, Owner
+from core.settings import Settings
 from tuning.spec import JobSpec
 
 CUES = {

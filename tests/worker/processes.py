@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from worker.process import start_worker, stop_worker
+from core.worker_process import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -3,8 +3,8 @@
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job
-from service.settings import Settings
+from core.models import Job
+from core.settings import Settings
 from tests.worker.jobs import add_job
 from worker.cancel import CancelPoller
 

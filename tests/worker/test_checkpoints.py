@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Checkpoint as CheckpointRow
-from service.settings import Settings
+from core.models import Checkpoint as CheckpointRow
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from tuning.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder, checkpoints_dir

@@ -5,8 +5,8 @@ import threading
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Job, JobEvent
-from service.settings import Settings
+from core.models import Job, JobEvent
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from worker.claim import claim_job
 

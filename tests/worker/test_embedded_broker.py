@@ -13,12 +13,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.dispatch import enqueue_job
-from service.models import Artifact, Job, JobEvent
-from service.settings import Settings
+from core.dispatch import enqueue_job, make_celery
+from core.models import Artifact, Job, JobEvent
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from tests.worker.processes import WorkerProcess, clean_environment, wait_for
-from worker.app import make_celery
 
 HOSTNAME = "embedded-test@localhost"
 

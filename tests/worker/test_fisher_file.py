@@ -2,7 +2,7 @@
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.worker.jobs import add_file, data_path, job_row, sentiment_lines
 from tests.worker.jobs import add_job as add_lora_job
 from tests.worker.test_job_runner import assert_nothing_published, events_of

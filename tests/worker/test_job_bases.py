@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tuning
-from service.settings import Settings
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row, sentiment_lines
 from worker.job_bases import job_models_dir, materialize_job_model
 from worker.job_runner import run_job

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Artifact, Job, JobEvent
-from service.settings import Settings
+from core.models import Artifact, Job, JobEvent
+from core.settings import Settings
 from tests.worker.jobs import add_job, data_path, job_row, sentiment_lines
 from worker import publish
 from worker.job_runner import run_job

@@ -5,8 +5,8 @@ import math
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import JobEvent
-from service.settings import Settings
+from core.models import JobEvent
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from tuning.events import Event
 from worker.progress import ProgressRecorder

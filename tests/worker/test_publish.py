@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import Artifact
-from service.settings import Settings
+from core.models import Artifact
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from tuning.run import RunResult
 from worker import publish

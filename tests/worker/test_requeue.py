@@ -6,11 +6,10 @@ import json
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.dispatch import RUN_JOB_TASK
-from service.models import Job
-from service.settings import Settings
+from core.dispatch import RUN_JOB_TASK, make_celery
+from core.models import Job
+from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
-from worker.app import make_celery
 from worker.claim import claim_job
 from worker.requeue import requeue_orphans, resend_queued
 

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import File, JobStatus, TransferabilityRun
-from service.settings import Settings
+from core.dispatch import make_celery
+from core.models import File, JobStatus, TransferabilityRun
+from core.settings import Settings
 from tests.service.helpers import broker_messages
 from tests.worker.jobs import add_file, sentiment_lines
-from worker.app import make_celery
 from worker.transferability import requeue_runs, score_run
 
 
@@ -130,8 +130,8 @@ def test_a_restarted_worker_requeues_its_runs_and_resends_every_queued_one(
     assert {m["task"] for m in sent} == {"deltatune.score_transferability"}
 
 
-def test_the_worker_registers_the_task_from_the_app_module(settings: Settings) -> None:
-    app = make_celery(settings)
-    assert "worker.transferability" in app.conf.include
+def test_the_worker_registers_the_task_from_the_app_module() -> None:
+    from worker.app import celery_app as app  # what `celery -A worker.app worker` loads
+
     app.loader.import_default_modules()
     assert "deltatune.score_transferability" in app.tasks

@@ -1,4 +1,4 @@
-"""A Celery worker as a child process: how `deltatune serve` and the integration tests start one.
+"""A Celery worker as a child process: how `deltatune serve`, `deltatune worker` and the tests start one.
 
 The child gets its own session (process group), so a Ctrl-C in the terminal reaches only the parent,
 which then stops the worker in order: a warm shutdown first (finish or hand back the running task),
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO
 
-from worker.app import QUEUES
+from core.dispatch import QUEUES
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,17 @@
-"""Engine and sessions, built from settings on first use (never at import time)."""
+"""Engines and sessions, built from the settings a caller is given (never at import time).
+
+The API keeps one engine per app (`app.state`); a worker task and a CLI command each build their own
+with `sessions_for` and dispose of it, so a forked pool process never shares a connection with its
+parent.
+"""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import get_settings
+from core.settings import Settings
 
 
 def make_engine(url: str) -> Engine:
@@ -26,25 +30,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-@lru_cache
-def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
-
-
-@lru_cache
-def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(get_engine(), expire_on_commit=False)
-
-
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session for code outside a request (worker, CLI): commit on success, roll back on error."""
-    session = get_sessionmaker()()
+def sessions_for(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """A sessionmaker on a fresh engine for `settings`' database, disposed of on exit."""
+    engine = make_engine(settings.database_url)
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        yield sessionmaker(engine, expire_on_commit=False)
     finally:
-        session.close()
+        engine.dispose()

@@ -1,6 +1,6 @@
 """The database schema's version: upgrade it to head, or refuse to run on one that is behind.
 
-Alembic's scripts live in `migrations/` beside the `service` package in the source tree; they are
+Alembic's scripts live in `migrations/` beside the `core` package in the source tree; they are
 found from this file's location, so migrating works from any working directory.
 """
 
@@ -23,7 +23,7 @@ class SchemaNotAtHead(RuntimeError):
 def alembic_config(database_url: str) -> Config:
     if not (MIGRATIONS_DIR / "env.py").is_file():
         raise RuntimeError(
-            f"Alembic scripts not found: expected {MIGRATIONS_DIR}/env.py beside the service package"
+            f"Alembic scripts not found: expected {MIGRATIONS_DIR}/env.py beside the core package"
         )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
