@@ -12,7 +12,7 @@ from core.dispatch import make_celery, prepare_broker
 from core.settings import get_settings
 
 # `celery -A worker.app` imports only this module; `include` makes the worker register the tasks.
-TASK_MODULES = ("worker.tasks", "worker.transferability")
+TASK_MODULES = ("worker.tasks",)
 
 celery_app = make_celery(get_settings(), include=TASK_MODULES)
 

@@ -19,7 +19,7 @@ from core.models import Checkpoint as CheckpointRow
 from core.models import new_id
 from core.settings import Settings
 from tuning.checkpoints import Checkpoint
-from worker.outcome import JobFailure
+from worker.lifecycle import JobFailure
 from worker.progress import json_safe
 from worker.publish import ArtifactFile, describe_files
 

@@ -17,7 +17,7 @@ from core.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
 from core.settings import Settings
 from tuning.job_model import export_plain_model
 from tuning.spec import JobSpec
-from worker.outcome import JobFailure
+from worker.lifecycle import JobFailure
 
 logger = logging.getLogger(__name__)
 

@@ -17,13 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 import tuning
 from core.models import Job, JobStatus
 from core.settings import Settings
-from tuning.errors import Cancelled, TuningError
+from tuning.errors import Cancelled
 from tuning.spec import JobSpec
-from worker.cancel import CancelPoller
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder
-from worker.claim import claim_job
 from worker.job_bases import base_model_dirs
-from worker.outcome import INTERNAL_ERROR, JobFailure, record_cancelled, record_failure
+from worker.lifecycle import INTERNAL_ERROR, JOBS, CancelPoller, JobFailure
 from worker.progress import ProgressRecorder
 from worker.publish import publish_artifact
 
@@ -42,7 +40,7 @@ class JobInputs:
 
 def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], worker: str) -> str | None:
     """Run the job if this delivery claims it; returns its final status, or None when not claimed."""
-    if not claim_job(sessions, job_id, worker=worker):
+    if not JOBS.claim(sessions, job_id, worker=worker):
         logger.info("job %s was not queued (already claimed, cancelled or unknown): nothing to do", job_id)
         return None
     settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -73,17 +71,11 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
         )
         return JobStatus.SUCCEEDED
     except Cancelled:
-        record_cancelled(sessions, job_id)
+        JOBS.cancel(sessions, job_id)
         return JobStatus.CANCELLED
-    except TuningError as error:
-        record_failure(sessions, job_id, JobFailure(error.code, error.message, param=error.param))
-    except JobFailure as failure:
-        record_failure(sessions, job_id, failure)
     except Exception as error:
-        logger.exception("job %s hit an unexpected error", job_id)
-        message = f"the worker hit an unexpected error: {type(error).__name__}: {error}"
-        record_failure(sessions, job_id, JobFailure(INTERNAL_ERROR, message))
-    return JobStatus.FAILED
+        JOBS.fail(sessions, job_id, error)
+        return JobStatus.FAILED
 
 
 def load_inputs(sessions: sessionmaker[Session], job_id: str, *, settings: Settings) -> JobInputs:

@@ -14,12 +14,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact, Job, JobStatus, utcnow
+from core.models import Artifact, JobStatus
 from tuning.run import RunResult
-from worker.outcome import status_event
+from worker.lifecycle import JOBS
 from worker.progress import json_safe
 
 logger = logging.getLogger(__name__)
@@ -65,30 +64,22 @@ def _record_success(
 ) -> None:
     with sessions.begin() as session:
         session.add_all(Artifact(job_id=job_id, name=f.name, bytes=f.bytes, sha256=f.sha256) for f in files)
-        finished = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-            .values(
-                status=JobStatus.SUCCEEDED,
-                metrics=json_safe(result.metrics),
-                examples_seen=result.examples_seen,
-                trained_tokens=result.trained_tokens,
-                progress=1.0,
-                finished_at=utcnow(),
-            )
-            .execution_options(synchronize_session=False)
+        finished = JOBS.finish(
+            session,
+            job_id,
+            JobStatus.SUCCEEDED,
+            f"succeeded: {len(files)} artifact files published",
+            columns={
+                "metrics": json_safe(result.metrics),
+                "examples_seen": result.examples_seen,
+                "trained_tokens": result.trained_tokens,
+                "progress": 1.0,
+            },
+            artifacts=[f.name for f in files],
         )
-        if finished.rowcount != 1:  # type: ignore[attr-defined]
+        if not finished:
             # Only this worker moves a running job on; anything else means the rows must not land.
             raise RuntimeError(f"job {job_id} is no longer running; its artifact is not published")
-        session.add(
-            status_event(
-                job_id,
-                JobStatus.SUCCEEDED,
-                f"succeeded: {len(files)} artifact files published",
-                artifacts=[f.name for f in files],
-            )
-        )
 
 
 def _remove_leftover(target: Path) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import Job
 from core.settings import Settings
 from tests.worker.jobs import add_job
-from worker.cancel import CancelPoller
+from worker.lifecycle import CancelPoller
 
 
 class FakeClock:

@@ -13,7 +13,7 @@ from tests.worker.jobs import add_job, job_row
 from tuning.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder, checkpoints_dir
 from worker.job_runner import run_job
-from worker.outcome import JobFailure
+from worker.lifecycle import JobFailure
 
 # 32 training examples in batches of 8, 2 epochs: 8 steps; a checkpoint every 2, the newest 2 kept.
 CHECKPOINTED = {"checkpoints": {"every_steps": 2, "keep": 2}}

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import Job, JobEvent
 from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
-from worker.claim import claim_job
+from worker.lifecycle import JOBS
 
 
 def status_events(sessions: sessionmaker[Session], job_id: str) -> list[JobEvent]:
@@ -21,8 +21,8 @@ def status_events(sessions: sessionmaker[Session], job_id: str) -> list[JobEvent
 def test_two_claims_one_winner(sessions: sessionmaker[Session], settings: Settings) -> None:
     job_id = add_job(sessions, settings)
 
-    assert claim_job(sessions, job_id, worker="first") is True
-    assert claim_job(sessions, job_id, worker="second") is False
+    assert JOBS.claim(sessions, job_id, worker="first") is True
+    assert JOBS.claim(sessions, job_id, worker="second") is False
 
     job = job_row(sessions, job_id)
     assert (job.status, job.worker) == ("running", "first")
@@ -39,7 +39,7 @@ def test_racing_claims_have_exactly_one_winner(sessions: sessionmaker[Session], 
 
     def deliver(name: str) -> None:
         start.wait()
-        if claim_job(sessions, job_id, worker=name):
+        if JOBS.claim(sessions, job_id, worker=name):
             wins.append(name)
 
     threads = [threading.Thread(target=deliver, args=(f"worker-{n}",)) for n in range(6)]
@@ -58,10 +58,10 @@ def test_a_cancelled_job_is_not_claimed(sessions: sessionmaker[Session], setting
     with sessions.begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(status="cancelled"))
 
-    assert claim_job(sessions, job_id, worker="late") is False
+    assert JOBS.claim(sessions, job_id, worker="late") is False
     assert job_row(sessions, job_id).status == "cancelled"
     assert status_events(sessions, job_id) == []
 
 
 def test_an_unknown_job_is_not_claimed(sessions: sessionmaker[Session]) -> None:
-    assert claim_job(sessions, "ftjob-does-not-exist", worker="w") is False
+    assert JOBS.claim(sessions, "ftjob-does-not-exist", worker="w") is False

@@ -12,7 +12,7 @@ from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
 from tuning.run import RunResult
 from worker import publish
-from worker.claim import claim_job
+from worker.lifecycle import JOBS
 from worker.publish import publish_artifact
 
 RESULT = RunResult(
@@ -42,7 +42,7 @@ def artifact_rows(sessions: sessionmaker[Session], job_id: str) -> list[Artifact
 @pytest.fixture()
 def running_job(sessions: sessionmaker[Session], settings: Settings) -> str:
     job_id = add_job(sessions, settings)
-    assert claim_job(sessions, job_id, worker="test")
+    assert JOBS.claim(sessions, job_id, worker="test")
     return job_id
 
 

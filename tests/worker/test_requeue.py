@@ -10,14 +10,14 @@ from core.dispatch import RUN_JOB_TASK, make_celery
 from core.models import Job
 from core.settings import Settings
 from tests.worker.jobs import add_job, job_row
-from worker.claim import claim_job
-from worker.requeue import requeue_orphans, resend_queued
+from worker.lifecycle import JOBS
 
 
 def sent_messages(settings: Settings) -> list[tuple[str, str, list[str]]]:
     """(queue, task name, args) of every message waiting in the filesystem broker."""
     messages = []
-    for path in sorted((settings.broker_dir / "queue").iterdir()):
+    queue_dir = settings.broker_dir / "queue"  # made by the first send
+    for path in sorted(queue_dir.iterdir()) if queue_dir.is_dir() else []:
         queue = path.name.split(".")[-2]
         envelope = json.loads(path.read_text())
         args = json.loads(base64.b64decode(envelope["body"]))[0]
@@ -35,7 +35,7 @@ def test_every_queued_job_is_sent_again(sessions: sessionmaker[Session], setting
     finished = add_job(sessions, settings)
     set_status(sessions, finished, "succeeded")
 
-    sent = resend_queued(sessions, make_celery(settings))
+    sent = JOBS.resend_queued(sessions, make_celery(settings))
 
     assert sent == waiting
     # The broker orders files by millisecond, so two sent in the same one may come back either way.
@@ -46,17 +46,17 @@ def test_a_restarted_worker_queues_its_own_orphans_again(
     sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     mine, theirs = add_job(sessions, settings), add_job(sessions, settings)
-    assert claim_job(sessions, mine, worker="celery@here")
-    assert claim_job(sessions, theirs, worker="celery@elsewhere")
+    assert JOBS.claim(sessions, mine, worker="celery@here")
+    assert JOBS.claim(sessions, theirs, worker="celery@elsewhere")
 
-    assert requeue_orphans(sessions, worker="celery@here") == [mine]
+    assert JOBS.requeue_orphans(sessions, worker="celery@here") == [mine]
 
     job = job_row(sessions, mine)
     assert (job.status, job.worker, job.started_at) == ("queued", None, None)
     assert job_row(sessions, theirs).status == "running"  # another worker may still be running it
-    assert claim_job(sessions, mine, worker="celery@here")  # and the next delivery can claim it
+    assert JOBS.claim(sessions, mine, worker="celery@here")  # and the next delivery can claim it
 
 
 def test_nothing_to_resend_sends_nothing(sessions: sessionmaker[Session], settings: Settings) -> None:
-    assert resend_queued(sessions, make_celery(settings)) == []
+    assert JOBS.resend_queued(sessions, make_celery(settings)) == []
     assert sent_messages(settings) == []

@@ -13,7 +13,8 @@ from core.models import File, JobStatus, TransferabilityRun
 from core.settings import Settings
 from tests.service.helpers import broker_messages
 from tests.worker.jobs import add_file, sentiment_lines
-from worker.transferability import requeue_runs, score_run
+from worker.lifecycle import RUNS
+from worker.transferability import score_run
 
 
 def add_run(
@@ -122,7 +123,7 @@ def test_a_restarted_worker_requeues_its_runs_and_resends_every_queued_one(
             assert run is not None
             run.status, run.worker = "running", worker
 
-    assert requeue_runs(sessions, make_celery(settings), worker="w1") == [waiting, orphan]
+    assert RUNS.requeue(sessions, make_celery(settings), worker="w1") == [waiting, orphan]
     assert run_row(sessions, orphan).status == "queued" and run_row(sessions, orphan).worker is None
     assert run_row(sessions, elsewhere).status == "running", "another worker's run is left alone"
     sent = broker_messages(settings)
