@@ -20,7 +20,7 @@ from core.settings import Settings
 from tuning.errors import Cancelled
 from tuning.spec import JobSpec
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder
-from worker.job_bases import base_model_dirs
+from worker.job_models import base_model_dirs
 from worker.lifecycle import INTERNAL_ERROR, JOBS, CancelPoller, JobFailure
 from worker.progress import ProgressRecorder
 from worker.publish import publish_artifact

@@ -7,8 +7,6 @@ from sqlalchemy.orm import Session
 
 from core.models import Checkpoint, Job
 from service.crud import storable
-from service.errors import ApiError, NotFound
-from tuning.spec import JobSpec
 
 
 def checkpoint_dir(checkpoints_dir: Path, job_id: str, checkpoint_id: str) -> Path:
@@ -40,38 +38,3 @@ def owned_checkpoint(session: Session, *, owner_id: str, checkpoint_id: str) -> 
         .where(Checkpoint.id == checkpoint_id, Job.owner_id == owner_id)
     ).first()
     return (row[0], row[1]) if row is not None else None
-
-
-def check_from_checkpoint(session: Session, owner_id: str, spec: JobSpec) -> None:
-    """Refuse a `from_checkpoint` that is not the owner's, or does not fit the job's base and method."""
-    if spec.from_checkpoint is None:
-        return
-    found = owned_checkpoint(session, owner_id=owner_id, checkpoint_id=spec.from_checkpoint)
-    if found is None:
-        raise NotFound(
-            f"no checkpoint with id {spec.from_checkpoint!r}",
-            param="from_checkpoint",
-            code="checkpoint_not_found",
-        )
-    _, job = found
-    differences = spec_differences(JobSpec.model_validate(job.spec), spec)
-    if differences:
-        raise ApiError(
-            f"checkpoint {spec.from_checkpoint!r} was trained with another {', '.join(differences)} "
-            f"(job {job.id}); a job can only start from a checkpoint of the same base model, task, "
-            "method and head",
-            param="from_checkpoint",
-            code="checkpoint_mismatch",
-            status_code=422,
-        )
-
-
-def spec_differences(trained: JobSpec, new: JobSpec) -> list[str]:
-    """What the checkpoint's tensors depend on and `new` changes: their names, and shapes, come from these."""
-    parts = {
-        "base_model": (trained.base_model, new.base_model),
-        "task": (trained.task, new.task),
-        "method": (trained.method.model_dump(mode="json"), new.method.model_dump(mode="json")),
-        "head": (trained.head.model_dump(mode="json"), new.head.model_dump(mode="json")),
-    }
-    return [name for name, (before, after) in parts.items() if before != after]

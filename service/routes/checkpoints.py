@@ -14,8 +14,8 @@ from service.crud import checkpoints as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, NotFound
 from service.routes.jobs import owned_job
-from service.schemas import error_responses, unix_seconds
-from service.schemas_checkpoints import CheckpointFile, CheckpointList, CheckpointObject
+from service.schemas.checkpoints import CheckpointFile, CheckpointList, CheckpointObject
+from service.schemas.common import error_responses, unix_seconds
 from service.storage import stream_tar_gz
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from core.settings import Settings
 from service.crud import files as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
-from service.schemas import FileDeleted, FileList, FileObject, error_responses, unix_seconds
+from service.schemas.common import error_responses, unix_seconds
+from service.schemas.files import FileDeleted, FileList, FileObject
 from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
 from tuning.data import validate_file
 from tuning.errors import DataError

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from core.settings import Settings
 from service.deps import CeleryDep, SessionDep, SettingsDep
 from service.errors import ApiError
-from service.schemas import Health, Readiness, error_responses
+from service.schemas.common import error_responses
+from service.schemas.health import Health, Readiness
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """/v1/jobs: create a fine-tuning job, follow it, cancel it, and download what it produced."""
 
 import logging
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
@@ -9,31 +8,23 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from core.dispatch import enqueue_job
 from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
-from core.settings import Settings
 from service.crud import jobs as crud
-from service.crud.checkpoints import check_from_checkpoint
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
-from service.job_bases import resolve_base
-from service.job_validation import DryRun, JobFiles, dry_run, validate_job_files, with_estimate
-from service.schemas import (
+from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
+from service.schemas.jobs import (
     ArtifactList,
     ArtifactObject,
+    DryRun,
     JobError,
     JobEventList,
     JobEventObject,
     JobList,
     JobObject,
-    error_responses,
-    optional_unix_seconds,
-    unix_seconds,
 )
 from service.storage import artifact_file, stream_tar_gz
-from service.usable_files import check_data_file
-from tuning.compat import check_spec_for_model
-from tuning.errors import SpecError
+from service.submit import submit_job
 from tuning.spec import JobRequest, JobSpec
 
 logger = logging.getLogger(__name__)
@@ -113,43 +104,10 @@ def create_job(
     With `"dry_run": true` nothing is created: the answer (200) is the report with the number of
     steps, tokens and an estimate of time and memory.
     """
-    spec, base_path = resolve_base(session, owner.id, request.job_spec(), settings)
-    try:
-        check_spec_for_model(spec, base_path)
-    except SpecError as error:
-        raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
-    files = JobFiles(
-        training=check_data_file(session, settings, owner.id, spec.training_file, "training_file"),
-        validation=_optional_file(session, settings, owner.id, spec.validation_file, "validation_file"),
-        fisher=_optional_file(
-            session, settings, owner.id, _fisher_file(spec), "regularizers.ewc.fisher_file"
-        ),
-    )
-    check_from_checkpoint(session, owner.id, spec)
-    report = validate_job_files(settings, spec, base_path, files)
-    if request.dry_run:
-        return JSONResponse(dry_run(session, settings, spec, base_path, report).model_dump(mode="json"))
-    validation = with_estimate(settings, spec, base_path, report)
-    job = crud.create_job(
-        session, owner_id=owner.id, spec=spec, queue=settings.job_queue, validation=validation
-    )
-    # Only after COMMIT: a worker that receives the id must find the row.
-    try:
-        enqueue_job(celery, job.id, job.queue)
-    except Exception:
-        # The job stays queued and is not lost: workers re-send queued jobs when they start.
-        logger.exception("could not reach the broker for job %s; it stays queued", job.id)
-    return job_object(job, [])
-
-
-def _fisher_file(spec: JobSpec) -> str | None:
-    return spec.regularizers.ewc.fisher_file if spec.regularizers.ewc is not None else None
-
-
-def _optional_file(
-    session: Session, settings: Settings, owner_id: str, file_id: str | None, param: str
-) -> Path | None:
-    return None if file_id is None else check_data_file(session, settings, owner_id, file_id, param)
+    submitted = submit_job(session, settings, celery, owner_id=owner.id, request=request)
+    if isinstance(submitted, DryRun):
+        return JSONResponse(submitted.model_dump(mode="json"))
+    return job_object(submitted, [])
 
 
 @router.get("", responses=error_responses(400))

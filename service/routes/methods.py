@@ -3,7 +3,8 @@
 from fastapi import APIRouter
 
 from service.deps import CurrentOwner
-from service.schemas import MethodList, error_responses
+from service.schemas.common import error_responses
+from service.schemas.methods import MethodList
 from tuning.spec.catalogue import catalogue
 
 router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=error_responses(401, 500))

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
+from service.base_models import JobModel, job_models
 from service.deps import CurrentOwner, SessionDep, SettingsDep
-from service.job_bases import JobModel, job_models
-from service.schemas import ModelList, ModelObject, error_responses
+from service.schemas.common import error_responses
+from service.schemas.models import ModelList, ModelObject
 from tuning.models import BaseModelInfo, list_base_models
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 500))

@@ -11,8 +11,8 @@ from core.settings import Settings
 from service.crud import transferability as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, NotFound
-from service.schemas import error_responses, optional_unix_seconds, unix_seconds
-from service.schemas_transferability import (
+from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
+from service.schemas.transferability import (
     CandidateScore,
     TransferabilityError,
     TransferabilityList,

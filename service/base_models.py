@@ -3,7 +3,7 @@
 `resolve_base` returns the spec as it will be stored (EWC's Fisher file defaults to the source
 job's training file) and the directory whose config.json the model checks read. A job's model has
 its root base model's architecture and tokenizer (fine-tuning changes weights, not shapes), so the
-root's directory serves the checks; the worker exports the job's model itself (worker/job_bases.py).
+root's directory serves the checks; the worker exports the job's model itself (worker/job_models.py).
 """
 
 from dataclasses import dataclass

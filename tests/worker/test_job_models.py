@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import tuning
 from core.settings import Settings
 from tests.worker.jobs import add_job, job_row, sentiment_lines
-from worker.job_bases import job_models_dir, materialize_job_model
+from worker.job_models import job_models_dir, materialize_job_model
 from worker.job_runner import run_job
 
 TEXTS = [line.split('"text": "')[1].split('"')[0] for line in sentiment_lines(12, seed=9)]

@@ -1,0 +1,95 @@
+"""Response bodies of /v1/jobs: a job, its events, its artifacts, and what a dry run answers.
+
+The request body is `tuning.spec.JobRequest`: the job spec is the single source of truth.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from core.models import JobStatus
+from tuning.spec import JobSpec, Method
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class ArtifactObject(BaseModel):
+    object: Literal["fine_tuning.job.artifact"] = "fine_tuning.job.artifact"
+    name: str
+    bytes: int
+    sha256: str
+    created_at: int
+    url: str = Field(description="Where to download this file, relative to the server root.")
+
+
+class ArtifactList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ArtifactObject]
+    archive_url: str = Field(description="The whole artifact as one .tar.gz, relative to the server root.")
+
+
+class JobObject(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    status: JobStatus
+    base_model: str
+    method: Method
+    training_file: str
+    validation_file: str | None
+    spec: JobSpec = Field(description="The job spec exactly as accepted.")
+    metadata: dict[str, str]
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    examples_seen: int
+    trained_tokens: int
+    progress: float = Field(ge=0.0, le=1.0)
+    metrics: dict[str, Any] = Field(description="The latest training and evaluation metrics.")
+    validation: dict[str, Any] | None = Field(
+        None, description="The validating_files report: per file, examples, token counts and what was found."
+    )
+    error: JobError | None
+    cancel_requested: bool
+    artifacts: list[ArtifactObject] = Field(description="The published files, once the job succeeded.")
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    has_more: bool
+
+
+class JobEventObject(BaseModel):
+    id: int
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    type: str = Field(description="message | metrics | eval | status")
+    message: str
+    data: dict[str, Any]
+
+
+class JobEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobEventObject]
+    has_more: bool
+
+
+class DryRun(BaseModel):
+    """What a dry run answers: the validation report, and what the job would cost."""
+
+    object: str = "fine_tuning.job.dry_run"
+    validation: dict[str, Any] | None
+    steps: int | None = Field(None, description="Optimizer steps (at most: early stopping can end sooner).")
+    tokens: int | None = Field(None, description="Training tokens over all epochs, after truncation.")
+    parameters: int | None = Field(None, description="The base model's parameter count.")
+    trainable_parameters: int | None = Field(None, description="Parameters the method trains (estimated).")
+    estimated_seconds: float | None = Field(None, description="Training and evaluation time on one worker.")
+    estimated_peak_memory_bytes: int | None = Field(
+        None, description="Weights, optimizer state, activations."
+    )
+    estimate_method: str | None = Field(None, description="How these figures were estimated.")

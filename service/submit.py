@@ -1,0 +1,187 @@
+"""Submitting a fine-tuning job (POST /v1/jobs): every check in order, then a dry run's answer or a
+queued job sent to a worker.
+
+The order is the order in which a client learns of its mistakes: the base model, the spec against
+the base's config.json, the files, from_checkpoint, then validating_files, every file read with the
+base model's own tokenizer (tuning.validation, no torch: this runs in the API process). Each failed
+check is an ApiError naming the field at fault; nothing is stored before all of them pass.
+"""
+
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from core.dispatch import enqueue_job
+from core.models import Job
+from core.settings import Settings
+from service.base_models import resolve_base
+from service.crud import checkpoints as checkpoint_crud
+from service.crud import jobs as job_crud
+from service.errors import ApiError, NotFound
+from service.schemas.jobs import DryRun
+from service.usable_files import check_data_file
+from tuning.compat import check_spec_for_model
+from tuning.errors import DataError, SpecError
+from tuning.estimate import estimate_job
+from tuning.spec import JobRequest, JobSpec
+from tuning.validation import validate_files
+
+logger = logging.getLogger(__name__)
+
+# Finished jobs whose measured/estimated time ratio calibrates a dry run's time.
+CALIBRATION_JOBS = 20
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The stored blobs of a job's files, each checked usable."""
+
+    training: Path
+    validation: Path | None
+    fisher: Path | None
+
+
+def submit_job(
+    session: Session, settings: Settings, celery: Celery, *, owner_id: str, request: JobRequest
+) -> Job | DryRun:
+    """The queued job (committed, then enqueued), or with `dry_run` the report and estimates only."""
+    spec, base_path = resolve_base(session, owner_id, request.job_spec(), settings)
+    _check_fits_model(spec, base_path)
+    files = _job_files(session, settings, owner_id, spec)
+    check_from_checkpoint(session, owner_id, spec)
+    report = _validation_report(spec, base_path, files)
+    if request.dry_run:
+        return dry_run(session, settings, spec, base_path, report)
+    job = job_crud.create_job(
+        session,
+        owner_id=owner_id,
+        spec=spec,
+        queue=settings.job_queue,
+        validation=_with_estimate(settings, spec, base_path, report),
+    )
+    _send(celery, job)
+    return job
+
+
+def _check_fits_model(spec: JobSpec, base_path: Path) -> None:
+    try:
+        check_spec_for_model(spec, base_path)
+    except SpecError as error:
+        raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
+
+
+def _job_files(session: Session, settings: Settings, owner_id: str, spec: JobSpec) -> JobFiles:
+    def optional(file_id: str | None, param: str) -> Path | None:
+        return None if file_id is None else check_data_file(session, settings, owner_id, file_id, param)
+
+    ewc = spec.regularizers.ewc
+    return JobFiles(
+        training=check_data_file(session, settings, owner_id, spec.training_file, "training_file"),
+        validation=optional(spec.validation_file, "validation_file"),
+        fisher=optional(ewc.fisher_file if ewc is not None else None, "regularizers.ewc.fisher_file"),
+    )
+
+
+def check_from_checkpoint(session: Session, owner_id: str, spec: JobSpec) -> None:
+    """Refuse a `from_checkpoint` that is not the owner's, or does not fit the job's base and method."""
+    if spec.from_checkpoint is None:
+        return
+    found = checkpoint_crud.owned_checkpoint(session, owner_id=owner_id, checkpoint_id=spec.from_checkpoint)
+    if found is None:
+        raise NotFound(
+            f"no checkpoint with id {spec.from_checkpoint!r}",
+            param="from_checkpoint",
+            code="checkpoint_not_found",
+        )
+    _, job = found
+    differences = spec_differences(JobSpec.model_validate(job.spec), spec)
+    if differences:
+        raise ApiError(
+            f"checkpoint {spec.from_checkpoint!r} was trained with another {', '.join(differences)} "
+            f"(job {job.id}); a job can only start from a checkpoint of the same base model, task, "
+            "method and head",
+            param="from_checkpoint",
+            code="checkpoint_mismatch",
+            status_code=422,
+        )
+
+
+def spec_differences(trained: JobSpec, new: JobSpec) -> list[str]:
+    """What the checkpoint's tensors depend on and `new` changes: their names, and shapes, come from these."""
+    parts = {
+        "base_model": (trained.base_model, new.base_model),
+        "task": (trained.task, new.task),
+        "method": (trained.method.model_dump(mode="json"), new.method.model_dump(mode="json")),
+        "head": (trained.head.model_dump(mode="json"), new.head.model_dump(mode="json")),
+    }
+    return [name for name, (before, after) in parts.items() if before != after]
+
+
+def _validation_report(spec: JobSpec, base_path: Path, files: JobFiles) -> dict[str, Any] | None:
+    """The validating_files report stored with the job; 422 naming the file and line that cannot train it."""
+    paths = {"training_file": files.training}
+    if files.validation is not None:
+        paths["validation_file"] = files.validation
+    try:
+        return validate_files(spec, base_path, paths)
+    except (DataError, SpecError) as error:
+        raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
+
+
+def _with_estimate(
+    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The report as a job stores it: with the uncalibrated estimate, which later dry runs calibrate on."""
+    if report is None:
+        return None
+    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    return {
+        **report,
+        "estimate": {"steps": estimate.steps, "tokens": estimate.tokens, "seconds": estimate.seconds},
+    }
+
+
+def dry_run(
+    session: Session, settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+) -> DryRun:
+    """The report with the job's steps, tokens, time and memory; nothing is created or queued.
+
+    The FLOP count alone misses a worker's overheads (evaluation batches, the optimizer, Python), so
+    the time is scaled by the median measured/estimated ratio of this queue's last finished jobs.
+    """
+    if report is None:
+        return DryRun(validation=report)
+    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    ratios = job_crud.estimate_ratios(session, queue=settings.job_queue, limit=CALIBRATION_JOBS)
+    seconds, method = estimate.seconds, estimate.method
+    if ratios:
+        ratio = statistics.median(ratios)
+        seconds *= ratio
+        method += (
+            f"\n - calibration: × {ratio:.2f}, the median of measured train_seconds / estimated seconds "
+            f"over the last {len(ratios)} succeeded jobs on queue {settings.job_queue!r}"
+        )
+    return DryRun(
+        validation=report,
+        steps=estimate.steps,
+        tokens=estimate.tokens,
+        parameters=estimate.parameters,
+        trainable_parameters=estimate.trainable_parameters,
+        estimated_seconds=seconds,
+        estimated_peak_memory_bytes=estimate.peak_memory_bytes,
+        estimate_method=method,
+    )
+
+
+def _send(celery: Celery, job: Job) -> None:
+    # Only after COMMIT (create_job commits): a worker that receives the id must find the row.
+    try:
+        enqueue_job(celery, job.id, job.queue)
+    except Exception:
+        # The job stays queued and is not lost: workers re-send queued jobs when they start.
+        logger.exception("could not reach the broker for job %s; it stays queued", job.id)
