@@ -131,34 +131,34 @@ def fit(
     seed_everything(hp.seed)  # before the model is built: the new head's init is part of the run
     device = pick_device()
     on_event(Event("message", f"loading {spec.base_model} on {device.type}", {"device": device.type}))
-    classifier = task.load(spec, base_path, data.labels)
-    model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
+    task_model = task.load(spec, base_path, data.labels)
+    model: nn.Module = task_model.model  # typed as a plain module: transformers' .to() stubs are odd
     model.to(device)
     # What the regularizers compare against is taken before the method rewrites the model.
-    before_method = _before_method(spec, classifier, fisher_examples, device, on_event)
-    built = apply_spec_method(spec, classifier)
+    before_method = _before_method(spec, task_model, fisher_examples, device, on_event)
+    built = apply_spec_method(spec, task_model)
     model.to(device)
     method_trainable = [p for p in model.parameters() if p.requires_grad]
-    snapshot = PretrainedSnapshot.take(model, classifier.pretrained)
+    snapshot = PretrainedSnapshot.take(model, task_model.pretrained)
     if start_from is not None:
         on_event(load_checkpoint_weights(model, start_from))
 
-    train_set = task.encode(classifier, spec, data.train, data.labels)
-    validation_set = task.encode(classifier, spec, data.validation, data.labels) if data.validation else None
+    train_set = task.encode(task_model, spec, data.train, data.labels)
+    validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
     on_event(_training_started(model, built))
 
     def trained_job(metrics: dict[str, float]) -> TrainedJob:
         return TrainedJob(
             spec=spec,
             model=model,
-            tokenizer=classifier.tokenizer,
-            head_modules=classifier.head_modules,
+            tokenizer=task_model.tokenizer,
+            head_modules=task_model.head_modules,
             labels=data.labels,
             base_model_path=base_path,
             metrics=metrics,
             applied=built.applied,
             snapshot=snapshot,
-            pretrained=classifier.pretrained,
+            pretrained=task_model.pretrained,
             tokenizer_changed=built.tokenizer_changed,
         )
 
@@ -212,7 +212,7 @@ class BeforeMethod:
 
 def _before_method(
     spec: JobSpec,
-    classifier: TaskModel,
+    task_model: TaskModel,
     fisher_examples: Sequence[AnyExample],
     device: torch.device,
     on_event: EventSink,
@@ -221,13 +221,13 @@ def _before_method(
 
     reference = None
     if spec.regularizers.kl is not None:
-        reference = copy.deepcopy(classifier.model).eval().requires_grad_(False)
+        reference = copy.deepcopy(task_model.model).eval().requires_grad_(False)
     fisher = None
     if spec.regularizers.ewc is not None:
         from tuning.regularizers.ewc import estimate_fisher
 
         texts = [example.text for example in fisher_examples if hasattr(example, "text")]
-        fisher, event = estimate_fisher(classifier, texts, device=device)
+        fisher, event = estimate_fisher(task_model, texts, device=device)
         on_event(event)
     return BeforeMethod(reference, fisher)
 
@@ -259,7 +259,7 @@ def _regularizers(
     new = [
         (name, parameter)
         for name, parameter in model.named_parameters()
-        if parameter.requires_grad and name not in built.classifier.pretrained
+        if parameter.requires_grad and name not in built.task_model.pretrained
     ]
     context = RegularizerContext(deviations, new, before.reference_model, before.fisher)
     return make_regularizers(spec.regularizers, context)
@@ -300,7 +300,7 @@ def _training_started(model: nn.Module, built: Built) -> Event:
         f"training started: {built.applied.summary}, {trainable:,} of {total:,} parameters trainable",
         {
             **built.applied.details,
-            "head_modules": list(built.classifier.head_modules),
+            "head_modules": list(built.task_model.head_modules),
             "trainable_parameters": trainable,
             "total_parameters": total,
         },

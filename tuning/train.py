@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tuning.batching import Batch, Encoded, shuffled_batches, steps_per_epoch
-from tuning.best import BestTracker
+from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop

@@ -49,22 +49,22 @@ class LayoutReader(Protocol):
 def load_artifact(
     artifact_dir: str | Path, model_dirs: Sequence[Path] = (), *, device: torch.device | None = None
 ) -> LoadedArtifact:
-    """Rebuild the fine-tuned classifier an artifact describes (base model found via `model_dirs`)."""
+    """Rebuild the fine-tuned model an artifact describes (base model found via `model_dirs`)."""
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     spec = JobSpec.model_validate(manifest["spec"])
     labels = [manifest["labels"][str(index)] for index in range(len(manifest["labels"]))]
     base_path = resolve_base_model(spec.base_model, model_dirs)
     _warn_if_base_changed(base_path, manifest["base_model"].get("weights_sha256", {}))
-    classifier = task_named(spec.metrics_kind).load(spec, base_path, labels)
-    apply_spec_method(spec, classifier)
-    model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
+    task_model = task_named(spec.metrics_kind).load(spec, base_path, labels)
+    apply_spec_method(spec, task_model)
+    model: nn.Module = task_model.model  # typed as a plain module: transformers' .to() stubs are odd
     reader = f"peft_{spec.method.type}" if manifest["layout"] == "peft" else "deltatune_layout"
     layout: LayoutReader = importlib.import_module(f"tuning.artifacts.{reader}")  # type: ignore[assignment]
     layout.load(model, artifact_dir)
     device = device or pick_device()
     model.to(device).eval()
-    return LoadedArtifact(model, classifier.tokenizer, labels, manifest, classifier.max_length, device)
+    return LoadedArtifact(model, task_model.tokenizer, labels, manifest, task_model.max_length, device)
 
 
 @torch.no_grad()
