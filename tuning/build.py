@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tuning.data import Label
 from tuning.layers import LayerMap, find_layers
-from tuning.methods import Applied, MethodContext, apply_method
+from tuning.methods import method_entry
+from tuning.methods.apply import Applied, MethodContext, apply_method
 from tuning.parts.head import build_head
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel, load_classifier
@@ -42,8 +43,8 @@ def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) 
 
 
 def limit_for_virtual_tokens(spec: JobSpec, task_model: TaskModel) -> None:
-    # Virtual tokens (prompt, prefix) take the first positions: encode no more text than still fits.
-    virtual = getattr(spec.method, "num_virtual_tokens", 0)
+    # A method's virtual tokens (prompt, prefix) take the first positions: encode no more text than fits.
+    virtual = method_entry(spec.method.type).virtual_tokens(spec.method)
     positions = getattr(task_model.model.config, "max_position_embeddings", None)
     if virtual and isinstance(positions, int):
         task_model.max_length = min(task_model.max_length, positions - virtual)

@@ -7,17 +7,17 @@ Works for every layout: the model is rebuilt from the manifest's spec exactly as
 (base model, head, method), then the layout's reader fills in the trained tensors.
 """
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from tuning.artifacts import artifact_layout
 from tuning.artifacts.manifest import read_manifest, weights_sha256
 from tuning.batching import batches_in_order, encode
 from tuning.build import apply_spec_method
@@ -42,10 +42,6 @@ class LoadedArtifact:
     device: torch.device
 
 
-class LayoutReader(Protocol):
-    def load(self, model: nn.Module, artifact_dir: Path) -> None: ...
-
-
 def load_artifact(
     artifact_dir: str | Path, model_dirs: Sequence[Path] = (), *, device: torch.device | None = None
 ) -> LoadedArtifact:
@@ -59,9 +55,7 @@ def load_artifact(
     task_model = task_named(spec.metrics_kind).load(spec, base_path, labels)
     apply_spec_method(spec, task_model)
     model: nn.Module = task_model.model  # typed as a plain module: transformers' .to() stubs are odd
-    reader = f"peft_{spec.method.type}" if manifest["layout"] == "peft" else "deltatune_layout"
-    layout: LayoutReader = importlib.import_module(f"tuning.artifacts.{reader}")  # type: ignore[assignment]
-    layout.load(model, artifact_dir)
+    artifact_layout(spec.method.type, manifest["layout"]).load(model, artifact_dir)
     device = device or pick_device()
     model.to(device).eval()
     return LoadedArtifact(model, task_model.tokenizer, labels, manifest, task_model.max_length, device)

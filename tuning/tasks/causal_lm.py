@@ -14,6 +14,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from tuning.batching import IGNORE_INDEX, Batch, Encoded
+from tuning.build import limit_for_virtual_tokens
 from tuning.data import AnyExample, DataFile, Label
 from tuning.data import causal_lm as causal_lm_data
 from tuning.data.causal_lm import Specials, encode_lm_examples, opening_id
@@ -45,8 +46,6 @@ class CausalLm:
         return TaskData(list(train.examples), list(validation.examples) if validation else [], [])
 
     def load(self, spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
-        from tuning.build import limit_for_virtual_tokens
-
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         eos_id = end_of_text_id(tokenizer, model.config)

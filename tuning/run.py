@@ -1,0 +1,73 @@
+"""`tuning.run`: one fine-tuning job from data files to an artifact folder, callable from a shell.
+
+`tuning.fit` does the work in named phases (prepare, train, finish); `run` adds the last one,
+export: the artifact is written only once training has finished, so a failed or cancelled run leaves
+`out_dir` as it found it. The API imports this module (through `tuning`), so it imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.spec import JobSpec
+
+if TYPE_CHECKING:
+    from tuning.checkpoints import CheckpointSink
+
+
+@dataclass(frozen=True)
+class RunResult:
+    metrics: dict[str, float]
+    examples_seen: int
+    trained_tokens: int
+    steps: int
+    files: list[str]  # names written into out_dir
+
+
+def run(
+    spec: JobSpec,
+    out_dir: Path,
+    *,
+    training_path: Path,
+    validation_path: Path | None = None,
+    fisher_path: Path | None = None,
+    model_dirs: Sequence[Path] = (),
+    start_from: Path | None = None,
+    on_checkpoint: CheckpointSink | None = None,
+    on_event: EventSink = ignore_event,
+    should_stop: StopCheck = never_stop,
+) -> RunResult:
+    """Fine-tune `spec.base_model` on `training_path` and write the artifact into `out_dir`.
+
+    `fisher_path` is the source-task file of an `ewc` regularizer; `start_from` a checkpoint's
+    artifact folder whose trained tensors the job starts from (`from_checkpoint`). With
+    `spec.checkpoints`, each checkpoint is written beside `out_dir` as an artifact and handed to
+    `on_checkpoint`. Raises DataError, SpecError, ModelNotFound, or Cancelled when `should_stop()`
+    turns true.
+    """
+    # torch and transformers load here, not when the API imports tuning.
+    from tuning.artifacts import write_artifact
+    from tuning.fit import fit
+
+    fitted = fit(
+        spec,
+        training_path=training_path,
+        validation_path=validation_path,
+        fisher_path=fisher_path,
+        model_dirs=model_dirs,
+        start_from=start_from,
+        checkpoints_dir=out_dir.with_name(out_dir.name + "-checkpoints"),
+        on_checkpoint=on_checkpoint,
+        on_event=on_event,
+        should_stop=should_stop,
+    )
+    on_event(Event("message", f"exporting the artifact to {out_dir.name}", {}))
+    files = write_artifact(out_dir, fitted.job)
+    result = fitted.result
+    return RunResult(
+        dict(fitted.job.metrics), result.examples_seen, result.trained_tokens, result.steps, files
+    )
