@@ -28,7 +28,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from tuning import JobSpec, run
-from tuning.run import fit
+from tuning.fit import fit
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CORPUS = EXAMPLES / "lm"

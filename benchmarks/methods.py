@@ -19,20 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuning import Event, JobSpec, run
+from tuning.methods import METHODS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 JOBS = EXAMPLES / "jobs"
-ORDER = [
-    "full",
-    "partial",
-    "bitfit",
-    "adapter",
-    "input_adapter",
-    "delta",
-    "prompt_tuning",
-    "prefix_tuning",
-    "lora",
-]
+ORDER = list(METHODS)  # every registered method, in the catalogue's order
 
 
 @dataclass(frozen=True)

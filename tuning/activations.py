@@ -1,8 +1,8 @@
-"""The activations a spec may name (`tuning.spec.methods.Activation`), as torch modules."""
+"""The activations a spec may name (`tuning.spec_base.Activation`), as torch modules."""
 
 from torch import nn
 
-from tuning.spec.methods import Activation
+from tuning.spec_base import Activation
 
 ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     "relu": nn.ReLU,

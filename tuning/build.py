@@ -1,4 +1,4 @@
-"""Building the model a spec describes: base classifier, task head, then the method on top.
+"""Building the model a spec describes: the task's model (a classifier gets its new head), then the method.
 
 Training (`tuning.run`) and reloading an artifact (`tuning.load_artifact`) build it the same way, so
 an artifact's tensors land in exactly the modules they were trained in.
@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tuning.data import Label
 from tuning.layers import LayerMap, find_layers
-from tuning.methods import Applied, MethodContext, apply_method
+from tuning.methods import method_entry
+from tuning.methods.apply import Applied, MethodContext, apply_method
 from tuning.parts.head import build_head
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel, load_classifier
@@ -18,7 +19,7 @@ from tuning.task_model import TaskModel, load_classifier
 
 @dataclass
 class Built:
-    classifier: TaskModel
+    task_model: TaskModel
     layers: LayerMap
     applied: Applied
     tokenizer_changed: bool  # the method added tokens
@@ -41,17 +42,17 @@ def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) 
     return classifier
 
 
-def limit_for_virtual_tokens(spec: JobSpec, classifier: TaskModel) -> None:
-    # Virtual tokens (prompt, prefix) take the first positions: encode no more text than still fits.
-    virtual = getattr(spec.method, "num_virtual_tokens", 0)
-    positions = getattr(classifier.model.config, "max_position_embeddings", None)
+def limit_for_virtual_tokens(spec: JobSpec, task_model: TaskModel) -> None:
+    # A method's virtual tokens (prompt, prefix) take the first positions: encode no more text than fits.
+    virtual = method_entry(spec.method.type).virtual_tokens(spec.method)
+    positions = getattr(task_model.model.config, "max_position_embeddings", None)
     if virtual and isinstance(positions, int):
-        classifier.max_length = min(classifier.max_length, positions - virtual)
+        task_model.max_length = min(task_model.max_length, positions - virtual)
 
 
-def apply_spec_method(spec: JobSpec, classifier: TaskModel) -> Built:
-    layers = find_layers(classifier.model, classifier.head_modules)
-    vocabulary = len(classifier.tokenizer)
-    context = MethodContext(classifier.tokenizer, classifier.head_modules, layers)
-    applied = apply_method(classifier.model, spec.method, context)
-    return Built(classifier, layers, applied, tokenizer_changed=len(classifier.tokenizer) != vocabulary)
+def apply_spec_method(spec: JobSpec, task_model: TaskModel) -> Built:
+    layers = find_layers(task_model.model, task_model.head_modules)
+    vocabulary = len(task_model.tokenizer)
+    context = MethodContext(task_model.tokenizer, task_model.head_modules, layers)
+    applied = apply_method(task_model.model, spec.method, context)
+    return Built(task_model, layers, applied, tokenizer_changed=len(task_model.tokenizer) != vocabulary)

@@ -2,7 +2,6 @@
 artifact's layout, at most `keep` of them; and starting a job from one (`from_checkpoint`).
 """
 
-import importlib
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,7 +55,7 @@ class CheckpointWriter:
         self.trainable = [p for p in trained_job({}).model.parameters() if p.requires_grad]
 
     def __call__(self, step: int, epoch: float, evaluation: Evaluation | None) -> None:
-        from tuning.artifacts import write_artifact
+        from tuning.artifacts import write_artifact  # torch: the API imports this module for Checkpoint
 
         metrics = {f"val_{name}": value for name, value in (evaluation.metrics if evaluation else {}).items()}
         path = self.root / f"step-{step:08d}"
@@ -97,13 +96,12 @@ def writing_state(model: "nn.Module", trainable: Sequence["nn.Parameter"]) -> It
 
 def load_checkpoint_weights(model: "nn.Module", checkpoint_dir: Path) -> Event:
     """Put a checkpoint's trained tensors into `model`, built (base, head, method) like the checkpoint's."""
+    from tuning.artifacts import artifact_layout  # torch: the API imports this module for Checkpoint
     from tuning.artifacts.manifest import read_manifest
 
     manifest = read_manifest(checkpoint_dir)
     _check_labels(model, manifest)
-    reader = f"peft_{manifest['method']}" if manifest["layout"] == "peft" else "deltatune_layout"
-    layout = importlib.import_module(f"tuning.artifacts.{reader}")
-    layout.load(model, checkpoint_dir)
+    artifact_layout(manifest["method"], manifest["layout"]).load(model, checkpoint_dir)
     metrics = manifest.get("metrics", {})
     shown = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
     return Event(

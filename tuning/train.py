@@ -1,8 +1,9 @@
 """The training loop: warmup then linear decay, regularizers, gradient clipping, periodic evaluation.
 
-Plain on purpose: one function you can read top to bottom. It trains whatever parameters of the
-model require grad (the method decided that, and a gradual-unfreezing schedule may widen it step
-by step) and reports through events.
+Plain on purpose: one function you can read top to bottom, each optimizer step in three phases (step,
+evaluate or stop, checkpoint). It trains whatever parameters of the model require grad (the method
+decided that, and a gradual-unfreezing schedule may widen it step by step) and reports through
+events.
 """
 
 import random
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from tuning.batching import Batch, Encoded, shuffled_batches, steps_per_epoch
-from tuning.best import BestTracker
+from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
@@ -75,106 +76,193 @@ def train(
 ) -> TrainResult:
     """Train the parameters in `optimizer_groups` (see tuning.optim.parameter_groups).
 
-    With `early_stopping`, training stops once its metric has not improved for `patience`
-    evaluations, and the best evaluation's weights are put back before returning. With
-    `checkpoints`, `save_checkpoint` is called every `every_steps` steps or at each epoch's end.
+    Each optimizer step is three phases: the step itself (schedule hook, learning rate, loss and
+    update, a metrics event every `logging_steps`), evaluate or stop (every `eval_steps`, else at each
+    epoch's end; with `early_stopping`, stop once its metric has not improved for `patience`
+    evaluations and put the best evaluation's weights back), and checkpoint (`save_checkpoint` every
+    `every_steps` steps or at each epoch's end).
     """
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
-    total_steps = hp.epochs * per_epoch
-    warmup = warmup_steps(total_steps, hp.warmup_ratio)
     optimizer = make_optimizer(optimizer_groups, hp)
     trainable = [p for group in optimizer_groups for p in group["params"]]
     shuffle = torch.Generator().manual_seed(hp.seed)
+    stopper = BestTracker(early_stopping, trainable) if early_stopping is not None else None
+    evaluations = Evaluations(
+        model, validation_set, task, hp.batch_size, device, per_epoch, stopper, on_event, should_stop
+    )
+    progress = Progress(hp, per_epoch, on_event)
 
-    eval_seconds = 0.0  # kept out of examples/s, which should describe training speed
-
-    def run_eval(step: int) -> Evaluation | None:
-        nonlocal eval_seconds
-        if validation_set is None:
-            return None
-        eval_started = time.perf_counter()
-        result = task.evaluate(
-            model, validation_set, batch_size=hp.batch_size, device=device, should_stop=should_stop
-        )
-        eval_seconds += time.perf_counter() - eval_started
-        on_event(_eval_event(result, step, step / per_epoch))
-        if step > 0 and best is not None and (event := best.observe(step, result)) is not None:
-            on_event(event)
-        return result
-
-    def checkpoint(step: int, evaluation: Evaluation | None) -> None:
+    def checkpoint(step: int) -> None:
         if save_checkpoint is not None:
-            save_checkpoint(step, step / per_epoch, evaluation)
+            save_checkpoint(step, step / per_epoch, evaluations.taken_at(step))
 
-    best = BestTracker(early_stopping, trainable) if early_stopping is not None else None
-    every = checkpoints.every_steps if checkpoints is not None else None
-    started = time.perf_counter()
-    initial_eval = final_eval = run_eval(0)
-    last_eval_step = 0
-    step = examples_seen = trained_tokens = 0
-    window: list[StepLosses] = []  # losses since the last metrics event
-    epoch_losses: list[float] = []
+    evaluations.run(0)
+    initial_eval, step = evaluations.latest, 0
     model.train()
     for epoch in range(hp.epochs):
-        if best is not None and best.should_stop:
+        if stopper is not None and stopper.should_stop:
             break
-        epoch_losses = []
+        progress.new_epoch()
         for batch in shuffled_batches(train_set, hp.batch_size, shuffle):
             if should_stop():
                 raise Cancelled()
             step += 1
+            # Step.
             if before_step is not None and (event := before_step(step, epoch)) is not None:
                 on_event(event)
-            lr = learning_rate_at(step, peak=hp.learning_rate, total_steps=total_steps, warmup=warmup)
+            lr = learning_rate_at(
+                step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
+            )
             set_learning_rate(optimizer, lr)
             losses = _optimizer_step(
                 model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device
             )
-            window.append(losses)
-            epoch_losses.append(losses.task)
-            examples_seen += len(batch["input_ids"])
-            trained_tokens += int(batch["attention_mask"].sum())
-            if step % hp.logging_steps == 0 or step == total_steps:
-                elapsed = time.perf_counter() - started
-                speed = examples_seen / max(elapsed - eval_seconds, 1e-9)
-                on_event(_metrics_event(step, total_steps, step / per_epoch, window, lr, speed, elapsed))
-                window = []
+            progress.stepped(step, batch, losses, lr, evaluations.seconds)
+            # Evaluate or stop.
             if hp.eval_steps is not None and step % hp.eval_steps == 0:
-                final_eval, last_eval_step = run_eval(step), step
-            # A checkpoint due on the epoch's last step waits for the end-of-epoch evaluation.
-            evaluated_next = hp.eval_steps is None and step % per_epoch == 0
-            if every is not None and step % every == 0 and not evaluated_next:
-                checkpoint(step, final_eval if last_eval_step == step else None)
-            if best is not None and best.should_stop:
+                evaluations.run(step)
+            # Checkpoint.
+            if _checkpoint_due_after_step(step, checkpoints, hp, per_epoch):
+                checkpoint(step)
+            if stopper is not None and stopper.should_stop:
                 break
-        if hp.eval_steps is None and last_eval_step != step:
-            final_eval, last_eval_step = run_eval(step), step
-        if checkpoints is not None and (every is None or (step % every == 0 and hp.eval_steps is None)):
-            checkpoint(step, final_eval if last_eval_step == step else None)
-    if last_eval_step != step and not (best is not None and best.best_step is not None):
-        # The reported result must describe the model that gets exported.
-        final_eval = run_eval(step)
-    best_step = None
-    if best is not None and best.best_step is not None:
-        best_step = best.restore()
-        final_eval = best.best_eval
+        # The epoch's end: its evaluation (unless a step just took one), then its checkpoint.
+        if hp.eval_steps is None and evaluations.step != step:
+            evaluations.run(step)
+        if _checkpoint_due_after_epoch(step, checkpoints, hp):
+            checkpoint(step)
+    return _result(step, initial_eval, evaluations, stopper, progress, on_event)
+
+
+class Evaluations:
+    """The validation runs of one training: the latest, the step it was taken at, the time they took."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        validation_set: Encoded | None,
+        task: Task,
+        batch_size: int,
+        device: torch.device,
+        per_epoch: int,
+        stopper: BestTracker | None,
+        on_event: EventSink,
+        should_stop: StopCheck,
+    ) -> None:
+        self.model, self.validation_set, self.task = model, validation_set, task
+        self.batch_size, self.device, self.per_epoch = batch_size, device, per_epoch
+        self.stopper, self.on_event, self.should_stop = stopper, on_event, should_stop
+        self.latest: Evaluation | None = None  # None when there is no validation set
+        self.step = 0
+        self.seconds = 0.0  # kept out of examples/s, which should describe training speed
+
+    def run(self, step: int) -> None:
+        """Evaluate at `step` (0: the untrained start), and let early stopping observe it."""
+        self.step = step
+        if self.validation_set is None:
+            return
+        started = time.perf_counter()
+        result = self.task.evaluate(
+            self.model,
+            self.validation_set,
+            batch_size=self.batch_size,
+            device=self.device,
+            should_stop=self.should_stop,
+        )
+        self.seconds += time.perf_counter() - started
+        self.on_event(_eval_event(result, step, step / self.per_epoch))
+        if (
+            step > 0
+            and self.stopper is not None
+            and (event := self.stopper.observe(step, result)) is not None
+        ):
+            self.on_event(event)
+        self.latest = result
+
+    def taken_at(self, step: int) -> Evaluation | None:
+        return self.latest if self.step == step else None
+
+
+class Progress:
+    """What the metrics events report: losses since the last one, examples, tokens, speed."""
+
+    def __init__(self, hp: Hyperparameters, per_epoch: int, on_event: EventSink) -> None:
+        self.total_steps = hp.epochs * per_epoch
+        self.warmup = warmup_steps(self.total_steps, hp.warmup_ratio)
+        self.logging_steps, self.per_epoch, self.on_event = hp.logging_steps, per_epoch, on_event
+        self.started = time.perf_counter()
+        self.examples_seen = self.trained_tokens = 0
+        self.window: list[StepLosses] = []  # losses since the last metrics event
+        self.epoch_losses: list[float] = []
+
+    def new_epoch(self) -> None:
+        self.epoch_losses = []
+
+    def stepped(self, step: int, batch: Batch, losses: "StepLosses", lr: float, eval_seconds: float) -> None:
+        self.window.append(losses)
+        self.epoch_losses.append(losses.task)
+        self.examples_seen += len(batch["input_ids"])
+        self.trained_tokens += int(batch["attention_mask"].sum())
+        if step % self.logging_steps == 0 or step == self.total_steps:
+            elapsed = time.perf_counter() - self.started
+            speed = self.examples_seen / max(elapsed - eval_seconds, 1e-9)
+            epoch = step / self.per_epoch
+            self.on_event(_metrics_event(step, self.total_steps, epoch, self.window, lr, speed, elapsed))
+            self.window = []
+
+
+def _checkpoint_due_after_step(
+    step: int, checkpoints: CheckpointOptions | None, hp: Hyperparameters, per_epoch: int
+) -> bool:
+    every = checkpoints.every_steps if checkpoints is not None else None
+    # A checkpoint due on the epoch's last step waits for the end-of-epoch evaluation.
+    evaluated_next = hp.eval_steps is None and step % per_epoch == 0
+    return every is not None and step % every == 0 and not evaluated_next
+
+
+def _checkpoint_due_after_epoch(
+    step: int, checkpoints: CheckpointOptions | None, hp: Hyperparameters
+) -> bool:
+    if checkpoints is None:
+        return False
+    every = checkpoints.every_steps
+    return every is None or (step % every == 0 and hp.eval_steps is None)
+
+
+def _result(
+    step: int,
+    initial_eval: Evaluation | None,
+    evaluations: Evaluations,
+    stopper: BestTracker | None,
+    progress: Progress,
+    on_event: EventSink,
+) -> TrainResult:
+    """The result describes the model as returned: the best evaluation's under early stopping, else the
+    last step's (evaluated now if the loop did not end on an evaluation)."""
+    restores = stopper is not None and stopper.best_step is not None
+    if evaluations.step != step and not restores:
+        evaluations.run(step)
+    final_eval, best_step = evaluations.latest, None
+    if stopper is not None and stopper.best_step is not None:
+        best_step = stopper.restore()
+        final_eval = stopper.best_eval
         on_event(
             Event(
                 "message",
-                f"published weights are step {best_step}'s, the best {best.metric}",
+                f"published weights are step {best_step}'s, the best {stopper.metric}",
                 {"best_step": best_step},
             )
         )
     return TrainResult(
         steps=step,
-        examples_seen=examples_seen,
-        trained_tokens=trained_tokens,
-        train_loss=sum(epoch_losses) / len(epoch_losses),
-        seconds=time.perf_counter() - started,
+        examples_seen=progress.examples_seen,
+        trained_tokens=progress.trained_tokens,
+        train_loss=sum(progress.epoch_losses) / len(progress.epoch_losses),
+        seconds=time.perf_counter() - progress.started,
         initial_eval=initial_eval,
         final_eval=final_eval,
         best_step=best_step,
-        stopped_early=best is not None and best.should_stop,
+        stopped_early=stopper is not None and stopper.should_stop,
     )
 
 

@@ -32,13 +32,12 @@ from tuning.data import (
     regression_examples,
     sort_labels,
 )
+from tuning.data.causal_lm import Specials, encode_lm_examples, end_of_text_id, opening_id
 from tuning.errors import DataError, SpecError
 from tuning.spec import FORMAT_OF_PROBLEM, FORMATS_BY_TASK, JobSpec
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-
-    from tuning.lm_data import Specials
 
 CountTokens = Callable[[Sequence[AnyExample]], list[int]]
 
@@ -168,10 +167,8 @@ def token_counter(spec: JobSpec, base_path: Path) -> tuple[CountTokens | None, l
 
 
 def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> CountTokens:
-    """Counts with the trainer's own encoding (tuning.lm_data): EOS closes texts, templates render chats."""
+    """Counts as the trainer encodes (tuning.data.causal_lm): EOS closes texts, templates render chats."""
     from jinja2.exceptions import TemplateError
-
-    from tuning.lm_data import encode_lm_examples
 
     specials = lm_specials(base_path, tokenizer)
     template = spec.data.chat_template or chat_template(base_path)
@@ -198,10 +195,8 @@ def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> Count
     return lambda examples: [count_one(e) for e in examples if isinstance(e, lm_formats)]
 
 
-def lm_specials(base_path: Path, tokenizer: "Tokenizer") -> "Specials":
+def lm_specials(base_path: Path, tokenizer: "Tokenizer") -> Specials:
     """EOS and BOS as tuning.tasks.causal_lm picks them, read from tokenizer_config.json and config.json."""
-    from tuning.lm_data import Specials, end_of_text_id, opening_id
-
     config = _tokenizer_config(base_path)
     model_config = _json(base_path / "config.json")
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
 from core.settings import Settings
-from tuning.job_model import export_plain_model
+from tuning.artifacts.plain_model import export_plain_model
 from tuning.spec import JobSpec
 from worker.lifecycle import JobFailure
 

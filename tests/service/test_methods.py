@@ -10,8 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from tests.service.helpers import job_body, uploaded_file_id
-from tuning.spec import JobSpec, Method
-from tuning.spec.methods import MERGEABLE_METHODS, PEFT_METHODS, CatalogueEntry
+from tuning.spec import MERGEABLE_METHODS, PEFT_METHODS, CatalogueEntry, JobSpec, Method
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),

@@ -13,7 +13,8 @@ from torch import nn
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning import JobSpec, SpecError, load_artifact, predict_logits
 from tuning.checkpoints import Checkpoint, writing_state
-from tuning.run import Fitted, fit, run
+from tuning.fit import Fitted, fit
+from tuning.run import run
 
 MakeSpec = Callable[..., JobSpec]
 

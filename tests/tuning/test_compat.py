@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from tuning.compat import check_spec_for_model, has_attention, read_config
+from tuning.compat import check_spec_for_model, read_config
 from tuning.errors import SpecError
 from tuning.layers import find_layers
-from tuning.methods.partial import last_layers
+from tuning.methods.base_model import ModelConfig
+from tuning.methods.partial.model import last_layers
 from tuning.spec import JobSpec
 from tuning.task_model import load_classifier
 
@@ -39,7 +40,7 @@ def refusal(tmp_path: Path, config: Any, method: dict[str, Any]) -> SpecError:
 
 @pytest.mark.parametrize("config", [BERT_LIKE, GPT2_LIKE, DISTILBERT_LIKE])
 def test_prefix_tuning_fits_every_attention_family(tmp_path: Path, config: dict[str, Any]) -> None:
-    assert has_attention(config)
+    assert ModelConfig("m", config).has_attention
     check_spec_for_model(spec({"type": "prefix_tuning"}), model_dir(tmp_path, config))
 
 

@@ -12,8 +12,9 @@ from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning.build import apply_spec_method, prepare_classifier
 from tuning.estimate import count_parameters, estimate_job, trainable_parameters
 from tuning.events import Event
+from tuning.fit import fit
+from tuning.methods import METHODS
 from tuning.models import tensor_shapes
-from tuning.run import fit
 from tuning.spec import JobSpec
 from tuning.validation import validate_files
 
@@ -34,22 +35,17 @@ def test_count_parameters_reads_the_header_without_loading(tiny_bert_dir: Path) 
     assert count_parameters(tiny_bert_dir) == sum(p.numel() for p in loaded.parameters()) == 999_072
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        {"type": "full"},
-        {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
-        {"type": "bitfit"},
-        {"type": "delta"},
-        {"type": "adapter"},
-        {"type": "input_adapter"},
-        {"type": "prompt_tuning", "num_virtual_tokens": 5},
-        {"type": "prefix_tuning", "num_virtual_tokens": 5},
-        {"type": "partial", "last_n_layers": 1},
-        {"type": "partial", "modules": ["*.attention.*"]},
-    ],
-    ids=lambda method: f"{method['type']}-{len(method)}",
-)
+# Every registered method with its catalogue example, and variants whose count is computed otherwise.
+ESTIMATED = [{"type": name, **entry.example} for name, entry in METHODS.items()] + [
+    {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+    {"type": "prompt_tuning", "num_virtual_tokens": 5},
+    {"type": "prefix_tuning", "num_virtual_tokens": 5},
+    {"type": "partial", "last_n_layers": 1},
+    {"type": "partial", "modules": ["*.attention.*"]},
+]
+
+
+@pytest.mark.parametrize("method", ESTIMATED, ids=lambda method: f"{method['type']}-{len(method)}")
 def test_trainable_parameters_match_the_built_model(tiny_bert_dir: Path, method: dict[str, Any]) -> None:
     spec = spec_with(method)
     classifier = prepare_classifier(spec, tiny_bert_dir, ["negative", "positive"])

@@ -27,9 +27,10 @@ from tuning.batching import batches_in_order, encode
 from tuning.build import apply_spec_method, prepare_classifier
 from tuning.data import read_classification_file
 from tuning.evaluate import classifier_logits
+from tuning.fit import fit
 from tuning.layers import find_layers
+from tuning.methods import METHODS
 from tuning.models import resolve_base_model
-from tuning.run import fit
 from tuning.task_model import TaskModel
 from tuning.train import seed_everything
 
@@ -72,9 +73,14 @@ LORA_TARGETS = {"tiny-bert": ["query", "value"], "tiny-gpt2": ["c_attn"]}
 ATTENTION_MODULES = {"tiny-bert": "*.attention.*", "tiny-gpt2": "*.attn.*"}
 
 
-def method_cases(model: str) -> list[Case]:
-    return [
-        Case(f"full-{model}", model, {"type": "full"}, _everything, True, {"export": {"merged": True}}),
+# Each registered method's cases on one model: what trains besides the head, whether the output is
+# the base's at init, and the parts (a merged export where the method allows one).
+MethodCases = Callable[[str], list[Case]]
+MATRIX: dict[str, MethodCases] = {
+    "full": lambda model: [
+        Case(f"full-{model}", model, {"type": "full"}, _everything, True, {"export": {"merged": True}})
+    ],
+    "partial": lambda model: [
         Case(f"partial-last-{model}", model, {"type": "partial", "last_n_layers": 1}, _last_layer, True),
         Case(
             f"partial-modules-{model}",
@@ -84,7 +90,11 @@ def method_cases(model: str) -> list[Case]:
             True,
         ),
         Case(f"partial-probe-{model}", model, {"type": "partial", "head_only": True}, _added_only, True),
-        Case(f"bitfit-{model}", model, {"type": "bitfit"}, _biases, True, {"export": {"merged": True}}),
+    ],
+    "bitfit": lambda model: [
+        Case(f"bitfit-{model}", model, {"type": "bitfit"}, _biases, True, {"export": {"merged": True}})
+    ],
+    "adapter": lambda model: [
         Case(
             f"adapter-houlsby-{model}", model, {"type": "adapter", "reduction_factor": 4}, _added_only, True
         ),
@@ -95,24 +105,32 @@ def method_cases(model: str) -> list[Case]:
             _added_only,
             True,
         ),
+    ],
+    "input_adapter": lambda model: [
         Case(
             f"input-adapter-{model}",
             model,
             {"type": "input_adapter", "new_tokens": ["greatish", "awfulness"]},
             _added_only,
             True,
-        ),
-        Case(f"delta-{model}", model, {"type": "delta"}, _added_only, True, {"export": {"merged": True}}),
-        Case(
-            f"prompt-{model}", model, {"type": "prompt_tuning", "num_virtual_tokens": 4}, _added_only, False
-        ),
+        )
+    ],
+    "delta": lambda model: [
+        Case(f"delta-{model}", model, {"type": "delta"}, _added_only, True, {"export": {"merged": True}})
+    ],
+    "prompt_tuning": lambda model: [
+        Case(f"prompt-{model}", model, {"type": "prompt_tuning", "num_virtual_tokens": 4}, _added_only, False)
+    ],
+    "prefix_tuning": lambda model: [
         Case(
             f"prefix-{model}",
             model,
             {"type": "prefix_tuning", "num_virtual_tokens": 4, "projection": True},
             _added_only,
             False,
-        ),
+        )
+    ],
+    "lora": lambda model: [
         Case(
             f"lora-{model}",
             model,
@@ -120,8 +138,14 @@ def method_cases(model: str) -> list[Case]:
             _added_only,
             True,
             {"export": {"merged": True}},
-        ),
-    ]
+        )
+    ],
+}
+
+
+def method_cases(model: str) -> list[Case]:
+    """Every registered method's cases, in the registry's order (a method without any fails below)."""
+    return [case for name in METHODS for case in MATRIX.get(name, lambda _: [])(model)]
 
 
 COMPOSITIONS = [
@@ -178,6 +202,12 @@ CASES = method_cases("tiny-bert") + method_cases("tiny-gpt2") + COMPOSITIONS
 
 
 MAX_LENGTH = 32
+
+
+def test_the_matrix_covers_every_registered_method() -> None:
+    assert set(MATRIX) == set(METHODS)
+    for model in ("tiny-bert", "tiny-gpt2"):
+        assert {case.method["type"] for case in method_cases(model)} == set(METHODS)
 
 
 def make_spec(case: Case) -> JobSpec:

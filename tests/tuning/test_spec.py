@@ -5,8 +5,15 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
-from tuning.spec import CompositionError, JobSpec, Method
-from tuning.spec.methods import ADDITIVE_METHODS, MERGEABLE_METHODS, METHOD_MODELS, PEFT_METHODS
+from tuning.spec import (
+    ADDITIVE_METHODS,
+    MERGEABLE_METHODS,
+    METHOD_MODELS,
+    PEFT_METHODS,
+    CompositionError,
+    JobSpec,
+    Method,
+)
 
 L2SP = {"l2sp": {"weight": 0.01}}
 EWC = {"ewc": {"weight": 10.0, "fisher_file": "file-source"}}
@@ -32,7 +39,7 @@ def method_names() -> set[str]:
     return {model.model_fields["type"].default for model in union}
 
 
-@pytest.mark.parametrize("method", ["adapter", "input_adapter", "prompt_tuning", "prefix_tuning"])
+@pytest.mark.parametrize("method", sorted(ADDITIVE_METHODS))
 @pytest.mark.parametrize(("regularizer", "options"), [("l2sp", L2SP), ("ewc", EWC)])
 def test_a_pull_toward_pretrained_weights_needs_a_method_that_changes_them(
     method: str, regularizer: str, options: dict[str, Any]

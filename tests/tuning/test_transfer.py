@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tuning.job_model import export_plain_model
+from tuning.artifacts.plain_model import export_plain_model
 from tuning.run import run
 from tuning.spec import JobSpec
 

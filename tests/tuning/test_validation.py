@@ -103,7 +103,7 @@ def test_prompt_completion_counts_empty_completions(tmp_path: Path, tiny_bert_di
         [{"prompt": "good", "completion": " movie"}, {"prompt": "bad", "completion": ""}],
     )
     file = validate_files(spec_for(task="causal_lm"), tiny_bert_dir, {"training_file": pairs})["files"]
-    # As the trainer encodes them (tuning.lm_data): "good movie" + EOS = 3, "bad" + EOS = 2.
+    # As the trainer encodes them (tuning.data.causal_lm): "good movie" + EOS = 3, "bad" + EOS = 2.
     assert file["training_file"]["tokens"] == {"min": 2, "mean": 2.5, "max": 3}
     assert file["training_file"]["empty_completions"] == 1
     empty = write(tmp_path / "empty.jsonl", [{"prompt": "good", "completion": ""}])

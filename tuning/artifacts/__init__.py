@@ -2,7 +2,8 @@
 
 - PEFT's layout for the methods PEFT also implements (LoRA, prompt tuning, prefix tuning) with a
   linear head: `adapter_config.json` + `adapter_model.safetensors`, loadable with
-  `peft.PeftModel.from_pretrained`. One module per method: `tuning/artifacts/peft_<method>.py`.
+  `peft.PeftModel.from_pretrained`. Each such method registers its writer
+  (`tuning/methods/<type>/artifact.py`); what they share is in `peft.py`.
 - deltatune's layout for everything else (`deltatune_layout.py`): one safetensors of only the tensors
   the job changed (as θ−θ₀) or added (as values).
 - Optional extras in sub-folders: `merged/` (a full `save_pretrained` model) and, for delta jobs,
@@ -10,64 +11,31 @@
 - `deltatune.json` last: a folder holding the manifest holds everything it describes.
 """
 
-import importlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from torch import nn
-from transformers import PreTrainedTokenizerBase
-
+from tuning.artifacts import compress, deltatune_layout, merged
+from tuning.artifacts.job import ArtifactLayout, TrainedJob, Written
 from tuning.artifacts.manifest import MANIFEST, Layout, manifest, write_json
-from tuning.data import Label
-from tuning.methods import Applied
-from tuning.pretrained import PretrainedSnapshot
-from tuning.spec import JobSpec
+from tuning.errors import SpecError
+from tuning.methods import method_entry
+
+__all__ = ["TOKENIZER_DIR", "TrainedJob", "Written", "artifact_layout", "write_artifact"]
 
 TOKENIZER_DIR = "tokenizer"
-
-
-@dataclass
-class TrainedJob:
-    """Everything a writer may need about a finished job; the model is on the CPU, in eval mode."""
-
-    spec: JobSpec
-    model: nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    head_modules: Sequence[str]
-    labels: Sequence[Label]
-    base_model_path: Path
-    metrics: Mapping[str, float]
-    applied: Applied
-    snapshot: PretrainedSnapshot  # θ₀ of the pretrained tensors the job trained directly
-    pretrained: frozenset[str]  # names of every tensor loaded from the checkpoint
-    tokenizer_changed: bool = False  # the method added tokens: the tokenizer travels with the artifact
-
-
-@dataclass
-class Written:
-    files: list[str]  # paths relative to the artifact folder
-    manifest: dict[str, Any] = field(default_factory=dict)  # entries a writer adds to the manifest
-
-
-class LayoutWriter(Protocol):
-    def write(self, out_dir: Path, job: TrainedJob) -> Written: ...
 
 
 def write_artifact(out_dir: Path, job: TrainedJob) -> list[str]:
     """Write the whole artifact into `out_dir`; return the relative paths of its files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     layout: Layout = "peft" if job.spec.peft_layout else "deltatune"
-    writer = f"peft_{job.spec.method.type}" if layout == "peft" else "deltatune_layout"
-    parts = [_writer(writer).write(out_dir, job)]
+    parts = [artifact_layout(job.spec.method.type, layout).write(out_dir, job)]
     if job.tokenizer_changed:
         job.tokenizer.save_pretrained(out_dir / TOKENIZER_DIR)
         parts.append(Written(sorted(_relative_files(out_dir / TOKENIZER_DIR, out_dir))))
     if job.spec.export.merged:
-        parts.append(_writer("merged").write(out_dir / "merged", job))
+        parts.append(merged.write(out_dir / merged.MERGED_DIR, job))
     if job.spec.export.compress_to_lora:
-        parts.append(_writer("compress").write(out_dir / "lora", job))
+        parts.append(compress.write(out_dir / compress.LORA_DIR, job))
     files = [name for part in parts for name in part.files]
     extra = {key: value for part in parts for key, value in part.manifest.items()}
     write_json(
@@ -85,8 +53,14 @@ def write_artifact(out_dir: Path, job: TrainedJob) -> list[str]:
     return files + [MANIFEST]
 
 
-def _writer(name: str) -> LayoutWriter:
-    return importlib.import_module(f"tuning.artifacts.{name}")  # type: ignore[return-value]
+def artifact_layout(method: str, layout: Layout) -> ArtifactLayout:
+    """The module that writes and reads the trained tensors of a `method` job in `layout`."""
+    if layout == "deltatune":
+        return deltatune_layout
+    peft_artifact = method_entry(method).peft_artifact
+    if peft_artifact is None:
+        raise SpecError(f"an artifact in PEFT's layout cannot hold a {method} job", param="method.type")
+    return peft_artifact()
 
 
 def _relative_files(folder: Path, root: Path) -> list[str]:

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tuning.artifacts import TrainedJob, Written
+from tuning.artifacts.job import TrainedJob, Written
 from tuning.artifacts.manifest import write_json
-from tuning.artifacts.peft_lora import (
+from tuning.artifacts.peft import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     PEFT_PREFIX,
@@ -27,7 +27,7 @@ from tuning.artifacts.peft_lora import (
     head_state_dict,
 )
 from tuning.errors import SpecError
-from tuning.methods.delta import DeltaLinear, delta_layers
+from tuning.methods.delta.model import DeltaLinear, delta_layers
 
 LORA_DIR = "lora"
 
@@ -74,7 +74,7 @@ def compress_delta_artifact(
 
     The model is rebuilt with `tuning.load_artifact` (base model found via `model_dirs`).
     """
-    from tuning.artifacts.load import load_artifact
+    from tuning.artifacts.load import load_artifact  # load.py imports this package: a real cycle
 
     loaded = load_artifact(artifact_dir, model_dirs, device=torch.device("cpu"))
     if loaded.manifest["method"] != "delta":

@@ -18,8 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from tuning.artifacts import TrainedJob, Written
-from tuning.artifacts.peft_lora import cpu_tensors
+from tuning.artifacts.job import TrainedJob, Written
+from tuning.artifacts.peft import cpu_tensors
 from tuning.errors import SpecError
 
 DELTA_WEIGHTS = "delta.safetensors"
@@ -40,7 +40,7 @@ def write(out_dir: Path, job: TrainedJob) -> Written:
 def delta_state_dict(job: TrainedJob) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Every tensor the method trains: differences for pretrained ones, values for added ones.
 
-    Relies on requires_grad marking the method's whole trainable set, as run.py leaves it after
+    Relies on requires_grad marking the method's whole trainable set, as fit.py leaves it after
     training (a gradual-unfreezing schedule that stopped early is undone first).
     """
     tensors: dict[str, torch.Tensor] = {}

@@ -7,17 +7,17 @@ Works for every layout: the model is rebuilt from the manifest's spec exactly as
 (base model, head, method), then the layout's reader fills in the trained tensors.
 """
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from tuning.artifacts import artifact_layout
 from tuning.artifacts.manifest import read_manifest, weights_sha256
 from tuning.batching import batches_in_order, encode
 from tuning.build import apply_spec_method
@@ -42,29 +42,23 @@ class LoadedArtifact:
     device: torch.device
 
 
-class LayoutReader(Protocol):
-    def load(self, model: nn.Module, artifact_dir: Path) -> None: ...
-
-
 def load_artifact(
     artifact_dir: str | Path, model_dirs: Sequence[Path] = (), *, device: torch.device | None = None
 ) -> LoadedArtifact:
-    """Rebuild the fine-tuned classifier an artifact describes (base model found via `model_dirs`)."""
+    """Rebuild the fine-tuned model an artifact describes (base model found via `model_dirs`)."""
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
     spec = JobSpec.model_validate(manifest["spec"])
     labels = [manifest["labels"][str(index)] for index in range(len(manifest["labels"]))]
     base_path = resolve_base_model(spec.base_model, model_dirs)
     _warn_if_base_changed(base_path, manifest["base_model"].get("weights_sha256", {}))
-    classifier = task_named(spec.metrics_kind).load(spec, base_path, labels)
-    apply_spec_method(spec, classifier)
-    model: nn.Module = classifier.model  # typed as a plain module: transformers' .to() stubs are odd
-    reader = f"peft_{spec.method.type}" if manifest["layout"] == "peft" else "deltatune_layout"
-    layout: LayoutReader = importlib.import_module(f"tuning.artifacts.{reader}")  # type: ignore[assignment]
-    layout.load(model, artifact_dir)
+    task_model = task_named(spec.metrics_kind).load(spec, base_path, labels)
+    apply_spec_method(spec, task_model)
+    model: nn.Module = task_model.model  # typed as a plain module: transformers' .to() stubs are odd
+    artifact_layout(spec.method.type, manifest["layout"]).load(model, artifact_dir)
     device = device or pick_device()
     model.to(device).eval()
-    return LoadedArtifact(model, classifier.tokenizer, labels, manifest, classifier.max_length, device)
+    return LoadedArtifact(model, task_model.tokenizer, labels, manifest, task_model.max_length, device)
 
 
 @torch.no_grad()

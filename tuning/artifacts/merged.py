@@ -13,8 +13,8 @@ from pathlib import Path
 from torch import nn
 from transformers import PreTrainedModel
 
-from tuning.artifacts import TrainedJob, Written
-from tuning.methods.lora import replace_module
+from tuning.artifacts.job import TrainedJob, Written
+from tuning.methods.projections import replace_module
 
 MERGED_DIR = "merged"
 

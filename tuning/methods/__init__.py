@@ -1,56 +1,73 @@
-"""The method catalogue's registry: the spec's `type` names the module under `tuning/methods/` that
-applies it.
+"""The method catalogue: one package per method under `tuning/methods/<type>/`, listed here once.
 
-Every method module exposes one function,
+Each package registers itself (`registry.register_method`) with its torch-free options, estimate,
+compatibility rules and traits, and says where its torch half lives. Everything that lists methods
+derives from `METHODS`: the spec's `Method` union, `GET /v1/methods`, the estimate, the config checks,
+the artifact layout, the method matrix, the benchmark and the learning test.
 
-    apply(model: nn.Module, options: <its spec model>, context: MethodContext) -> Applied
-
-which rewrites `model` in place (wrapping layers, adding child modules, registering hooks) so that
-exactly the method's parameters, plus the head's, require grad. The model stays the module the
-training loop calls with `input_ids` and `attention_mask`.
+Importing this package imports no torch: the API validates specs with it. Adding a method is one new
+package, its tests, and its line below.
 """
 
-import importlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from functools import reduce
+from operator import or_
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
-from torch import nn
-from transformers import PreTrainedTokenizerBase
+from pydantic import Field
 
-from tuning.layers import LayerMap
-from tuning.spec import Method
+from tuning.errors import SpecError
+from tuning.methods import (
+    adapter,
+    bitfit,
+    delta,
+    full,
+    input_adapter,
+    lora,
+    partial,
+    prefix_tuning,
+    prompt_tuning,
+)
+from tuning.methods.registry import MethodEntry, by_name
+from tuning.spec_base import MethodOptions
 
-# (pretrained weight name, its current change) for every weight a method changes through tensors
-# of its own: LoRA's (alpha/r)·B·A, delta tuning's Δw. Names are the weights' names before the method
-# wrapped them (`...query.weight`), the names a regularizer's θ₀ and Fisher use.
-Deviations = Callable[[], Iterator[tuple[str, torch.Tensor]]]
+# In the order GET /v1/methods lists them.
+METHODS: dict[str, MethodEntry[Any]] = by_name(
+    [
+        full.METHOD,
+        partial.METHOD,
+        bitfit.METHOD,
+        adapter.METHOD,
+        input_adapter.METHOD,
+        delta.METHOD,
+        prompt_tuning.METHOD,
+        prefix_tuning.METHOD,
+        lora.METHOD,
+    ]
+)
+
+METHOD_MODELS: tuple[type[MethodOptions], ...] = tuple(entry.options for entry in METHODS.values())
+
+if TYPE_CHECKING:
+    Method = MethodOptions
+else:
+    # A discriminated union keyed by `type`: the spec name is both the discriminator and the registry key.
+    Method = Annotated[reduce(or_, METHOD_MODELS), Field(discriminator="type")]
+
+# Methods that leave every pretrained weight's effective value alone: they only add modules or tokens.
+ADDITIVE_METHODS = frozenset(name for name, entry in METHODS.items() if entry.additive)
+# Methods whose trained delta can be folded into the base weights for a merged export.
+MERGEABLE_METHODS = frozenset(name for name, entry in METHODS.items() if entry.mergeable)
+# Methods written in PEFT's layout (with a linear head); every other artifact uses deltatune's layout.
+PEFT_METHODS = frozenset(name for name, entry in METHODS.items() if entry.layout == "peft")
+# Methods whose Δw export.lora_rank / lora_energy compress to LoRA.
+LORA_COMPRESSIBLE_METHODS = frozenset(name for name, entry in METHODS.items() if entry.compresses_to_lora)
 
 
-@dataclass
-class MethodContext:
-    tokenizer: PreTrainedTokenizerBase  # a method that adds tokens adds them here, before data is encoded
-    head_modules: Sequence[str]  # trained in full by every method; never wrapped
-    layers: LayerMap  # mapped before the method ran
-
-
-@dataclass
-class Applied:
-    summary: str  # one line for the "training started" event, e.g. "LoRA on 24 Linear layers"
-    details: dict[str, Any] = field(default_factory=dict)  # for the same event, JSON-safe
-    lr_scales: dict[str, float] = field(default_factory=dict)  # parameter name → lr multiplier (LoRA+)
-    deviations: Deviations | None = None
-
-
-class MethodModule(Protocol):
-    def apply(self, model: nn.Module, options: Any, context: MethodContext) -> Applied: ...
-
-
-def apply_method(model: nn.Module, method: Method, context: MethodContext) -> Applied:
-    module: MethodModule = importlib.import_module(f"tuning.methods.{method.type}")  # type: ignore[assignment]
-    return module.apply(model, method, context)
-
-
-def trainable_names(model: nn.Module) -> list[str]:
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+def method_entry(name: str) -> MethodEntry[Any]:
+    """The registered method `name` (a spec's or a manifest's `method.type`)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise SpecError(
+            f"method {name!r} is not one this deltatune knows: {', '.join(METHODS)}", param="method.type"
+        ) from None

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tuning.activations import make_activation
-from tuning.spec.methods import Activation
+from tuning.spec_base import Activation
 
 
 class Bottleneck(nn.Module):

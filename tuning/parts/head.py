@@ -14,7 +14,7 @@ from torch import nn
 from tuning.activations import make_activation
 from tuning.errors import SpecError
 from tuning.spec import HeadSpec
-from tuning.spec.methods import Activation
+from tuning.spec_base import Activation
 
 
 def build_head(model: nn.Module, head_modules: Sequence[str], spec: HeadSpec, num_labels: int) -> list[str]:

@@ -2,7 +2,7 @@
 
 The head and the backbone modules after the stack get the job's rate, the last layer lr·decay, ...,
 the embeddings lr·decay^(L+1): the lower a layer, the more general its features, the less it should
-move. The scales multiply into `tuning.optim.parameter_groups` (run.py), one group per scale.
+move. The scales multiply into `tuning.optim.parameter_groups` (fit.py), one group per scale.
 """
 
 from torch import nn

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tuning.batching import Batch
-from tuning.methods import Deviations
+from tuning.methods.apply import Deviations
 from tuning.spec import Regularizers
 
 
@@ -31,7 +31,7 @@ class Regularizer(Protocol):
 
 @dataclass
 class RegularizerContext:
-    """What run.py hands every regularizer, all on the training device."""
+    """What fit.py hands every regularizer, all on the training device."""
 
     # Every (pretrained weight name, current θ−θ₀) pair, for weights trained directly and for those
     # a method changes through its own tensors (LoRA, delta).

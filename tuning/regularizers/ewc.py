@@ -19,7 +19,7 @@ from torch import nn
 from tuning.batching import Batch
 from tuning.errors import DataError
 from tuning.events import Event
-from tuning.methods import Deviations
+from tuning.methods.apply import Deviations
 from tuning.regularizers import Regularizer, RegularizerContext
 from tuning.spec.parts import EWCRegularizer
 from tuning.task_model import TaskModel
@@ -48,7 +48,7 @@ class FisherWeighted:
 
 def make(options: EWCRegularizer, context: RegularizerContext) -> list[Regularizer]:
     if context.fisher is None:
-        raise ValueError("ewc needs the Fisher information that run.py estimates before the method runs")
+        raise ValueError("ewc needs the Fisher information that fit.py estimates before the method runs")
     if not any(name in context.fisher for name, _ in context.deviations()):
         logger.warning("ewc: no weight the method changes has a Fisher estimate; the penalty stays 0")
     return [FisherWeighted(options.weight, context.fisher, context.deviations)]

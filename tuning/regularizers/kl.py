@@ -36,7 +36,7 @@ class TowardPretrainedOutputs:
 
 def make(options: KLRegularizer, context: RegularizerContext) -> list[Regularizer]:
     if context.reference_model is None:
-        raise ValueError("kl needs the reference model that run.py copies before the method runs")
+        raise ValueError("kl needs the reference model that fit.py copies before the method runs")
     reference = context.reference_model.eval().requires_grad_(False)
     return [TowardPretrainedOutputs(options.weight, options.temperature, reference)]
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tuning.batching import Batch
-from tuning.methods import Deviations
+from tuning.methods.apply import Deviations
 from tuning.regularizers import Regularizer, RegularizerContext
 from tuning.spec.parts import L2SPRegularizer
 

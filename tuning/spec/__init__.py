@@ -9,15 +9,16 @@ from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
-from tuning.spec.methods import (
+from tuning.methods import (
     ADDITIVE_METHODS,
+    LORA_COMPRESSIBLE_METHODS,
     MERGEABLE_METHODS,
+    METHOD_MODELS,
     PEFT_METHODS,
-    LoraMethod,
     Method,
-    PartialMethod,
-    SpecModel,
+    method_entry,
 )
+from tuning.methods.lora import LoraMethod
 from tuning.spec.parts import ExportOptions, GradualUnfreeze, HeadSpec, LayerLrDecay, Regularizers
 from tuning.spec.training import (
     FORMAT_OF_PROBLEM,
@@ -31,12 +32,19 @@ from tuning.spec.training import (
     ProblemType,
     Task,
 )
+from tuning.spec_base import CatalogueEntry, MethodOptions, SpecModel
 
 __all__ = [
+    "ADDITIVE_METHODS",
     "FORMAT_OF_PROBLEM",
     "FORMATS_BY_TASK",
+    "LORA_COMPRESSIBLE_METHODS",
     "LOWER_IS_BETTER",
+    "MERGEABLE_METHODS",
+    "METHOD_MODELS",
     "METRICS",
+    "PEFT_METHODS",
+    "CatalogueEntry",
     "CheckpointOptions",
     "CompositionError",
     "DataFormat",
@@ -52,6 +60,7 @@ __all__ = [
     "LayerLrDecay",
     "LoraMethod",
     "Method",
+    "MethodOptions",
     "Regularizers",
     "SpecModel",
     "Task",
@@ -176,32 +185,19 @@ class JobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _parts_fit_the_method(self) -> Self:
-        method = self.method.type
-        trains_no_pretrained = method in ADDITIVE_METHODS or (
-            isinstance(self.method, PartialMethod) and self.method.head_only
-        )
+        method, entry = self.method.type, method_entry(self.method.type)
         for name in self.regularizers.toward_pretrained_weights():
-            if trains_no_pretrained:
+            if not entry.changes_pretrained(self.method):
                 raise CompositionError(
                     f"regularizers.{name} pulls pretrained weights back toward their starting values, "
                     f"but method '{method}' changes no pretrained weight; "
                     "use kl, or a method that trains them",
                     param=f"regularizers.{name}",
                 )
-        if self.gradual_unfreeze is not None:
-            if method in ("prompt_tuning", "prefix_tuning"):
-                raise CompositionError(
-                    f"gradual_unfreeze unfreezes layers from the top, but '{method}' trains only tokens in "
-                    "front of the first layer: there is nothing to unfreeze layer by layer",
-                    param="gradual_unfreeze",
-                )
-            if isinstance(self.method, PartialMethod) and self.method.head_only:
-                raise CompositionError(
-                    "gradual_unfreeze needs layers to unfreeze; partial with head_only trains none",
-                    param="gradual_unfreeze",
-                )
+        if self.gradual_unfreeze is not None and (reason := entry.unfreeze_refusal(self.method)) is not None:
+            raise CompositionError(reason, param="gradual_unfreeze")
         if self.export.merged:
-            if method not in MERGEABLE_METHODS:
+            if not entry.mergeable:
                 raise CompositionError(
                     f"export.merged: '{method}' adds modules or tokens that a plain model cannot hold; "
                     f"merging works for {', '.join(sorted(MERGEABLE_METHODS))}",
@@ -217,10 +213,11 @@ class JobSpec(SpecModel):
                 "export.lora_rank and export.lora_energy write a PEFT adapter, which needs a linear head",
                 param="export",
             )
-        if self.export.compress_to_lora and method != "delta":
+        if self.export.compress_to_lora and not entry.compresses_to_lora:
+            compressible = " or ".join(f"'{name}'" for name in sorted(LORA_COMPRESSIBLE_METHODS))
             raise CompositionError(
                 "export.lora_rank and export.lora_energy compress a delta job's Δw; "
-                "the method is not 'delta'",
+                f"the method is not {compressible}",
                 param="export",
             )
         return self
@@ -233,7 +230,7 @@ class JobSpec(SpecModel):
     @property
     def peft_layout(self) -> bool:
         """Whether the artifact is written in PEFT's layout (else deltatune's)."""
-        return self.method.type in PEFT_METHODS and self.head.type == "linear"
+        return method_entry(self.method.type).layout == "peft" and self.head.type == "linear"
 
 
 class JobRequest(JobSpec):

@@ -11,13 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuning.spec.methods import (
-    MERGEABLE_METHODS,
-    METHOD_MODELS,
-    PEFT_METHODS,
-    CatalogueEntry,
-    PartialMethod,
-)
+from tuning.methods import METHODS
+from tuning.methods.registry import MethodEntry
 from tuning.spec.parts import (
     EWCRegularizer,
     ExportOptions,
@@ -27,6 +22,7 @@ from tuning.spec.parts import (
     L2SPRegularizer,
     LayerLrDecay,
 )
+from tuning.spec_base import CatalogueEntry
 
 Kind = Literal["method", "part"]
 ArtifactLayout = Literal["peft", "deltatune"]
@@ -42,9 +38,9 @@ PARTS: tuple[tuple[str, str, type[CatalogueEntry]], ...] = (
     ("export", "export", ExportOptions),
 )
 
-# Options a model cannot default: the smallest choice that makes a valid example of it.
+# Options a part cannot default: the smallest choice that makes a valid example of it (a method's
+# is in its registration).
 EXAMPLE_CHOICES: dict[type[CatalogueEntry], dict[str, Any]] = {
-    PartialMethod: {"last_n_layers": 2},
     LayerLrDecay: {"decay": 0.8},
     L2SPRegularizer: {"weight": 0.01},
     KLRegularizer: {"weight": 0.1},
@@ -78,24 +74,24 @@ class CatalogueItem(BaseModel):
 
 @cache
 def catalogue() -> tuple[CatalogueItem, ...]:
-    """Every method (in METHOD_MODELS order), then every part."""
-    return tuple(method_item(model) for model in METHOD_MODELS) + tuple(
+    """Every registered method (in tuning.methods.METHODS order), then every part."""
+    return tuple(method_item(entry) for entry in METHODS.values()) + tuple(
         part_item(name, spec_field, model) for name, spec_field, model in PARTS
     )
 
 
-def method_item(model: type[CatalogueEntry]) -> CatalogueItem:
-    name = method_name(model)
+def method_item(entry: MethodEntry[Any]) -> CatalogueItem:
+    model = entry.options
     return CatalogueItem(
-        name=name,
+        name=entry.name,
         kind="method",
         description=description(model),
         paper=model.paper,
         spec_field="method",
         options_schema=model.model_json_schema(),
-        example=example(model),
-        artifact_layout="peft" if name in PEFT_METHODS else "deltatune",
-        mergeable=name in MERGEABLE_METHODS,
+        example=model.model_validate(entry.example).model_dump(mode="json"),
+        artifact_layout=entry.layout,
+        mergeable=entry.mergeable,
     )
 
 
@@ -111,14 +107,6 @@ def part_item(name: str, spec_field: str, model: type[CatalogueEntry]) -> Catalo
     )
 
 
-def method_name(model: type[CatalogueEntry]) -> str:
-    """The `type` a spec writes to choose this method: the default of its discriminator field."""
-    name = model.model_fields["type"].default
-    if not isinstance(name, str):
-        raise TypeError(f"{model.__name__} has no string default for its 'type' field")
-    return name
-
-
 def description(model: type[CatalogueEntry]) -> str:
     # A class docstring is never inherited, so a model without one fails here, not in a client.
     doc = model.__dict__.get("__doc__")
@@ -128,5 +116,5 @@ def description(model: type[CatalogueEntry]) -> str:
 
 
 def example(model: type[CatalogueEntry]) -> dict[str, Any]:
-    """Valid options for `model`, validated by the model itself, with every default spelled out."""
+    """Valid options for the part `model`, validated by the model itself, with every default spelled out."""
     return model.model_validate(EXAMPLE_CHOICES.get(model, {})).model_dump(mode="json")

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from tuning.spec.methods import Activation, CatalogueEntry, SpecModel
+from tuning.spec_base import Activation, CatalogueEntry, SpecModel
 
 
 class HeadSpec(CatalogueEntry):

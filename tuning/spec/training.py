@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tuning.spec.methods import SpecModel
+from tuning.spec_base import SpecModel
 
 Task = Literal["sequence_classification", "causal_lm"]
 

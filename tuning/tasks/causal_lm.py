@@ -1,7 +1,7 @@
 """Causal language modelling: next-token cross-entropy on the tokens an example teaches.
 
 A `text` line teaches all its tokens, a `prompt_completion` line its completion, a `chat` line its
-assistant turns (tuning.lm_data says which tokens those are). The model's own language-model head
+assistant turns (tuning.data.causal_lm says which tokens those are). The model's own language-model head
 predicts: nothing is added, so every tensor of the loaded model counts as pretrained.
 """
 
@@ -13,13 +13,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from tuning import lm_data
 from tuning.batching import IGNORE_INDEX, Batch, Encoded
+from tuning.build import limit_for_virtual_tokens
 from tuning.data import AnyExample, DataFile, Label
+from tuning.data import causal_lm as causal_lm_data
+from tuning.data.causal_lm import Specials, encode_lm_examples, opening_id
 from tuning.errors import DataError, SpecError
 from tuning.evaluate import Evaluation, classifier_logits, evaluation_batches
 from tuning.events import StopCheck, never_stop
-from tuning.lm_data import Specials, encode_lm_examples, opening_id
 from tuning.methods.virtual_tokens import position_limit
 from tuning.metrics import perplexity
 from tuning.spec import FORMATS_BY_TASK, JobSpec
@@ -45,8 +46,6 @@ class CausalLm:
         return TaskData(list(train.examples), list(validation.examples) if validation else [], [])
 
     def load(self, spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
-        from tuning.build import limit_for_virtual_tokens
-
         model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(base_path)
         eos_id = end_of_text_id(tokenizer, model.config)
@@ -131,7 +130,7 @@ class CausalLm:
 def end_of_text_id(tokenizer: PreTrainedTokenizerBase, config: object) -> int:
     """EOS from the tokenizer, else the model config (a BERT-style tokenizer on a decoder has none)."""
     candidates = (tokenizer.eos_token_id, getattr(config, "eos_token_id", None), tokenizer.sep_token_id)
-    eos_id = lm_data.end_of_text_id(candidates)
+    eos_id = causal_lm_data.end_of_text_id(candidates)
     if eos_id is None:
         raise SpecError("the model's tokenizer and config name no end-of-text token", param="base_model")
     return eos_id

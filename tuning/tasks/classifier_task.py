@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tuning.batching import Batch, Encoded
+from tuning.build import prepare_classifier
 from tuning.data import Label
 from tuning.evaluate import Evaluation, classifier_logits, evaluation_batches
 from tuning.events import StopCheck, never_stop
@@ -24,8 +25,6 @@ class ClassifierTask(ABC):
     kind: str
 
     def load(self, spec: JobSpec, base_path: Path, labels: Sequence[Label]) -> TaskModel:
-        from tuning.build import prepare_classifier
-
         return prepare_classifier(spec, base_path, labels)
 
     def loss(

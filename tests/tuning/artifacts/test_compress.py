@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification
 from tuning import JobSpec, load_artifact, predict_logits, run
 from tuning.artifacts.compress import compress_delta_artifact, energy_rank, truncated_svd
 from tuning.artifacts.load import LoadedArtifact
-from tuning.methods.delta import delta_layers
+from tuning.methods.delta.model import delta_layers
 
 TEXTS = ["a wonderful story", "boring and bad", "the plot was really great", "sad", "love it", "awful"]
 SINGULAR_VALUES = [4.0, 2.0, 1.0, 0.5]

@@ -11,8 +11,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tuning import JobSpec, load_artifact, predict_logits, run
 from tuning.artifacts.merged import merged_copy
-from tuning.methods.delta import delta_layers
-from tuning.methods.lora import lora_layers
+from tuning.methods.delta.model import delta_layers
+from tuning.methods.lora.model import lora_layers
 
 TEXTS = ["a wonderful story", "boring and bad", "the plot was really great", "sad", "love it", "awful"]
 

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tuning import JobSpec, RunResult, load_artifact, predict_logits, run
 from tuning.data import read_classification_file
-from tuning.methods.lora import lora_layers
+from tuning.methods.lora.model import lora_layers
 
 MakeSpec = Callable[..., JobSpec]
 

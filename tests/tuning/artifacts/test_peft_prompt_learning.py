@@ -20,10 +20,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.data import read_classification_file
-from tuning.methods.prefix_tuning import prefix_encoder
-from tuning.methods.prompt_tuning import text_init_ids
+from tuning.fit import fit
+from tuning.methods.prefix_tuning.model import prefix_encoder
+from tuning.methods.prompt_tuning.model import text_init_ids
 from tuning.methods.virtual_tokens import word_embeddings
-from tuning.run import fit
 
 PROMPT_FIELDS = {
     "peft_type",

@@ -22,11 +22,11 @@ from tests.tuning.methods.helpers import model_logits
 from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.errors import SpecError
+from tuning.fit import fit
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.methods.adapter import AdaptedProjection
+from tuning.methods.adapter.model import AdaptedProjection
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
 from tuning.methods.bottleneck import Bottleneck
-from tuning.run import fit
 from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]

@@ -9,10 +9,10 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from tuning import JobSpec, SpecError
+from tuning.fit import fit
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.run import fit
-from tuning.spec.methods import BitFitMethod
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.bitfit import BitFitMethod
 from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]

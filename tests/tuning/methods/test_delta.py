@@ -18,13 +18,13 @@ from tuning.artifacts.load import LoadedArtifact
 from tuning.batching import encode
 from tuning.data import read_classification_file
 from tuning.errors import SpecError
+from tuning.fit import fit
 from tuning.layers import find_layers
-from tuning.methods import Applied, MethodContext, trainable_names
-from tuning.methods.delta import apply, delta_layers
+from tuning.methods.apply import Applied, MethodContext, trainable_names
+from tuning.methods.delta import DeltaMethod
+from tuning.methods.delta.model import apply, delta_layers
 from tuning.optim import parameter_groups
-from tuning.run import fit
 from tuning.spec import Hyperparameters
-from tuning.spec.methods import DeltaMethod
 from tuning.task_model import TaskModel, load_classifier
 from tuning.tasks.single_label import TASK as SINGLE_LABEL
 from tuning.train import seed_everything, train

@@ -11,10 +11,10 @@ from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.artifacts.load import LoadedArtifact
 from tuning.data import read_classification_file
+from tuning.fit import fit
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.run import fit
-from tuning.spec.methods import FullMethod
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.full import FullMethod
 from tuning.task_model import load_classifier
 
 MakeSpec = Callable[..., JobSpec]

@@ -17,9 +17,9 @@ from tuning import JobSpec, load_artifact, predict_logits
 from tuning.artifacts import TOKENIZER_DIR, write_artifact
 from tuning.build import apply_spec_method
 from tuning.errors import SpecError
-from tuning.methods import Applied, trainable_names
-from tuning.methods.input_adapter import DomainEmbedding
-from tuning.run import fit
+from tuning.fit import fit
+from tuning.methods.apply import Applied, trainable_names
+from tuning.methods.input_adapter.model import DomainEmbedding
 from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]

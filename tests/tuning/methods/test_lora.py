@@ -10,8 +10,8 @@ from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.artifacts.merged import merged_copy
 from tuning.errors import SpecError
 from tuning.layers import find_layers
-from tuning.methods import Applied, MethodContext
-from tuning.methods.lora import LoraLinear, apply, apply_lora, lora_layers, merge_lora, unmerge_lora
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.lora.model import LoraLinear, apply, apply_lora, lora_layers, merge_lora, unmerge_lora
 from tuning.optim import parameter_groups
 from tuning.spec import LoraMethod
 from tuning.task_model import TaskModel, load_classifier

@@ -9,10 +9,10 @@ from torch import nn
 
 from tuning import JobSpec, SpecError
 from tuning.artifacts.deltatune_layout import delta_state_dict
+from tuning.fit import fit
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.run import fit
-from tuning.spec.methods import PartialMethod
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.partial import PartialMethod
 from tuning.task_model import TaskModel, load_classifier
 
 MakeSpec = Callable[..., JobSpec]

@@ -9,14 +9,14 @@ from transformers import DistilBertConfig, DistilBertForSequenceClassification
 from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.errors import SpecError
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.methods.prefix_tuning import (
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.prefix_tuning import PrefixTuningMethod
+from tuning.methods.prefix_tuning.model import (
     attach_prefix,
     attention_geometry,
     prefix_encoder,
     real_token_prefix,
 )
-from tuning.spec.methods import PrefixTuningMethod
 from tuning.task_model import TaskModel, load_classifier
 
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]

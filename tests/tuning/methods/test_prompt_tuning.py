@@ -9,10 +9,10 @@ from transformers import AutoModelForSequenceClassification
 
 from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.layers import find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
-from tuning.methods.prompt_tuning import prompt_encoder, text_init_ids
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.prompt_tuning import PromptTuningMethod
+from tuning.methods.prompt_tuning.model import prompt_encoder, text_init_ids
 from tuning.methods.virtual_tokens import word_embeddings
-from tuning.spec.methods import PromptTuningMethod
 from tuning.task_model import TaskModel, load_classifier
 
 TEXTS = ["a wonderful movie", "the plot was awful and boring", "ok"]

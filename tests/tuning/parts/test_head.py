@@ -12,8 +12,8 @@ from tuning import JobSpec, SpecError, load_artifact, predict_logits
 from tuning.artifacts import write_artifact
 from tuning.artifacts.load import LoadedArtifact
 from tuning.data import read_classification_file
+from tuning.fit import fit
 from tuning.parts.head import build_head
-from tuning.run import fit
 from tuning.spec import HeadSpec
 from tuning.task_model import TaskModel, load_classifier
 

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from tuning.layers import LayerMap, find_layers
-from tuning.methods import MethodContext, apply_method
+from tuning.methods.apply import MethodContext, apply_method
+from tuning.methods.full import FullMethod
+from tuning.methods.lora import LoraMethod
 from tuning.optim import make_optimizer, parameter_groups, set_learning_rate
 from tuning.parts.layer_lr import layer_lr_scales
-from tuning.spec import Hyperparameters
-from tuning.spec.methods import FullMethod, LoraMethod, Method
+from tuning.spec import Hyperparameters, Method
 from tuning.task_model import TaskModel, load_classifier
 
 LR = 1e-3

@@ -9,11 +9,12 @@ import torch
 from tuning import Event, JobSpec, run
 from tuning.batching import encode
 from tuning.layers import LayerMap, find_layers
-from tuning.methods import MethodContext, apply_method, trainable_names
+from tuning.methods.apply import MethodContext, apply_method, trainable_names
+from tuning.methods.full import FullMethod
+from tuning.methods.lora import LoraMethod
 from tuning.optim import parameter_groups
 from tuning.parts.unfreeze import UnfreezeSchedule
-from tuning.spec import GradualUnfreeze, Hyperparameters
-from tuning.spec.methods import FullMethod, LoraMethod, Method
+from tuning.spec import GradualUnfreeze, Hyperparameters, Method
 from tuning.task_model import TaskModel, load_classifier
 from tuning.tasks.single_label import TASK as SINGLE_LABEL
 from tuning.train import train

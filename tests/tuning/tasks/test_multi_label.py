@@ -14,8 +14,8 @@ from tests.tuning.multi_regression_data import multi_label_lines
 from tuning import RunResult, load_artifact, predict_logits, run
 from tuning.data import MultiLabelExample, read_data_file
 from tuning.errors import DataError
+from tuning.fit import fit
 from tuning.metrics import micro_f1
-from tuning.run import fit
 from tuning.spec import METRICS, JobSpec
 from tuning.tasks import task_named
 

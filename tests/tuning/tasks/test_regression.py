@@ -16,8 +16,8 @@ from tuning import RunResult, load_artifact, predict_logits, run
 from tuning.data import RegressionExample, read_data_file
 from tuning.errors import DataError, SpecError
 from tuning.events import Event
+from tuning.fit import fit
 from tuning.metrics import r2
-from tuning.run import fit
 from tuning.spec import METRICS, JobSpec
 from tuning.tasks import task_for, task_named
 

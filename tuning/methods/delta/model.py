@@ -14,8 +14,9 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
-from tuning.methods.lora import (
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.delta.options import DeltaMethod
+from tuning.methods.projections import (
     Projection,
     linear_suffixes,
     matches_target,
@@ -23,7 +24,6 @@ from tuning.methods.lora import (
     projections,
     replace_module,
 )
-from tuning.spec.methods import DeltaMethod
 
 
 class DeltaLinear(nn.Module):

@@ -11,20 +11,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tuning.artifacts import TrainedJob, Written
-from tuning.artifacts.peft_lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from tuning.artifacts.peft_prompt_tuning import (
+from tuning.artifacts.job import TrainedJob, Written
+from tuning.artifacts.peft import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from tuning.artifacts.peft_prompt_learning import (
     load_prompt_learning,
     prompt_learning_config,
     write_prompt_learning,
 )
-from tuning.methods.prefix_tuning import ENCODER, prefix_encoder
+from tuning.methods.prefix_tuning.model import ENCODER, prefix_encoder
+from tuning.methods.prefix_tuning.options import PrefixTuningMethod
 
 
 def write(out_dir: Path, job: TrainedJob) -> Written:
     encoder = prefix_encoder(job.model)
     geometry = encoder.geometry
-    config = prompt_learning_config(job, "PREFIX_TUNING", geometry.token_dim)
+    options = job.spec.method
+    assert isinstance(options, PrefixTuningMethod)
+    config = prompt_learning_config(
+        job, "PREFIX_TUNING", num_virtual_tokens=options.num_virtual_tokens, token_dim=geometry.token_dim
+    )
     # Key/value heads, as PEFT counts them for grouped-query attention.
     config |= {"num_attention_heads": geometry.heads, "num_layers": geometry.layers}
     config |= {"encoder_hidden_size": geometry.token_dim, "prefix_projection": False}

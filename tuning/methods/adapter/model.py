@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
+from tuning.methods.adapter.options import AdapterMethod
+from tuning.methods.apply import Applied, MethodContext
 from tuning.methods.bottleneck import Bottleneck, bottleneck_width
-from tuning.spec.methods import Activation, AdapterMethod
+from tuning.spec_base import Activation
 
 
 @dataclass(frozen=True)

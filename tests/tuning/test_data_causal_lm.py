@@ -5,8 +5,8 @@ from tokenizers import Tokenizer
 
 from tests.tiny_models import minilm_path
 from tuning.data import ChatExample, Message, PromptCompletionExample, TextExample
+from tuning.data.causal_lm import IGNORE_INDEX, Specials, chat_text_and_spans, encode_lm_examples
 from tuning.errors import SpecError
-from tuning.lm_data import IGNORE_INDEX, Specials, chat_text_and_spans, encode_lm_examples
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} {{ eos_token }}\n"
@@ -18,7 +18,7 @@ SPECIALS = Specials(eos_id=102, eos_token="[SEP]")
 @pytest.fixture(scope="module")
 def tokenize():
     tokenizer = Tokenizer.from_file(str(minilm_path() / "tokenizer.json"))
-    # MiniLM's tokenizer.json pads and truncates to 128: lm_data does its own truncation.
+    # MiniLM's tokenizer.json pads and truncates to 128: tuning.data.causal_lm does its own truncation.
     tokenizer.no_padding()
     tokenizer.no_truncation()
 

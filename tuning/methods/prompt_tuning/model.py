@@ -17,7 +17,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.prompt_tuning.options import PromptTuningMethod
 from tuning.methods.virtual_tokens import (
     Kwargs,
     add_child,
@@ -28,7 +29,6 @@ from tuning.methods.virtual_tokens import (
     position_limit,
     word_embeddings,
 )
-from tuning.spec.methods import PromptTuningMethod
 
 ENCODER = "prompt_encoder"
 

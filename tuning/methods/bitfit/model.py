@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
-from tuning.spec.methods import BitFitMethod
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.bitfit.options import BitFitMethod
 
 
 def apply(model: nn.Module, options: BitFitMethod, context: MethodContext) -> Applied:

@@ -6,8 +6,8 @@ pretrained tensor (deltatune's layout), or a merged model.
 
 from torch import nn
 
-from tuning.methods import Applied, MethodContext
-from tuning.spec.methods import FullMethod
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.full.options import FullMethod
 
 
 def apply(model: nn.Module, options: FullMethod, context: MethodContext) -> Applied:

@@ -23,7 +23,8 @@ from torch import nn
 from transformers import DynamicCache
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.prefix_tuning.options import PrefixTuningMethod
 from tuning.methods.virtual_tokens import (
     Kwargs,
     add_child,
@@ -35,7 +36,6 @@ from tuning.methods.virtual_tokens import (
     position_limit,
     word_embeddings,
 )
-from tuning.spec.methods import PrefixTuningMethod
 
 ENCODER = "prefix_encoder"
 CACHE_NAMES = ("cache", "past_key_values")  # transformers 5 renamed past_key_values to cache

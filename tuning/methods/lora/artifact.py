@@ -16,16 +16,21 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tuning.artifacts import TrainedJob, Written
+from tuning.artifacts.job import TrainedJob, Written
 from tuning.artifacts.manifest import write_json
-from tuning.errors import SpecError
+from tuning.artifacts.peft import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    PEFT_PREFIX,
+    cpu_tensors,
+    head_state_dict,
+    load_peft_tensors,
+    peft_task_fields,
+)
 from tuning.layers import find_layers
-from tuning.methods.lora import lora_layers
+from tuning.methods.lora.model import lora_layers
+from tuning.methods.lora.options import LoraMethod
 from tuning.spec import JobSpec
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."
 
 
 def write(out_dir: Path, job: TrainedJob) -> Written:
@@ -51,24 +56,10 @@ def adapter_state_dict(model: nn.Module, head_modules: Sequence[str]) -> dict[st
     return cpu_tensors(tensors)
 
 
-def head_state_dict(model: nn.Module, head_modules: Sequence[str], prefix: str) -> dict[str, torch.Tensor]:
-    """Every tensor of the head modules, under `prefix` + their module path."""
-    return {
-        f"{prefix}{head}.{key}": tensor
-        for head in head_modules
-        for key, tensor in model.get_submodule(head).state_dict().items()
-    }
-
-
-def cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors wants contiguous CPU tensors that share no storage."""
-    return {key: tensor.detach().to("cpu", copy=True).contiguous() for key, tensor in tensors.items()}
-
-
 def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str]) -> dict[str, Any]:
     """PEFT's config for the layers this job wrapped; options left at PEFT's defaults are not written."""
     method = spec.method
-    assert method.type == "lora"
+    assert isinstance(method, LoraMethod)
     layers = lora_layers(model)
     config: dict[str, Any] = {
         "peft_type": "LORA",
@@ -91,16 +82,6 @@ def adapter_config(spec: JobSpec, model: nn.Module, head_modules: Sequence[str])
     if method.rank_pattern:
         config["rank_pattern"] = dict(method.rank_pattern)
     return config
-
-
-def peft_task_fields(spec: JobSpec, head_modules: Sequence[str]) -> dict[str, Any]:
-    """PEFT's task type, which picks the PeftModel class a reload builds, and the head saved whole.
-
-    A causal LM predicts with its own pretrained head: nothing is trained in full, so nothing is listed.
-    """
-    if spec.task == "causal_lm":
-        return {"task_type": "CAUSAL_LM"}
-    return {"task_type": "SEQ_CLS", "modules_to_save": list(head_modules)}
 
 
 def json_number(value: float) -> int | float:
@@ -153,16 +134,3 @@ def peft_matches(
     else:
         found = re.match(r".*?\.[^.]*\.(\d+)\.", name)
     return found is not None and int(found.group(1)) in layers
-
-
-def load_peft_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], prefix: str = PEFT_PREFIX) -> None:
-    """Copy prefixed tensors into the model; every trainable tensor must be covered, nothing extra."""
-    own = {prefix + name: tensor for name, tensor in model.state_dict().items()}
-    unknown = sorted(set(tensors) - set(own))
-    expected = {prefix + name for name, p in model.named_parameters() if p.requires_grad}
-    missing = sorted(expected - set(tensors))
-    if unknown or missing:  # a different base, or a spec edited after training
-        raise SpecError(f"adapter does not fit its base model: extra {unknown[:5]}, missing {missing[:5]}")
-    with torch.no_grad():
-        for key, tensor in tensors.items():
-            own[key].copy_(tensor)

@@ -15,9 +15,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from tuning.errors import SpecError
-from tuning.methods import Applied, MethodContext
+from tuning.methods.apply import Applied, MethodContext
 from tuning.methods.bottleneck import Bottleneck, bottleneck_width
-from tuning.spec.methods import Activation, InputAdapterMethod
+from tuning.methods.input_adapter.options import InputAdapterMethod
+from tuning.spec_base import Activation
 
 logger = logging.getLogger(__name__)
 

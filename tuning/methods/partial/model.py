@@ -15,8 +15,8 @@ from torch import nn
 
 from tuning.errors import SpecError
 from tuning.layers import LayerMap
-from tuning.methods import Applied, MethodContext
-from tuning.spec.methods import PartialMethod
+from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.partial.options import PartialMethod
 
 EXAMPLE_NAMES = 8  # module names an error message shows, enough to see the naming scheme
 

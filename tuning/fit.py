@@ -1,0 +1,340 @@
+"""`fit`: one fine-tuning job from its data files to the trained model in memory, in named phases.
+
+    prepare  cheap checks first (base model known, spec fits its config, data valid, labels
+             consistent), so a bad job fails in a second, not after the model has loaded; then the
+             model (seed, load, what the regularizers compare against, the method, θ₀, a checkpoint
+             to start from) and the encoded data
+    train    tuning.train's loop (step, evaluate or stop, checkpoint) with the job's optimizer groups,
+             regularizers and unfreezing schedule
+    finish   the method's whole trainable set marked again, the model on the CPU in eval mode, metrics
+
+`tuning.run` adds the last phase, export: the artifact written from what `fit` returns.
+"""
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tuning.artifacts import TrainedJob
+from tuning.batching import Encoded, steps_per_epoch
+from tuning.build import Built, apply_spec_method
+from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint_weights
+from tuning.compat import check_spec_for_model
+from tuning.data import AnyExample, Label, read_data_file
+from tuning.device import pick_device
+from tuning.errors import SpecError
+from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.models import resolve_base_model
+from tuning.optim import parameter_groups
+from tuning.parts.layer_lr import layer_lr_scales
+from tuning.parts.unfreeze import UnfreezeSchedule
+from tuning.pretrained import PretrainedSnapshot
+from tuning.regularizers import Regularizer, RegularizerContext, make_regularizers
+from tuning.regularizers.ewc import estimate_fisher
+from tuning.spec import JobSpec
+from tuning.task_model import TaskModel
+from tuning.tasks import Task, TaskData, resolved_spec, task_for
+from tuning.train import StepHook, TrainResult, seed_everything, train
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    job: TrainedJob  # the trained model, on the CPU in eval mode, and what its artifact needs
+    result: TrainResult
+
+
+@dataclass
+class BeforeMethod:
+    """What the regularizers compare against, taken before the method rewrote the model."""
+
+    reference_model: nn.Module | None  # kl: a frozen copy
+    fisher: dict[str, torch.Tensor] | None  # ewc: diagonal Fisher by pretrained parameter name
+
+
+@dataclass
+class Prepared:
+    """A job ready to train: its resolved spec, data, task, and the model with its method applied."""
+
+    spec: JobSpec  # problem_type resolved, as the manifest records it
+    base_path: Path
+    task: Task
+    data: TaskData
+    device: torch.device
+    task_model: TaskModel
+    built: Built
+    before_method: BeforeMethod
+    snapshot: PretrainedSnapshot  # θ₀ of the pretrained tensors the method trains directly
+    method_trainable: list[nn.Parameter]  # the method's whole trainable set, as it applied it
+    train_set: Encoded
+    validation_set: Encoded | None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.task_model.model  # typed as a plain module: transformers' .to() stubs are odd
+
+    def trained_job(self, metrics: dict[str, float]) -> TrainedJob:
+        return TrainedJob(
+            spec=self.spec,
+            model=self.model,
+            tokenizer=self.task_model.tokenizer,
+            head_modules=self.task_model.head_modules,
+            labels=self.data.labels,
+            base_model_path=self.base_path,
+            metrics=metrics,
+            applied=self.built.applied,
+            snapshot=self.snapshot,
+            pretrained=self.task_model.pretrained,
+            tokenizer_changed=self.built.tokenizer_changed,
+        )
+
+
+def fit(
+    spec: JobSpec,
+    *,
+    training_path: Path,
+    validation_path: Path | None = None,
+    fisher_path: Path | None = None,
+    model_dirs: Sequence[Path] = (),
+    start_from: Path | None = None,
+    checkpoints_dir: Path | None = None,
+    on_checkpoint: CheckpointSink | None = None,
+    on_event: EventSink = ignore_event,
+    should_stop: StopCheck = never_stop,
+) -> Fitted:
+    """Everything `tuning.run` does but writing the artifact: the trained model stays in memory.
+
+    `fisher_path` is the source-task file of an `ewc` regularizer; `start_from` a checkpoint's
+    artifact folder whose trained tensors the job starts from (`from_checkpoint`). With
+    `spec.checkpoints` and a `checkpoints_dir`, each checkpoint is written there as an artifact and
+    handed to `on_checkpoint`.
+    """
+    job = prepare(
+        spec,
+        training_path=training_path,
+        validation_path=validation_path,
+        fisher_path=fisher_path,
+        model_dirs=model_dirs,
+        start_from=start_from,
+        on_event=on_event,
+    )
+    result = train_job(job, checkpoints_dir, on_checkpoint, on_event=on_event, should_stop=should_stop)
+    return finish(job, result)
+
+
+def prepare(
+    spec: JobSpec,
+    *,
+    training_path: Path,
+    validation_path: Path | None,
+    fisher_path: Path | None,
+    model_dirs: Sequence[Path],
+    start_from: Path | None,
+    on_event: EventSink,
+) -> Prepared:
+    """The job's checks and data first, then its model and the encoded data."""
+    # Data: cheap checks first, so a bad job fails in a second, not after the model has loaded.
+    base_path = resolve_base_model(spec.base_model, model_dirs)
+    check_spec_for_model(spec, base_path)
+    training = read_data_file(training_path, param="training_file")
+    task = task_for(spec, training.format)
+    spec = resolved_spec(spec, task)
+    validation = read_data_file(validation_path, param="validation_file") if validation_path else None
+    data = task.check_data(training, validation)
+    fisher_examples = _read_fisher_data(spec, fisher_path)
+    on_event(_data_summary(data))
+
+    # Model: seeded before it is built, since the new head's init is part of the run.
+    seed_everything(spec.hyperparameters.seed)
+    device = pick_device()
+    on_event(Event("message", f"loading {spec.base_model} on {device.type}", {"device": device.type}))
+    task_model = task.load(spec, base_path, data.labels)
+    model: nn.Module = task_model.model
+    model.to(device)
+    # What the regularizers compare against is taken before the method rewrites the model.
+    before_method = _before_method(spec, task_model, fisher_examples, device, on_event)
+    built = apply_spec_method(spec, task_model)
+    model.to(device)
+    method_trainable = [p for p in model.parameters() if p.requires_grad]
+    snapshot = PretrainedSnapshot.take(model, task_model.pretrained)
+    if start_from is not None:
+        on_event(load_checkpoint_weights(model, start_from))
+
+    # Encoded after the method: a method that adds tokens (input_adapter) adds them to the tokenizer.
+    train_set = task.encode(task_model, spec, data.train, data.labels)
+    validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
+    on_event(_training_started(model, built))
+    return Prepared(
+        spec,
+        base_path,
+        task,
+        data,
+        device,
+        task_model,
+        built,
+        before_method,
+        snapshot,
+        method_trainable,
+        train_set,
+        validation_set,
+    )
+
+
+def train_job(
+    job: Prepared,
+    checkpoints_dir: Path | None,
+    on_checkpoint: CheckpointSink | None,
+    *,
+    on_event: EventSink,
+    should_stop: StopCheck,
+) -> TrainResult:
+    """tuning.train's loop with the parts the spec composes: optimizer groups, regularizers, schedule."""
+    spec = job.spec
+    checkpoints = None
+    if spec.checkpoints is not None and checkpoints_dir is not None:
+        checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, job.trained_job, on_checkpoint)
+    return train(
+        job.model,
+        job.train_set,
+        job.validation_set,
+        spec.hyperparameters,
+        task=job.task,
+        device=job.device,
+        optimizer_groups=_optimizer_groups(job),
+        regularizers=_regularizers(job),
+        before_step=_unfreeze_schedule(job),
+        early_stopping=spec.early_stopping,
+        checkpoints=spec.checkpoints if checkpoints is not None else None,
+        save_checkpoint=checkpoints,
+        on_event=on_event,
+        should_stop=should_stop,
+    )
+
+
+def finish(job: Prepared, result: TrainResult) -> Fitted:
+    """The trained model as the writers expect it: the method's whole set trainable, on the CPU, eval."""
+    for parameter in job.method_trainable:  # a schedule may have stopped short of unfreezing them all
+        parameter.requires_grad_(True)
+    metrics = _final_metrics(result)
+    logger.info(
+        "%s: %d steps in %.1f s, metrics %s", job.spec.base_model, result.steps, result.seconds, metrics
+    )
+    job.model.to("cpu").eval()
+    job.snapshot = job.snapshot.to("cpu")
+    return Fitted(job.trained_job(metrics), result)
+
+
+def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[AnyExample]:
+    ewc = spec.regularizers.ewc
+    if ewc is None:
+        return []
+    if fisher_path is None:
+        raise SpecError(
+            "ewc needs the source-task file named by fisher_file", param="regularizers.ewc.fisher_file"
+        )
+    data = read_data_file(fisher_path, param="regularizers.ewc.fisher_file")
+    return data.examples[: ewc.fisher_examples]
+
+
+def _before_method(
+    spec: JobSpec,
+    task_model: TaskModel,
+    fisher_examples: Sequence[AnyExample],
+    device: torch.device,
+    on_event: EventSink,
+) -> BeforeMethod:
+    reference = None
+    if spec.regularizers.kl is not None:
+        reference = copy.deepcopy(task_model.model).eval().requires_grad_(False)
+    fisher = None
+    if spec.regularizers.ewc is not None:
+        texts = [example.text for example in fisher_examples if hasattr(example, "text")]
+        fisher, event = estimate_fisher(task_model, texts, device=device)
+        on_event(event)
+    return BeforeMethod(reference, fisher)
+
+
+def _optimizer_groups(job: Prepared) -> list[dict[str, Any]]:
+    spec, model, built = job.spec, job.model, job.built
+    scales = dict(built.applied.lr_scales)
+    if spec.layer_lr_decay is not None:
+        for name, scale in layer_lr_scales(model, built.layers, spec.layer_lr_decay.decay).items():
+            scales[name] = scales.get(name, 1.0) * scale
+    return parameter_groups(model, spec.hyperparameters.weight_decay, scales)
+
+
+def _regularizers(job: Prepared) -> list[Regularizer]:
+    model, built, snapshot, before = job.model, job.built, job.snapshot, job.before_method
+    method_deviations = built.applied.deviations
+
+    def deviations() -> Iterator[tuple[str, torch.Tensor]]:
+        yield from snapshot.deviations(model)
+        if method_deviations is not None:
+            yield from method_deviations()
+
+    new = [
+        (name, parameter)
+        for name, parameter in model.named_parameters()
+        if parameter.requires_grad and name not in built.task_model.pretrained
+    ]
+    context = RegularizerContext(deviations, new, before.reference_model, before.fisher)
+    return make_regularizers(job.spec.regularizers, context)
+
+
+def _unfreeze_schedule(job: Prepared) -> StepHook | None:
+    spec = job.spec
+    if spec.gradual_unfreeze is None:
+        return None
+    per_epoch = steps_per_epoch(len(job.train_set), spec.hyperparameters.batch_size)
+    return UnfreezeSchedule(job.model, job.built.layers, spec.gradual_unfreeze, steps_per_epoch=per_epoch)
+
+
+def _data_summary(data: TaskData) -> Event:
+    counts: Counter[Label] = Counter()
+    for example in data.train:
+        counts.update(getattr(example, "labels", None) or [getattr(example, "label", None)])
+    labelled = f", {len(data.labels)} labels" if data.labels else ""
+    return Event(
+        "message",
+        f"{len(data.train)} training and {len(data.validation)} validation examples{labelled}",
+        {
+            "training_examples": len(data.train),
+            "validation_examples": len(data.validation),
+            "labels": list(data.labels),
+            "training_label_counts": {str(label): counts[label] for label in data.labels},
+        },
+    )
+
+
+def _training_started(model: nn.Module, built: Built) -> Event:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return Event(
+        "message",
+        f"training started: {built.applied.summary}, {trainable:,} of {total:,} parameters trainable",
+        {
+            **built.applied.details,
+            "head_modules": list(built.task_model.head_modules),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+        },
+    )
+
+
+def _final_metrics(result: TrainResult) -> dict[str, float]:
+    """Training loss and time, and each validation metric before the first step and at the end."""
+    metrics = {"train_loss": result.train_loss, "train_seconds": result.seconds}
+    if result.initial_eval is not None and result.final_eval is not None:
+        metrics |= {f"initial_val_{name}": value for name, value in result.initial_eval.metrics.items()}
+        metrics |= {f"val_{name}": value for name, value in result.final_eval.metrics.items()}
+    if result.best_step is not None:
+        metrics["best_step"] = result.best_step
+    return metrics

@@ -1,0 +1,41 @@
+"""Delta tuning (Ding et al. 2022, arXiv:2203.06904): h = (W + Δw)·x + b, W frozen, Δw (zero at init) trained.
+
+The registration (options, estimate, traits) needs no torch; `model.py` is the torch half. Its Δw
+is what `export.lora_rank` / `lora_energy` compress to LoRA (tuning/artifacts/compress.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tuning.methods.base_model import ModelShapes
+from tuning.methods.delta.options import DeltaMethod
+from tuning.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from tuning.methods.apply import MethodModel
+
+__all__ = ["METHOD", "DeltaMethod"]
+
+
+def estimate(options: DeltaMethod, shapes: ModelShapes) -> int:
+    """A Δw of each targeted weight's shape (every non-embedding 2-D weight without targets)."""
+    return sum(math.prod(shape) for _, shape in shapes.linear_weights(options.target_modules))
+
+
+def torch_half() -> MethodModel:
+    from tuning.methods.delta import model  # torch: imported when a model is built, not by the API
+
+    return model
+
+
+METHOD = register_method(
+    name="delta",
+    options=DeltaMethod,
+    estimate=estimate,
+    torch_half=torch_half,
+    additive=False,
+    mergeable=True,
+    compresses_to_lora=True,
+)

@@ -1,0 +1,39 @@
+"""Input adapter (Pfeiffer et al., 2021, UNKs Everywhere, arXiv:2012.15562): e ← e + up(act(down(e))) on
+the word embeddings, plus optional new domain tokens whose embedding rows alone train.
+
+The registration (options, estimate, traits) needs no torch; `model.py` is the torch half.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tuning.methods.base_model import ModelShapes
+from tuning.methods.input_adapter.options import InputAdapterMethod
+from tuning.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from tuning.methods.apply import MethodModel
+
+__all__ = ["METHOD", "InputAdapterMethod"]
+
+
+def estimate(options: InputAdapterMethod, shapes: ModelShapes) -> int:
+    """One bottleneck on the embeddings (the new tokens' rows are not counted)."""
+    return shapes.bottleneck(options.reduction_factor, options.bottleneck_size)
+
+
+def torch_half() -> MethodModel:
+    from tuning.methods.input_adapter import model  # torch: imported when a model is built, not by the API
+
+    return model
+
+
+METHOD = register_method(
+    name="input_adapter",
+    options=InputAdapterMethod,
+    estimate=estimate,
+    torch_half=torch_half,
+    additive=True,
+    mergeable=False,
+)

@@ -1,0 +1,71 @@
+"""LoRA (Hu et al., 2021, arXiv:2106.09685): h = W·x + s·B·A·dropout(x), W frozen, A and B trained,
+s = alpha/r (alpha/√r with rsLoRA, arXiv:2312.03732); LoRA+ (arXiv:2402.12354) trains B faster.
+
+The registration (options, estimate, config check, traits) needs no torch; `model.py` is the torch
+half and `artifact.py` writes PEFT's layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from tuning.errors import SpecError
+from tuning.methods.base_model import ModelConfig, ModelShapes
+from tuning.methods.lora.options import LoraMethod
+from tuning.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from tuning.artifacts.job import ArtifactLayout
+    from tuning.methods.apply import MethodModel
+
+__all__ = ["METHOD", "LoraMethod"]
+
+
+def estimate(options: LoraMethod, shapes: ModelShapes) -> int:
+    """r·(in + out) per targeted weight, r from rank_pattern where it names the module."""
+    return sum(
+        rank(module, options.rank_pattern, options.r) * (shape[0] + shape[1])
+        for module, shape in shapes.linear_weights(options.target_modules)
+    )
+
+
+def rank(module: str, ranks: Mapping[str, int], default: int) -> int:
+    return next((r for key, r in ranks.items() if module == key or module.endswith("." + key)), default)
+
+
+def layers_exist(options: LoraMethod, config: ModelConfig) -> None:
+    count = config.layers
+    if count is None or options.layers_to_transform is None:
+        return
+    missing = sorted(index for index in set(options.layers_to_transform) if index >= count)
+    if missing:
+        raise SpecError(
+            f"layers_to_transform names layers {missing}, but {config.describe()} has {count} "
+            f"transformer layers, numbered 0 to {count - 1}",
+            param="method.layers_to_transform",
+        )
+
+
+def torch_half() -> MethodModel:
+    from tuning.methods.lora import model  # torch: imported when a model is built, not by the API
+
+    return model
+
+
+def peft_artifact() -> ArtifactLayout:
+    from tuning.methods.lora import artifact  # torch, like torch_half
+
+    return artifact
+
+
+METHOD = register_method(
+    name="lora",
+    options=LoraMethod,
+    estimate=estimate,
+    torch_half=torch_half,
+    peft_artifact=peft_artifact,
+    additive=False,
+    mergeable=True,
+    compat=[layers_exist],
+)

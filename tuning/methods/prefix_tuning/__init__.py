@@ -1,0 +1,71 @@
+"""Prefix tuning (Li & Liang, 2021, arXiv:2101.00190): every layer attends over [P_k; K] and [P_v; V],
+the prefixes P trained, the model frozen.
+
+The registration (options, estimate, config check, traits) needs no torch; `model.py` is the torch
+half and `artifact.py` writes PEFT's layout.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tuning.errors import SpecError
+from tuning.methods.base_model import ModelConfig, ModelShapes
+from tuning.methods.prefix_tuning.options import PrefixTuningMethod
+from tuning.methods.registry import register_method
+
+if TYPE_CHECKING:
+    from tuning.artifacts.job import ArtifactLayout
+    from tuning.methods.apply import MethodModel
+
+__all__ = ["METHOD", "PrefixTuningMethod"]
+
+
+def estimate(options: PrefixTuningMethod, shapes: ModelShapes) -> int:
+    """A key and a value prefix per layer, and the reparameterisation MLP when it trains through one."""
+    hidden, layers = shapes.hidden, shapes.layers
+    prefixes = options.num_virtual_tokens * 2 * hidden * layers
+    width = options.encoder_hidden_size or hidden
+    return prefixes + (hidden * width + width * 2 * hidden * layers if options.projection else 0)
+
+
+def needs_attention(options: PrefixTuningMethod, config: ModelConfig) -> None:
+    if not config.has_attention:
+        raise SpecError(
+            f"prefix_tuning adds key/value prefixes to attention layers, but {config.describe()} "
+            "has no attention heads in its config",
+            param="method.type",
+        )
+
+
+def unfreeze_refusal(options: PrefixTuningMethod) -> str:
+    return (
+        "gradual_unfreeze unfreezes layers from the top, but 'prefix_tuning' trains only tokens in front of "
+        "the first layer: there is nothing to unfreeze layer by layer"
+    )
+
+
+def torch_half() -> MethodModel:
+    from tuning.methods.prefix_tuning import model  # torch: imported when a model is built, not by the API
+
+    return model
+
+
+def peft_artifact() -> ArtifactLayout:
+    from tuning.methods.prefix_tuning import artifact  # torch, like torch_half
+
+    return artifact
+
+
+METHOD = register_method(
+    name="prefix_tuning",
+    options=PrefixTuningMethod,
+    estimate=estimate,
+    torch_half=torch_half,
+    peft_artifact=peft_artifact,
+    additive=True,
+    mergeable=False,
+    compat=[needs_attention],
+    unfreeze_refusal=unfreeze_refusal,
+    virtual_tokens=lambda options: options.num_virtual_tokens,
+)
