@@ -29,8 +29,13 @@ def _filesystem_transport_options(settings: Settings) -> dict[str, str | bool]:
 
 
 def make_celery(settings: Settings) -> Celery:
-    # `include`: a worker started with `celery -A worker.app` registers its tasks; senders never import them.
-    app = Celery("deltatune", broker=settings.broker_url, include=["worker.tasks", "worker.transferability"])
+    # `include`: a worker started with `celery -A worker.app` registers its tasks and connects its pool
+    # processes' exit hook; senders never import them.
+    app = Celery(
+        "deltatune",
+        broker=settings.broker_url,
+        include=["worker.tasks", "worker.transferability", "worker.pool_exit"],
+    )
     app.conf.update(
         task_acks_late=True,  # a worker killed mid-job leaves the message for another worker
         task_reject_on_worker_lost=True,
