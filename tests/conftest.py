@@ -2,7 +2,41 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.services import POSTGRES_ADMIN_URL, REDIS_URL, require_postgres, require_redis
 from tests.tiny_models import make_tiny_bert, make_tiny_gpt2
+
+# A test needs the local PostgreSQL or Redis exactly when it asks for one of these fixtures; the
+# `integration` marker must say so (checked at collection below), so `-m "not integration"` runs
+# everything that needs no server and nothing that does.
+SERVICE_FIXTURES = frozenset({"postgres_server", "redis_server"})
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The local PostgreSQL's admin URL, once it answers; the test fails saying how to start it."""
+    require_postgres()
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The Redis URL (index) these tests own, once it answers."""
+    require_redis()
+    return REDIS_URL
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        needs = bool(SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())))
+        marked = item.get_closest_marker("integration") is not None
+        if needs != marked:
+            wrong.append(f"{item.nodeid}: {'unmarked but needs' if needs else 'marked but needs neither'}")
+    if wrong:
+        raise pytest.UsageError(
+            "the integration marker must sit on exactly the tests that use PostgreSQL or Redis "
+            f"(fixtures {', '.join(sorted(SERVICE_FIXTURES))}):\n  " + "\n  ".join(wrong)
+        )
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from celery.signals import worker_init
 from core.dispatch import make_celery, prepare_broker
 from core.settings import get_settings
 
-# `celery -A worker.app` imports only this module; `include` makes the worker register the tasks.
-TASK_MODULES = ("worker.tasks",)
+# `celery -A worker.app` imports only this module; `include` makes the worker register the tasks and
+# connect its pool processes' exit hook (worker/pool_exit.py).
+TASK_MODULES = ("worker.tasks", "worker.pool_exit")
 
 celery_app = make_celery(get_settings(), include=TASK_MODULES)
 

@@ -18,7 +18,7 @@ from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
 from service.auth import create_api_key
-from tests.integration.services import flushed_redis, fresh_database, require_postgres, require_redis
+from tests.integration.services import flushed_redis, fresh_database
 from tests.worker.processes import WorkerProcess, clean_environment
 
 WORKER_NAME = "integration@localhost"
@@ -34,9 +34,9 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_postgres()
-    require_redis()
+def stack(
+    postgres_server: str, redis_server: str, tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("integration-data")
     models_root = tiny_bert_dir.parent
     with fresh_database() as database_url, flushed_redis() as broker_url:

@@ -1,4 +1,4 @@
-"""The `deltatune` command against the local PostgreSQL: schema checks, migrate, keys."""
+"""The `deltatune` command against the local PostgreSQL (and Redis): schema checks, migrate, keys."""
 
 import os
 import signal
@@ -11,10 +11,8 @@ import httpx
 import pytest
 
 from tests.integration.server import free_port
-from tests.integration.services import flushed_redis, fresh_database, require_postgres, require_redis
+from tests.integration.services import flushed_redis, fresh_database
 from tests.worker.processes import ROOT, clean_environment, wait_for
-
-pytestmark = pytest.mark.integration
 
 
 def deltatune(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -30,12 +28,12 @@ def deltatune(*args: str, database_url: str, **env: str) -> subprocess.Completed
 
 
 @pytest.fixture()
-def empty_database() -> Iterator[str]:
-    require_postgres()
+def empty_database(postgres_server: str) -> Iterator[str]:
     with fresh_database("deltatune_cli") as url:
         yield url
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", [["api"], ["worker", "--queues", "gpu"]])
 def test_distributed_processes_refuse_a_schema_behind_head(empty_database: str, command: list[str]) -> None:
     result = deltatune(*command, database_url=empty_database, DELTATUNE_AUTO_MIGRATE="false")
@@ -53,6 +51,7 @@ def test_an_unreachable_database_is_named() -> None:
     assert "cannot reach the database at postgresql+psycopg://nobody@127.0.0.1:1/none" in result.stderr
 
 
+@pytest.mark.integration
 def test_migrate_then_keys_create_and_list(empty_database: str) -> None:
     migrated = deltatune("migrate", database_url=empty_database)
     assert migrated.returncode == 0, migrated.stderr
@@ -96,9 +95,11 @@ def stop(process: subprocess.Popen[bytes]) -> int:
             process.wait()
 
 
-def test_the_compose_commands_start_on_a_migrated_database(empty_database: str, tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_the_compose_commands_start_on_a_migrated_database(
+    empty_database: str, redis_server: str, tmp_path: Path
+) -> None:
     """`deltatune api` and `deltatune worker --queues gpu`, as compose runs them after `migrate`."""
-    require_redis()
     with flushed_redis() as broker_url:
         env = {
             "DATABASE_URL": empty_database,

@@ -14,8 +14,6 @@ from tests.integration.server import ServeProcess, alive
 from tests.worker.jobs import sentiment_lines
 from tests.worker.processes import clean_environment
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture()
 def home(tmp_path: Path, tiny_bert_dir: Path) -> Iterator[tuple[Path, dict[str, str]]]:

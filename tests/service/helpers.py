@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -106,3 +107,23 @@ def broker_messages(settings: Settings) -> list[dict[str, Any]]:
 
 def files_on_disk(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
+
+
+def statuses_when_sent(app: FastAPI, monkeypatch: pytest.MonkeyPatch, model: type[Any]) -> list[Any]:
+    """Record, as each task is sent, the status of the row it names as another connection sees it.
+
+    A worker reads the row on its own connection the moment the message arrives: a row the sender has
+    not committed yet reads as None here (SQLite in WAL mode shows only committed rows to readers).
+    """
+    seen: list[Any] = []
+    celery = app.state.celery
+    send_task = celery.send_task
+
+    def send_after_looking(name: str, args: list[Any], **options: Any) -> Any:
+        with app.state.sessionmaker() as other:
+            row = other.get(model, args[0])
+            seen.append(None if row is None else row.status)
+        return send_task(name, args=args, **options)
+
+    monkeypatch.setattr(celery, "send_task", send_after_looking)
+    return seen

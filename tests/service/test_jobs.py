@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from core.models import JobEvent
+from core.models import Job, JobEvent
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
@@ -17,16 +17,22 @@ from tests.service.helpers import (
     job_body,
     jsonl,
     set_job,
+    statuses_when_sent,
     upload,
     uploaded_file_id,
 )
 
 
 def test_create_job_commits_then_enqueues_it(
-    client: TestClient, auth: dict[str, str], settings: Settings
+    app: FastAPI,
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     training, validation = uploaded_file_id(client, auth), uploaded_file_id(client, auth)
     body = job_body(training, validation_file=validation)
+    seen_by_a_worker = statuses_when_sent(app, monkeypatch, Job)
     response = client.post("/v1/jobs", headers=auth, json=body)
     assert response.status_code == 201, response.text
     job = response.json()
@@ -49,6 +55,7 @@ def test_create_job_commits_then_enqueues_it(
     assert job["started_at"] is None and job["finished_at"] is None and job["error"] is None
     assert job["progress"] == 0.0 and job["artifacts"] == [] and job["cancel_requested"] is False
 
+    assert seen_by_a_worker == ["queued"]  # committed before the message left
     assert broker_messages(settings) == [{"task": "deltatune.run_job", "args": [job["id"]], "queue": "cpu"}]
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json() == job
 

@@ -1,13 +1,11 @@
 """The Alembic migration builds exactly service/models.py's tables, on SQLite and on PostgreSQL."""
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -28,10 +26,9 @@ from core.schema_version import (
 )
 from core.settings import Settings
 from service.app import create_app
+from tests.integration.services import fresh_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The local server trusts loopback connections; `postgres` is the role that may create databases.
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def differences(database_url: str) -> list[object]:
@@ -59,21 +56,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"deltatune_test_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(
-            f"the local PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({error}); start it (see .ci/run)"
-        )
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (through psycopg 3, as the service connects), dropped afterwards."""
+    with fresh_database("deltatune_test") as url:
+        yield url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 def test_sqlite_upgrade_matches_the_models(sqlite_url: str) -> None:
@@ -86,6 +72,7 @@ def test_sqlite_upgrade_matches_the_models(sqlite_url: str) -> None:
     assert current_revisions(sqlite_url) == head_revisions()
 
 
+@pytest.mark.integration
 def test_postgres_upgrade_matches_the_models(postgres_url: str) -> None:
     assert not is_at_head(postgres_url)
     upgrade_to_head(postgres_url)

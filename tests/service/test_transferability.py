@@ -1,6 +1,5 @@
 """/v1/transferability: create (validated, committed, then enqueued), list, get, owner scoping."""
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,25 +12,11 @@ from core.models import TransferabilityRun
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
-from service.routes import transferability
 from tests.service.conftest import key_headers
-from tests.service.helpers import broker_messages, jsonl, upload, uploaded_file_id
+from tests.service.helpers import broker_messages, jsonl, statuses_when_sent, upload, uploaded_file_id
 from tuning.models import BUNDLED_MODEL_ID
 
 URL = "/v1/transferability"
-
-
-def with_router(app: FastAPI) -> FastAPI:
-    # service/app.py includes this router once the lead adds it; until then the tests add it themselves.
-    if not any(getattr(route, "path", "").startswith(URL) for route in app.routes):
-        app.include_router(transferability.router)
-    return app
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(with_router(app)) as client:
-        yield client
 
 
 def body(training_file: str, **overrides: Any) -> dict[str, Any]:
@@ -55,9 +40,14 @@ def set_run(app: FastAPI, run_id: str, **values: Any) -> None:
 
 
 def test_create_commits_then_enqueues_the_run(
-    client: TestClient, auth: dict[str, str], settings: Settings
+    app: FastAPI,
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     training = uploaded_file_id(client, auth)
+    seen_by_a_worker = statuses_when_sent(app, monkeypatch, TransferabilityRun)
     response = client.post(URL, headers=auth, json=body(training))
     assert response.status_code == 201, response.text
     run = response.json()
@@ -67,6 +57,7 @@ def test_create_commits_then_enqueues_the_run(
     assert run["task"] == "sequence_classification" and run["max_examples"] == 1000
     assert run["results"] == [] and run["error"] is None
     assert run["started_at"] is None and run["finished_at"] is None and run["seconds"] is None
+    assert seen_by_a_worker == ["queued"]  # committed before the message left
     assert broker_messages(settings) == [
         {"task": "deltatune.score_transferability", "args": [run["id"]], "queue": "cpu"}
     ]
@@ -230,7 +221,7 @@ def test_unreachable_broker_still_accepts_the_run(tmp_path: Path, tiny_bert_dir:
         data_dir=tmp_path, model_dirs=[tiny_bert_dir.parent], broker_url="redis://127.0.0.1:1/0"
     )
     upgrade_to_head(settings.database_url)
-    app = with_router(create_app(settings))
+    app = create_app(settings)
     auth = key_headers(app, "alice")
     with TestClient(app) as client:
         response = client.post(URL, headers=auth, json=body(uploaded_file_id(client, auth)))

@@ -19,18 +19,19 @@ logger = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+README_JOB = "examples/jobs/lora.json"
+
+
 def readme_spec() -> JobSpec:
-    job_file = EXAMPLES / "jobs" / "lora.json"
-    if job_file.is_file():
-        return JobSpec.model_validate(json.loads(job_file.read_text()))
-    return JobSpec.model_validate(
-        {"base_model": BUNDLED_MODEL_ID, "training_file": "train", "hyperparameters": {"epochs": 3}}
-    )
+    """The job file the README's walkthrough posts, exactly: a missing or renamed file fails the test."""
+    assert README_JOB in (EXAMPLES.parent / "README.md").read_text()
+    return JobSpec.model_validate(json.loads((EXAMPLES.parent / README_JOB).read_text()))
 
 
 @pytest.mark.slow
 def test_lora_on_minilm_learns_the_examples_and_reloads_in_peft(tmp_path: Path) -> None:
     spec = readme_spec()
+    assert spec.base_model == BUNDLED_MODEL_ID and spec.method.type == "lora"
     validation_path = EXAMPLES / "validation.jsonl"
     events: list[Event] = []
     started = time.perf_counter()

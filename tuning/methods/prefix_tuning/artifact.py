@@ -4,6 +4,12 @@ PEFT stores the prefix as `prompt_embeddings` (n, layers·2·token_dim) with or 
 MLP only reparameterises training. The artifact holds the prefix the MLP computes and says
 `prefix_projection: false`, so PEFT loads it into a plain table and the MLP never ships. The head is
 saved as for prompt tuning (`base_model.<head>.<tensor>`).
+
+A classifier's prefix is written with `task_type` FEATURE_EXTRACTION, not SEQ_CLS: PEFT 0.21's
+SEQ_CLS prefix forward looks for a `past_key_values` parameter on the model's forward, which
+transformers 5 renamed `cache`, and refuses to run. Its FEATURE_EXTRACTION forward hands the prefix
+to the same model as `past_key_values=`, which transformers 5 still maps to `cache` (with a
+FutureWarning, until its 5.40), and returns the classifier's own output, logits included.
 """
 
 from pathlib import Path
@@ -21,6 +27,8 @@ from tuning.artifacts.peft_prompt_learning import (
 from tuning.methods.prefix_tuning.model import ENCODER, prefix_encoder
 from tuning.methods.prefix_tuning.options import PrefixTuningMethod
 
+PEFT_RUNNABLE_CLASSIFIER_TASK = "FEATURE_EXTRACTION"
+
 
 def write(out_dir: Path, job: TrainedJob) -> Written:
     encoder = prefix_encoder(job.model)
@@ -30,6 +38,8 @@ def write(out_dir: Path, job: TrainedJob) -> Written:
     config = prompt_learning_config(
         job, "PREFIX_TUNING", num_virtual_tokens=options.num_virtual_tokens, token_dim=geometry.token_dim
     )
+    if config["task_type"] == "SEQ_CLS":
+        config["task_type"] = PEFT_RUNNABLE_CLASSIFIER_TASK
     # Key/value heads, as PEFT counts them for grouped-query attention.
     config |= {"num_attention_heads": geometry.heads, "num_layers": geometry.layers}
     config |= {"encoder_hidden_size": geometry.token_dim, "prefix_projection": False}
