@@ -157,7 +157,8 @@ class Lifecycle:
         table = self.table
         with sessions() as session:
             waiting = select(table.id, table.queue).where(table.status == JobStatus.QUEUED)
-            queued = list(session.execute(waiting.order_by(table.created_at)).tuples())
+            rows = session.execute(waiting.order_by(table.created_at))
+            queued = [(row_id, queue) for row_id, queue in rows]
         for row_id, queue in queued:
             self.enqueue(celery, row_id, queue)
         if queued:
