@@ -42,6 +42,7 @@ TORCH_FREE_MODULES = (
     "tuning.spec.transferability",
     "tuning.models",
     "tuning.data",
+    "tuning.resume",
 )
 
 

@@ -6,8 +6,9 @@ Importing `tuning` stays cheap (no torch): the API imports `tuning.models`, `tun
 
 from typing import TYPE_CHECKING, Any
 
-from tuning.errors import Cancelled, DataError, ModelNotFound, SpecError, TuningError
+from tuning.errors import Cancelled, DataError, ModelNotFound, ResumeMismatch, SpecError, TuningError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.resume import ResumeOptions, ResumePoint, ResumePointSink
 from tuning.run import RunResult, run
 from tuning.spec import JobSpec
 
@@ -22,6 +23,10 @@ __all__ = [
     "JobSpec",
     "LoadedArtifact",
     "ModelNotFound",
+    "ResumeMismatch",
+    "ResumeOptions",
+    "ResumePoint",
+    "ResumePointSink",
     "RunResult",
     "SpecError",
     "StopCheck",

@@ -81,10 +81,14 @@ def batches_in_order(encoded: Encoded, batch_size: int) -> Iterator[Batch]:
         yield collate(encoded, range(start, min(start + batch_size, len(encoded))))
 
 
-def shuffled_batches(encoded: Encoded, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-    """One epoch in an order drawn from `generator`, so a seed fixes the order of every epoch."""
-    order = torch.randperm(len(encoded), generator=generator).tolist()
-    for start in range(0, len(order), batch_size):
+def shuffled_order(examples: int, generator: torch.Generator) -> list[int]:
+    """One epoch's order of the examples, drawn from `generator`, so a seed fixes every epoch's order."""
+    return torch.randperm(examples, generator=generator).tolist()
+
+
+def batches_of(encoded: Encoded, order: Sequence[int], batch_size: int, *, skip: int = 0) -> Iterator[Batch]:
+    """The batches of one epoch's `order`, from batch `skip` on (a resumed epoch skips those it trained)."""
+    for start in range(skip * batch_size, len(order), batch_size):
         yield collate(encoded, order[start : start + batch_size])
 
 

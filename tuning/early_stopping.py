@@ -1,5 +1,7 @@
 """Early stopping: follow one validation metric, keep the best evaluation's weights, say when to stop."""
 
+from typing import Any
+
 import torch
 
 from tuning.evaluate import Evaluation
@@ -45,6 +47,16 @@ class BestTracker:
             f"{self.best_eval.metrics[self.metric]:.4g} for {self.patience} evaluations",
             {"step": step, "best_step": self.best_step, "metric": self.metric},
         )
+
+    def state(self) -> dict[str, Any]:
+        """What a resume point keeps beside `saved`: the best evaluation, its step, the patience used."""
+        best = self.best_eval.as_json() if self.best_eval is not None else None
+        return {"best_eval": best, "best_step": self.best_step, "since_best": self.since_best}
+
+    def restore_state(self, state: dict[str, Any], saved: list[torch.Tensor]) -> None:
+        best = state["best_eval"]
+        self.best_eval = Evaluation.from_json(best) if best is not None else None
+        self.best_step, self.since_best, self.saved = state["best_step"], state["since_best"], saved
 
     def restore(self) -> int:
         """Put the best evaluation's weights back into the model; returns that evaluation's step."""

@@ -40,5 +40,14 @@ class SpecError(TuningError):
     code = "invalid_spec"
 
 
+class ResumeMismatch(TuningError):
+    """A resume point that is not this job's (another spec, data, or base model), or not a resume point."""
+
+    code = "resume_mismatch"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="resume_from")
+
+
 class Cancelled(Exception):
     """Raised inside the training loop when should_stop() says so; nothing is published."""

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,13 @@ class Evaluation:
     @property
     def loss(self) -> float:
         return self.metrics["loss"]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"metrics": dict(self.metrics), "examples": self.examples}
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> "Evaluation":
+        return cls(dict(stored["metrics"]), int(stored["examples"]))
 
 
 def classifier_logits(

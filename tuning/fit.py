@@ -1,11 +1,12 @@
 """`fit`: one fine-tuning job from its data files to the trained model in memory, in named phases.
 
     prepare  cheap checks first (base model known, spec fits its config, data valid, labels
-             consistent), so a bad job fails in a second, not after the model has loaded; then the
-             model (seed, load, what the regularizers compare against, the method, θ₀, a checkpoint
-             to start from) and the encoded data
-    train    tuning.train's loop (step, evaluate or stop, checkpoint) with the job's optimizer groups,
-             regularizers and unfreezing schedule
+             consistent, a resume point this job's), so a bad job fails in a second, not after the
+             model has loaded; then the model (seed, load, what the regularizers compare against, the
+             method, θ₀, a checkpoint to start from) and the encoded data
+    train    tuning.train's loop (step, evaluate or stop, checkpoint, resume point) with the job's
+             optimizer groups, regularizers and unfreezing schedule; from a resume point, the loop's
+             state is put back and it goes on at the next step
     finish   the method's whole trainable set marked again, the model on the CPU in eval mode, metrics
 
 `tuning.run` adds the last phase, export: the artifact written from what `fit` returns.
@@ -15,7 +16,7 @@ import copy
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,19 @@ from tuning.parts.unfreeze import UnfreezeSchedule
 from tuning.pretrained import PretrainedSnapshot
 from tuning.regularizers import Regularizer, RegularizerContext, make_regularizers
 from tuning.regularizers.ewc import estimate_fisher
+from tuning.resume import (
+    JobIdentity,
+    ResumeOptions,
+    ResumePoint,
+    ResumePointWriter,
+    check_resume_point,
+    fisher_matches,
+)
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel
 from tuning.tasks import Task, TaskData, resolved_spec, task_for
 from tuning.train import StepHook, TrainResult, seed_everything, train
+from tuning.training_state import TrainingState, tensors_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +86,8 @@ class Prepared:
     method_trainable: list[nn.Parameter]  # the method's whole trainable set, as it applied it
     train_set: Encoded
     validation_set: Encoded | None
+    identity: JobIdentity | None = None  # what makes a resume point this job's, when it writes or reads one
+    resume_point: ResumePoint | None = None  # the point it resumes from, checked to be this job's
 
     @property
     def model(self) -> nn.Module:
@@ -107,6 +119,9 @@ def fit(
     start_from: Path | None = None,
     checkpoints_dir: Path | None = None,
     on_checkpoint: CheckpointSink | None = None,
+    resume: ResumeOptions | None = None,
+    resume_dir: Path | None = None,
+    resume_from: Path | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> Fitted:
@@ -115,7 +130,8 @@ def fit(
     `fisher_path` is the source-task file of an `ewc` regularizer; `start_from` a checkpoint's
     artifact folder whose trained tensors the job starts from (`from_checkpoint`). With
     `spec.checkpoints` and a `checkpoints_dir`, each checkpoint is written there as an artifact and
-    handed to `on_checkpoint`.
+    handed to `on_checkpoint`. With `resume` and a `resume_dir`, resume points are written there (see
+    tuning.resume); `resume_from`, one of this job's points, continues the job where it was written.
     """
     job = prepare(
         spec,
@@ -124,9 +140,18 @@ def fit(
         fisher_path=fisher_path,
         model_dirs=model_dirs,
         start_from=start_from,
+        resumable=resume is not None or resume_from is not None,
+        resume_from=resume_from,
         on_event=on_event,
     )
-    result = train_job(job, checkpoints_dir, on_checkpoint, on_event=on_event, should_stop=should_stop)
+    writer = None
+    if resume is not None and resume_dir is not None:
+        assert job.identity is not None
+        start = job.resume_point.step if job.resume_point is not None else 0
+        writer = ResumePointWriter(resume, resume_dir, job.identity, start_step=start)
+    result = train_job(
+        job, checkpoints_dir, on_checkpoint, resume_points=writer, on_event=on_event, should_stop=should_stop
+    )
     return finish(job, result)
 
 
@@ -139,9 +164,16 @@ def prepare(
     model_dirs: Sequence[Path],
     start_from: Path | None,
     on_event: EventSink,
+    resumable: bool = False,
+    resume_from: Path | None = None,
 ) -> Prepared:
-    """The job's checks and data first, then its model and the encoded data."""
+    """The job's checks and data first, then its model and the encoded data.
+
+    A `resumable` job (one that writes or reads resume points) records what makes a point its own;
+    `resume_from` is refused here, before the model loads, unless it is this job's.
+    """
     # Data: cheap checks first, so a bad job fails in a second, not after the model has loaded.
+    given_spec = spec  # a resume point records the spec as the job gave it
     base_path = resolve_base_model(spec.base_model, model_dirs)
     check_spec_for_model(spec, base_path)
     training = read_data_file(training_path, param="training_file")
@@ -151,6 +183,15 @@ def prepare(
     data = task.check_data(training, validation)
     fisher_examples = _read_fisher_data(spec, fisher_path)
     on_event(_data_summary(data))
+    identity, resume_point = None, None
+    if resumable or resume_from is not None:
+        files = {
+            "training_file": training_path,
+            "validation_file": validation_path,
+            "fisher_file": fisher_path,
+        }
+        identity = JobIdentity.of(given_spec, base_model_path=base_path, data_files=files)
+        resume_point = check_resume_point(resume_from, identity) if resume_from is not None else None
 
     # Model: seeded before it is built, since the new head's init is part of the run.
     seed_everything(spec.hyperparameters.seed)
@@ -172,6 +213,8 @@ def prepare(
     train_set = task.encode(task_model, spec, data.train, data.labels)
     validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
     on_event(_training_started(model, built))
+    if identity is not None and before_method.fisher is not None:
+        identity = replace(identity, fisher_sha256=tensors_sha256(before_method.fisher))
     return Prepared(
         spec,
         base_path,
@@ -185,6 +228,8 @@ def prepare(
         method_trainable,
         train_set,
         validation_set,
+        identity,
+        resume_point,
     )
 
 
@@ -193,14 +238,17 @@ def train_job(
     checkpoints_dir: Path | None,
     on_checkpoint: CheckpointSink | None,
     *,
+    resume_points: ResumePointWriter | None = None,
     on_event: EventSink,
     should_stop: StopCheck,
 ) -> TrainResult:
-    """tuning.train's loop with the parts the spec composes: optimizer groups, regularizers, schedule."""
+    """tuning.train's loop with the parts the spec composes: optimizer groups, regularizers, schedule;
+    from `job.resume_point`'s state when it has one."""
     spec = job.spec
     checkpoints = None
     if spec.checkpoints is not None and checkpoints_dir is not None:
         checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, job.trained_job, on_checkpoint)
+    resumed = _resumed_state(job, on_event) if job.resume_point is not None else None
     return train(
         job.model,
         job.train_set,
@@ -214,9 +262,34 @@ def train_job(
         early_stopping=spec.early_stopping,
         checkpoints=spec.checkpoints if checkpoints is not None else None,
         save_checkpoint=checkpoints,
+        resume_points=resume_points,
+        resume_from=resumed,
         on_event=on_event,
         should_stop=should_stop,
     )
+
+
+def _resumed_state(job: Prepared, on_event: EventSink) -> TrainingState:
+    """The resume point's training state, announced: the job's events go on from the step after it."""
+    point, identity = job.resume_point, job.identity
+    assert point is not None and identity is not None
+    state = TrainingState.load(point.folder)
+    details: dict[str, Any] = {
+        "resumed_from_step": point.step,
+        "epoch": round(state.epochs_done, 4),
+        "resume_point": point.folder.name,
+        "examples_seen": state.loop["progress"]["examples_seen"],
+    }
+    if identity.fisher_sha256 is not None:
+        # EWC's Fisher is estimated again, not stored: it is model-sized (a LoRA point would grow to the
+        # base's size) and deterministic (a private generator); on other hardware it may round apart.
+        details["fisher_identical"] = fisher_matches(point, identity)
+        if not details["fisher_identical"]:
+            logger.warning(
+                "resumed from %s: the Fisher estimate differs from the interrupted attempt's", point
+            )
+    on_event(Event("message", f"resumed from step {point.step}", details))
+    return state
 
 
 def finish(job: Prepared, result: TrainResult) -> Fitted:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.resume import ResumeOptions
 from tuning.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -40,14 +41,18 @@ def run(
     on_checkpoint: CheckpointSink | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
+    resume: ResumeOptions | None = None,
+    resume_from: Path | None = None,
 ) -> RunResult:
     """Fine-tune `spec.base_model` on `training_path` and write the artifact into `out_dir`.
 
     `fisher_path` is the source-task file of an `ewc` regularizer; `start_from` a checkpoint's
     artifact folder whose trained tensors the job starts from (`from_checkpoint`). With
     `spec.checkpoints`, each checkpoint is written beside `out_dir` as an artifact and handed to
-    `on_checkpoint`. Raises DataError, SpecError, ModelNotFound, or Cancelled when `should_stop()`
-    turns true.
+    `on_checkpoint`. With `resume`, resume points are written beside `out_dir` (`<out_dir>-resume/
+    step-<k>/`) and handed to `resume.on_resume_point`; `resume_from`, one of this job's points,
+    continues the job at the step after it, as if it had never stopped (tuning.resume). Raises
+    DataError, SpecError, ModelNotFound, ResumeMismatch, or Cancelled when `should_stop()` turns true.
     """
     # torch and transformers load here, not when the API imports tuning.
     from tuning.artifacts import write_artifact
@@ -62,6 +67,9 @@ def run(
         start_from=start_from,
         checkpoints_dir=out_dir.with_name(out_dir.name + "-checkpoints"),
         on_checkpoint=on_checkpoint,
+        resume=resume,
+        resume_dir=out_dir.with_name(out_dir.name + "-resume"),
+        resume_from=resume_from,
         on_event=on_event,
         should_stop=should_stop,
     )

@@ -1,9 +1,10 @@
 """The training loop: warmup then linear decay, regularizers, gradient clipping, periodic evaluation.
 
 Plain on purpose: one function you can read top to bottom, each optimizer step in three phases (step,
-evaluate or stop, checkpoint). It trains whatever parameters of the model require grad (the method
-decided that, and a gradual-unfreezing schedule may widen it step by step) and reports through
-events.
+evaluate or stop, checkpoint), then a resume point when one is due. It trains whatever parameters of
+the model require grad (the method decided that, and a gradual-unfreezing schedule may widen it step
+by step) and reports through events. A run resumed from a resume point's state continues at the next
+step as if it had never stopped.
 """
 
 import random
@@ -15,15 +16,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from tuning.batching import Batch, Encoded, shuffled_batches, steps_per_epoch
+from tuning.batching import Batch, Encoded, batches_of, shuffled_order, steps_per_epoch
 from tuning.early_stopping import BestTracker
-from tuning.errors import Cancelled
+from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.optim import learning_rate_at, make_optimizer, set_learning_rate, warmup_steps
 from tuning.regularizers import Regularizer
 from tuning.spec import CheckpointOptions, EarlyStopping, Hyperparameters
 from tuning.tasks import Task
+from tuning.training_state import TrainingState, capture_rng, restore_rng
 
 
 class StepHook(Protocol):
@@ -33,9 +35,23 @@ class StepHook(Protocol):
 
 
 class CheckpointSink(Protocol):
-    """Called with the model as trained so far, after optimizer step `step`; writes a checkpoint."""
+    """Called with the model as trained so far, after optimizer step `step`; writes a checkpoint.
+
+    `kept` lists the steps of the checkpoints it keeps: a resume point carries it, so that a resumed
+    run drops the ones the uninterrupted run would have dropped.
+    """
+
+    kept: list[int]
 
     def __call__(self, step: int, epoch: float, evaluation: Evaluation | None) -> None: ...
+
+
+class ResumePoints(Protocol):
+    """Asked after each optimizer step whether a resume point is due; then handed the loop's state."""
+
+    def due(self, step: int) -> bool: ...
+
+    def __call__(self, state: TrainingState) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,8 @@ def train(
     early_stopping: EarlyStopping | None = None,
     checkpoints: CheckpointOptions | None = None,
     save_checkpoint: CheckpointSink | None = None,
+    resume_points: ResumePoints | None = None,
+    resume_from: TrainingState | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> TrainResult:
@@ -80,30 +98,48 @@ def train(
     update, a metrics event every `logging_steps`), evaluate or stop (every `eval_steps`, else at each
     epoch's end; with `early_stopping`, stop once its metric has not improved for `patience`
     evaluations and put the best evaluation's weights back), and checkpoint (`save_checkpoint` every
-    `every_steps` steps or at each epoch's end).
+    `every_steps` steps or at each epoch's end). Then, when `resume_points` says one is due, the loop's
+    state goes to it: after everything the step did, and for an epoch's last step after the epoch's
+    evaluation and checkpoint. `resume_from`, such a state, continues at its next step: nothing of the
+    steps before it (their events included) happens again.
     """
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
     optimizer = make_optimizer(optimizer_groups, hp)
-    trainable = [p for group in optimizer_groups for p in group["params"]]
+    named = _named_parameters(optimizer_groups)
+    trainable: list[torch.Tensor] = [parameter for _, parameter in named]
     shuffle = torch.Generator().manual_seed(hp.seed)
     stopper = BestTracker(early_stopping, trainable) if early_stopping is not None else None
     evaluations = Evaluations(
         model, validation_set, task, hp.batch_size, device, per_epoch, stopper, on_event, should_stop
     )
     progress = Progress(hp, per_epoch, on_event)
+    loop = LoopState(optimizer, named, shuffle, stopper, evaluations, progress, save_checkpoint, per_epoch)
 
     def checkpoint(step: int) -> None:
         if save_checkpoint is not None:
             save_checkpoint(step, step / per_epoch, evaluations.taken_at(step))
 
-    evaluations.run(0)
-    initial_eval, step = evaluations.latest, 0
+    def resume_point(step: int, epoch: int, batches_done: int, order: list[int] | None) -> None:
+        if resume_points is not None and resume_points.due(step):
+            resume_points(loop.state(step, epoch, batches_done, order))
+
+    if resume_from is None:
+        evaluations.run(0)
+        loop.initial_eval = evaluations.latest
+        step, first_epoch, skip, order = 0, 0, 0, None
+    else:
+        loop.resume(resume_from, before_step)
+        step, first_epoch = resume_from.step, resume_from.epoch
+        skip, order = resume_from.batches_done, resume_from.order
     model.train()
-    for epoch in range(hp.epochs):
+    for epoch in range(first_epoch, hp.epochs):
         if stopper is not None and stopper.should_stop:
             break
-        progress.new_epoch()
-        for batch in shuffled_batches(train_set, hp.batch_size, shuffle):
+        if skip == 0:
+            progress.new_epoch()
+            order = shuffled_order(len(train_set), shuffle)
+        assert order is not None
+        for done, batch in enumerate(batches_of(train_set, order, hp.batch_size, skip=skip), start=skip + 1):
             if should_stop():
                 raise Cancelled()
             step += 1
@@ -126,12 +162,120 @@ def train(
                 checkpoint(step)
             if stopper is not None and stopper.should_stop:
                 break
+            # Resume point (the epoch's last step's waits for the epoch's end).
+            if done < per_epoch:
+                resume_point(step, epoch, done, order)
+        skip = 0
         # The epoch's end: its evaluation (unless a step just took one), then its checkpoint.
         if hp.eval_steps is None and evaluations.step != step:
             evaluations.run(step)
         if _checkpoint_due_after_epoch(step, checkpoints, hp):
             checkpoint(step)
-    return _result(step, initial_eval, evaluations, stopper, progress, on_event)
+        resume_point(step, epoch + 1, 0, None)
+    return _result(step, loop.initial_eval, evaluations, stopper, progress, on_event)
+
+
+class LoopState:
+    """What a resume point holds of the loop: the trainable tensors, the optimizer, the data order, the
+    random streams, and the counters and histories of progress, evaluations, early stopping, checkpoints.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        named: list[tuple[str, nn.Parameter]],
+        shuffle: torch.Generator,
+        stopper: BestTracker | None,
+        evaluations: "Evaluations",
+        progress: "Progress",
+        checkpoints: CheckpointSink | None,
+        per_epoch: int,
+    ) -> None:
+        self.optimizer, self.named, self.shuffle = optimizer, named, shuffle
+        self.stopper, self.evaluations, self.progress = stopper, evaluations, progress
+        self.checkpoints, self.per_epoch = checkpoints, per_epoch
+        self.initial_eval: Evaluation | None = None
+
+    def state(self, step: int, epoch: int, batches_done: int, order: list[int] | None) -> TrainingState:
+        stopper = self.stopper
+        return TrainingState(
+            step=step,
+            epoch=epoch,
+            batches_done=batches_done,
+            epochs_done=step / self.per_epoch,
+            loop={
+                "progress": self.progress.state(),
+                "evaluations": self.evaluations.state(),
+                "initial_eval": _evaluation_json(self.initial_eval),
+                "early_stopping": stopper.state() if stopper is not None else None,
+                "checkpoints_kept": list(self.checkpoints.kept) if self.checkpoints is not None else [],
+                "trainable_now": [name for name, parameter in self.named if parameter.requires_grad],
+            },
+            trainable={name: parameter.detach().to("cpu", copy=True) for name, parameter in self.named},
+            optimizer=self.optimizer.state_dict(),
+            rng=capture_rng(self.shuffle),
+            order=order if batches_done else None,
+            best=dict(zip((name for name, _ in self.named), stopper.saved, strict=True))
+            if stopper is not None and stopper.saved
+            else {},
+        )
+
+    def resume(self, state: TrainingState, before_step: StepHook | None) -> None:
+        """Put the loop where `state` left it: weights, optimizer, histories, schedule, random streams."""
+        self.restore(state)
+        if before_step is not None:  # the schedule where step k left it; its event was step k's
+            before_step(state.step, (state.step - 1) // self.per_epoch)
+        now = [name for name, parameter in self.named if parameter.requires_grad]
+        if now != state.loop["trainable_now"]:
+            raise ResumeMismatch(
+                f"at step {state.step} the resume point trained {len(state.loop['trainable_now'])} tensors, "
+                f"the schedule now says {len(now)}"
+            )
+        restore_rng(state.rng, self.shuffle)  # last: nothing draws from them before the next step
+
+    def restore(self, state: TrainingState) -> None:
+        names = [name for name, _ in self.named]
+        if sorted(state.trainable) != sorted(names):
+            missing, extra = set(names) - set(state.trainable), set(state.trainable) - set(names)
+            raise ResumeMismatch(
+                "the resume point's tensors are not this job's trainable set: "
+                f"missing {sorted(missing)[:5]}, unknown {sorted(extra)[:5]}"
+            )
+        with torch.no_grad():
+            for name, parameter in self.named:
+                stored = state.trainable[name]
+                if stored.shape != parameter.shape:
+                    raise ResumeMismatch(
+                        f"the resume point's {name} is {tuple(stored.shape)}, not {tuple(parameter.shape)}"
+                    )
+                parameter.copy_(stored)
+        self.optimizer.load_state_dict(state.optimizer)
+        loop = state.loop
+        self.progress.restore(loop["progress"])
+        self.evaluations.restore(loop["evaluations"])
+        self.initial_eval = _evaluation(loop["initial_eval"])
+        if self.stopper is not None:
+            saved = [state.best[name] for name in names] if state.best else []
+            self.stopper.restore_state(loop["early_stopping"], saved)
+        if self.checkpoints is not None:
+            self.checkpoints.kept = list(loop["checkpoints_kept"])
+
+
+def _named_parameters(optimizer_groups: list[dict[str, Any]]) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) in the optimizer's order; parameter_groups names them, other callers may not."""
+    named: list[tuple[str, nn.Parameter]] = []
+    for index, group in enumerate(optimizer_groups):
+        names = group.get("names") or [f"group{index}.{i}" for i in range(len(group["params"]))]
+        named.extend(zip(names, group["params"], strict=True))
+    return named
+
+
+def _evaluation_json(evaluation: Evaluation | None) -> dict[str, Any] | None:
+    return evaluation.as_json() if evaluation is not None else None
+
+
+def _evaluation(stored: dict[str, Any] | None) -> Evaluation | None:
+    return Evaluation.from_json(stored) if stored is not None else None
 
 
 class Evaluations:
@@ -182,6 +326,12 @@ class Evaluations:
     def taken_at(self, step: int) -> Evaluation | None:
         return self.latest if self.step == step else None
 
+    def state(self) -> dict[str, Any]:
+        return {"latest": _evaluation_json(self.latest), "step": self.step, "seconds": self.seconds}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.latest, self.step, self.seconds = _evaluation(state["latest"]), state["step"], state["seconds"]
+
 
 class Progress:
     """What the metrics events report: losses since the last one, examples, tokens, speed."""
@@ -197,6 +347,21 @@ class Progress:
 
     def new_epoch(self) -> None:
         self.epoch_losses = []
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "examples_seen": self.examples_seen,
+            "trained_tokens": self.trained_tokens,
+            "window": [[losses.task, losses.penalties] for losses in self.window],
+            "epoch_losses": self.epoch_losses,
+            "elapsed_seconds": time.perf_counter() - self.started,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.examples_seen, self.trained_tokens = state["examples_seen"], state["trained_tokens"]
+        self.window = [StepLosses(task, penalties) for task, penalties in state["window"]]
+        self.epoch_losses = list(state["epoch_losses"])
+        self.started = time.perf_counter() - state["elapsed_seconds"]  # elapsed time goes on counting
 
     def stepped(self, step: int, batch: Batch, losses: "StepLosses", lr: float, eval_seconds: float) -> None:
         self.window.append(losses)

@@ -39,10 +39,14 @@ class UnfreezeSchedule:
         if stage == self.stage:
             return None
         self.stage = stage
-        return self.enter(stage)
+        return self.enter(stage, step)
 
-    def enter(self, stage: int) -> Event:
-        """Let the parameters of the stage's groups train and freeze the rest of the method's set."""
+    def enter(self, stage: int, step: int) -> Event:
+        """Let the parameters of the stage's groups train and freeze the rest of the method's set.
+
+        The event names the step whose training the stage begins with, as every event of a step does (a
+        resumed job's events go on from a step; the dead attempt's after it are dropped).
+        """
         lowest = self.depths[stage]
         count = 0
         for name, parameter in self.trainable.items():
@@ -53,7 +57,12 @@ class UnfreezeSchedule:
         return Event(
             "message",
             f"gradual unfreezing stage {stage}: training {', '.join(groups)} ({count:,} parameters)",
-            {"unfreeze_stage": stage, "trainable_groups": groups, "trainable_parameters": count},
+            {
+                "step": step,
+                "unfreeze_stage": stage,
+                "trainable_groups": groups,
+                "trainable_parameters": count,
+            },
         )
 
     def group_name(self, depth: int) -> str:

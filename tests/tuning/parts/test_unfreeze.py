@@ -56,6 +56,7 @@ def test_each_step_unfreezes_the_next_group_down(tiny_bert_dir: Path) -> None:
         assert trainable == names_under(built, prefixes)
         count = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
         assert event.data == {
+            "step": step,
             "unfreeze_stage": step - 1,
             "trainable_groups": groups,
             "trainable_parameters": count,
