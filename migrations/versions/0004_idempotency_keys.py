@@ -25,9 +25,7 @@ def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
-        sa.Column(
-            "owner_id", sa.String(64), sa.ForeignKey("owners.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("owner_id", sa.String(64), sa.ForeignKey("owners.id", ondelete="CASCADE"), nullable=False),
         sa.Column("route", sa.String(64), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("request_hash", sa.String(64), nullable=False),
