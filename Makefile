@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.deltatune-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint examples clean distclean
+.PHONY: help venv run test fuzz lint examples clean distclean
 
 help:
 	@echo "make run        start deltatune on its embedded default (API on 127.0.0.1:8000 + a worker)"
-	@echo "make test       run every test (unit, integration, slow)"
+	@echo "make test       run every test (unit, integration, slow; a bounded schemathesis run)"
+	@echo "make fuzz       a longer schemathesis run over every operation (FUZZ_MAX_EXAMPLES=300)"
 	@echo "make lint       ruff, mypy, and a check that examples/*.jsonl match their generator"
 	@echo "make examples   regenerate examples/train.jsonl and examples/validation.jsonl"
 	@echo "make clean      remove caches and build output (keeps .venv and .deltatune)"
@@ -33,6 +34,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The same test as in `make test`, ten times the cases per operation (about 10,000 in all).
+FUZZ_MAX_EXAMPLES ?= 300
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) $(BIN)/python -m pytest tests/service/test_fuzz.py -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -5,13 +5,44 @@ with `sessions_for` and dispose of it, so a forked pool process never shares a c
 parent.
 """
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
+
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+
+# SQLite's OperationalError covers bugs (a syntax error, a missing table) as well as a database that
+# cannot be used right now; only these mean "try again later".
+SQLITE_UNAVAILABLE = (
+    "unable to open database file",
+    "database is locked",
+    "disk i/o error",
+    "database or disk is full",
+    "attempt to write a readonly database",
+)
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached or used now (a retry may succeed), as
+    opposed to a fault in the statement or the schema, which no retry fixes."""
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(error, sa_exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    if isinstance(error.orig, sqlite3.Error):
+        message = str(error.orig).lower()
+        return isinstance(error, sa_exc.OperationalError) and any(m in message for m in SQLITE_UNAVAILABLE)
+    # psycopg raises OperationalError for connections refused, lost or shut down by the administrator,
+    # and InterfaceError for a connection already closed; statement faults are other classes.
+    return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
 def make_engine(url: str) -> Engine:
@@ -27,7 +58,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # pre_ping replaces connections a restarted server dropped; connect_timeout keeps a request from
+    # hanging on a host that does not answer at all (the API answers 503 instead).
+    return create_engine(
+        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+    )
 
 
 @contextmanager

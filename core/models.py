@@ -1,4 +1,5 @@
-"""SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints and transferability runs.
+"""SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints, transferability runs and
+idempotency keys.
 
 Every file, job, event and artifact query is scoped to an owner. Schema changes go through Alembic
 (`migrations/`), never create_all outside throwaway test databases.
@@ -188,3 +189,21 @@ class TransferabilityRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key on a creating route, with the first response it got (see
+    service/idempotency.py). `response_status` is None while that first request is still running."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner_id", "route", "key"),)
+
+    id: Mapped[int] = mapped_column(AUTOINCREMENT_ID, primary_key=True, autoincrement=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    route: Mapped[str] = mapped_column(String(64))  # "POST /v1/jobs"
+    key: Mapped[str] = mapped_column(String(255))
+    # sha256 of the method, the path and the body (for an upload: its file's bytes and form fields).
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_body: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

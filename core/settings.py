@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         True,
         description="Upgrade the schema at start-up (embedded); when false, refuse a schema behind head.",
     )
+    retry_after_seconds: int = Field(
+        5, ge=1, le=3600, description="Retry-After of a 503 while the database cannot be reached."
+    )
+    idempotency_ttl_seconds: int = Field(
+        24 * 3600, ge=1, description="How long an Idempotency-Key is remembered with its first response."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     cancel_poll_seconds: float = Field(

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from core.db import make_engine, sessions_for
@@ -193,6 +194,7 @@ def _listening(settings: Settings, args: argparse.Namespace) -> Settings:
 
 def _prepare_schema(settings: Settings, *, migrate: bool) -> None:
     """Migrate to head, or (distributed) refuse to start on a schema behind head."""
+    _make_sqlite_folder(settings)
     try:
         if migrate:
             upgrade_to_head(settings.database_url)
@@ -203,6 +205,14 @@ def _prepare_schema(settings: Settings, *, migrate: bool) -> None:
     except OperationalError as error:
         where = make_engine(settings.database_url).url.render_as_string(hide_password=True)
         raise _CommandError(f"cannot reach the database at {where}: {error.orig}") from error
+
+
+def _make_sqlite_folder(settings: Settings) -> None:
+    """SQLite creates its file but not the folders above it ("unable to open database file"): the
+    embedded default's data dir is made on first use, by whichever command comes first."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _local_key(settings: Settings) -> tuple[str, Path]:

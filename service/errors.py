@@ -12,8 +12,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
+from core.db import database_unavailable
 from tuning.spec import CompositionError
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ TYPE_BY_STATUS = {
     415: "invalid_request_error",
     422: "invalid_request_error",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 CODE_BY_STATUS = {
     400: "bad_request",
@@ -40,6 +44,7 @@ CODE_BY_STATUS = {
     415: "unsupported_media_type",
     422: "invalid_request",
     503: "not_ready",
+    507: "insufficient_storage",
 }
 
 
@@ -87,6 +92,12 @@ class TooLarge(ApiError):
     status_code = 413
 
 
+class InsufficientStorage(ApiError):
+    """The server's disk is full: not the client's fault, and nothing was stored."""
+
+    status_code = 507
+
+
 def error_body(
     message: str, *, status_code: int, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
@@ -118,7 +129,40 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    # DBAPIError covers OperationalError and InterfaceError; TimeoutError is the pool's.
+    app.add_exception_handler(sa_exc.DBAPIError, _database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> JSONResponse:
+    # Nobody is left to read an answer; a client leaving is routine, not an error with a traceback.
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    return error_response("the client disconnected", status_code=400, code="client_disconnected")
+
+
+def database_unavailable_response(retry_after: int) -> JSONResponse:
+    """503 with Retry-After: the request may well succeed once the database is back."""
+    return error_response(
+        f"the database is unreachable right now; retry in {retry_after} seconds",
+        status_code=503,
+        code="database_unavailable",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unavailable(exc):
+        return await _unexpected_error(request, exc)
+    # A known outage, not a bug: one line in the log, no traceback, and never the URL to the client.
+    logger.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc.__cause__ or exc).__name__,
+    )
+    return database_unavailable_response(request.app.state.settings.retry_after_seconds)
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:

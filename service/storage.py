@@ -6,7 +6,9 @@ chunk is counted, hashed and written to `data_dir/uploads/` as it arrives, and t
 request the moment it is crossed. `uploads/` sits beside `files/` so publishing is one rename.
 """
 
+import errno
 import hashlib
+import logging
 import os
 import tarfile
 import tempfile
@@ -20,14 +22,19 @@ from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from core.settings import Settings
-from service.errors import ApiError, TooLarge
+from service.errors import ApiError, InsufficientStorage, TooLarge
 
 if TYPE_CHECKING:  # a typing-only name in python-multipart
     from python_multipart.multipart import MultipartCallbacks
 
+logger = logging.getLogger(__name__)
+
 CHUNK_BYTES = 1024 * 1024
+# What a full disk (or an exhausted quota) raises on write: the server's condition, answered 507.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Multipart framing (boundaries, part headers, the purpose field) on top of the file itself; a
 # Content-Length beyond limit + this cannot hold a file within the limit.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -84,27 +91,48 @@ async def receive_upload(
 ) -> ReceivedUpload:
     """Stream a multipart body's `file_field` to a temp file, enforcing `max_upload_bytes`.
 
-    Raises ApiError for a body that is not multipart, an unexpected or missing field, and
-    TooLarge (413) over the limit; the temp file never outlives a failure.
+    Raises ApiError for a body that is not multipart, an unexpected or missing field, or one cut off
+    before its closing boundary (400), TooLarge (413) over the limit, InsufficientStorage (507) on a
+    full disk, and ClientDisconnect when the client leaves; the temp file never outlives a failure.
     """
     boundary = _multipart_boundary(request)
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD_BYTES:
         raise _too_large(limit)
-    uploads_dir(settings).mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=uploads_dir(settings), prefix="upload-")
     reader = _MultipartReader(boundary, file_field, text_fields, limit)
+    name = ""
     try:
+        uploads_dir(settings).mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=uploads_dir(settings), prefix="upload-")
         with os.fdopen(handle, "wb") as out:
             async for chunk in request.stream():
                 for data in reader.feed(chunk):
                     await run_in_threadpool(out.write, data)
             reader.finish()
+    except OSError as error:
+        _remove(name)
+        if error.errno in NO_SPACE:
+            logger.warning("upload refused: the data folder is full (%d bytes received)", reader.size)
+            raise InsufficientStorage(
+                "the server has no room left to store this file; nothing was stored, retry later",
+                param="file",
+                code="insufficient_storage",
+            ) from None
+        raise
+    except ClientDisconnect:
+        _remove(name)
+        logger.info("upload abandoned: the client disconnected after %d bytes", reader.size)
+        raise
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        _remove(name)
         raise
     return ReceivedUpload(Path(name), reader.filename, reader.size, reader.sha256.hexdigest(), reader.fields)
+
+
+def _remove(name: str) -> None:
+    if name:
+        Path(name).unlink(missing_ok=True)
 
 
 def _multipart_boundary(request: Request) -> bytes:
@@ -144,6 +172,7 @@ class _MultipartReader:
         self.size = 0
         self.sha256 = hashlib.sha256()
         self._seen_file = False
+        self._ended = False  # the closing boundary was seen
         self._events: list[tuple[str, bytes]] = []
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
@@ -159,6 +188,7 @@ class _MultipartReader:
         kinds = ("part_begin", "part_data", "part_end", "header_field", "header_value", "header_end")
         callbacks: dict[str, object] = {f"on_{kind}": record(kind) for kind in kinds}
         callbacks["on_headers_finished"] = record("headers_finished")
+        callbacks["on_end"] = record("end")
         return cast("MultipartCallbacks", callbacks)
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
@@ -174,7 +204,15 @@ class _MultipartReader:
                 yield file_data
 
     def finish(self) -> None:
-        self._parser.finalize()
+        self._parser.finalize()  # which checks nothing: the closing boundary is checked here
+        if not self._ended:
+            # A body cut off (a dropped connection, a proxy's timeout) would otherwise store the lines
+            # that arrived as if they were the whole file.
+            raise ApiError(
+                "the multipart body ended before its closing boundary: the upload is incomplete "
+                "and nothing was stored",
+                code="incomplete_upload",
+            )
         if not self._seen_file:
             raise ApiError(
                 f"{self.file_field}: field required (a multipart file part)",
@@ -198,6 +236,8 @@ class _MultipartReader:
             return self._part_data(data)
         elif kind == "part_end" and self._part in self.text_fields:
             self.fields[self._part] = self._field_value.decode("utf-8", errors="replace")
+        elif kind == "end":
+            self._ended = True
         return None
 
     def _start_part(self) -> None:

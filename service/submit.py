@@ -9,6 +9,7 @@ check is an ApiError naming the field at fault; nothing is stored before all of 
 
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,17 @@ class JobFiles:
 
 
 def submit_job(
-    session: Session, settings: Settings, celery: Celery, *, owner_id: str, request: JobRequest
+    session: Session,
+    settings: Settings,
+    celery: Celery,
+    *,
+    owner_id: str,
+    request: JobRequest,
+    before_commit: Callable[[Job], None] | None = None,
 ) -> Job | DryRun:
-    """The queued job (committed, then enqueued), or with `dry_run` the report and estimates only."""
+    """The queued job (committed, then enqueued), or with `dry_run` the report and estimates only.
+
+    `before_commit` joins the job's INSERT transaction (the idempotency key's response)."""
     spec, base_path = resolve_base(session, owner_id, request.job_spec(), settings)
     _check_fits_model(spec, base_path)
     files = _job_files(session, settings, owner_id, spec)
@@ -63,6 +72,7 @@ def submit_job(
         spec=spec,
         queue=settings.job_queue,
         validation=_with_estimate(settings, spec, base_path, report),
+        before_commit=before_commit,
     )
     _send(celery, job)
     return job

@@ -3,17 +3,20 @@
 
 Reads only `config.json`, so it needs no torch. A config that does not state a size (an unknown
 architecture, a renamed key) passes: the worker, which sees the real modules, has the last word.
-What only the modules can tell (which Linear layers a pattern matches, where an architecture's
-adapter projections sit) is left to the worker rather than guessed from `model_type`.
+The safetensors headers add the tensor names (which layers `target_modules` can match); what only
+the modules can tell (where an architecture's adapter projections sit) is left to the worker rather
+than guessed from `model_type`.
 """
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 from tuning.errors import SpecError
 from tuning.methods import method_entry
-from tuning.methods.base_model import ModelConfig
+from tuning.methods.base_model import ModelConfig, Shapes
+from tuning.models import tensor_shapes
 from tuning.spec import JobSpec
 
 Config = dict[str, Any]
@@ -32,6 +35,14 @@ def read_config(model_path: Path) -> Config:
 def check_spec_for_model(spec: JobSpec, model_path: Path) -> None:
     """Raise SpecError when the spec asks for something this model cannot do: each of its method's
     registered rules (tuning/methods/<type>/__init__.py) on the model's config."""
-    config = ModelConfig(spec.base_model, read_config(model_path))
+    config = ModelConfig(spec.base_model, read_config(model_path), _tensors(model_path))
     for rule in method_entry(spec.method.type).compat:
         rule(spec.method, config)
+
+
+def _tensors(model_path: Path) -> Shapes:
+    try:
+        return tensor_shapes(model_path)
+    except (OSError, ValueError, KeyError, struct.error):
+        # An unreadable header leaves the names unknown: the rules that need them pass, the worker decides.
+        return {}

@@ -7,13 +7,18 @@ tokenizer.json gets no token statistics, and the report says so.
 
 `validate_files` raises DataError (param = the file's field, with the first offending line) for a
 file that cannot train the job, else returns the per-file report stored in the job's `validation`.
+
+A text far longer than max_seq_length is tokenized only until it shows more than max_seq_length
+tokens (tuning.data.prefix states the rule): one request's work per example is bounded whatever its
+length, and the example is counted as over-long (`over_max_seq_length.counted_from_prefix`) with a
+token count that is a lower bound; what training sees of it (max_seq_length tokens) stays exact.
 """
 
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,13 +38,24 @@ from tuning.data import (
     sort_labels,
 )
 from tuning.data.causal_lm import Specials, encode_lm_examples, end_of_text_id, opening_id
+from tuning.data.prefix import Prefix, count_prefixes, tokenize_prefix
 from tuning.errors import DataError, SpecError
 from tuning.spec import FORMAT_OF_PROBLEM, FORMATS_BY_TASK, JobSpec
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-CountTokens = Callable[[Sequence[AnyExample]], list[int]]
+
+@dataclass(frozen=True)
+class Length:
+    """One example's tokens as training sees them before truncation, or of its prefix (`whole` false)."""
+
+    tokens: int
+    whole: bool = True
+    estimate: int = 0  # the whole example's tokens extrapolated from its prefix (packing keeps them all)
+
+
+CountTokens = Callable[[Sequence[AnyExample]], list[Length]]
 
 
 def validate_files(spec: JobSpec, base_path: Path, paths: Mapping[str, Path]) -> dict[str, Any]:
@@ -155,15 +171,24 @@ def token_counter(spec: JobSpec, base_path: Path) -> tuple[CountTokens | None, l
     # A saved tokenizer.json may pad and truncate (MiniLM's pads to 128): the raw lengths are wanted.
     tokenizer.no_truncation()
     tokenizer.no_padding()
+    max_length = spec.hyperparameters.max_seq_length
     if spec.task == "causal_lm":
         return _lm_counter(spec, base_path, tokenizer), []
 
-    def count(examples: Sequence[AnyExample]) -> list[int]:
+    def encode_batch(texts: list[str]) -> list[int]:
         # encode_batch runs in parallel in Rust: a 100 MB upload is counted in seconds, not minutes.
-        texts = [getattr(example, "text", "") for example in examples]
         return [len(encoding.ids) for encoding in tokenizer.encode_batch(texts)]
 
+    def count(examples: Sequence[AnyExample]) -> list[Length]:
+        texts = [getattr(example, "text", "") for example in examples]
+        prefixes = count_prefixes(encode_batch, texts, max_length)
+        return [_length(prefix, len(text)) for prefix, text in zip(prefixes, texts, strict=True)]
+
     return count, []
+
+
+def _length(prefix: Prefix, text_chars: int) -> Length:
+    return Length(prefix.tokens, prefix.whole, prefix.estimated_tokens(text_chars))
 
 
 def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> CountTokens:
@@ -172,14 +197,22 @@ def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> Count
 
     specials = lm_specials(base_path, tokenizer)
     template = spec.data.chat_template or chat_template(base_path)
+    max_length = spec.hyperparameters.max_seq_length
 
-    def tokenize(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def encode(text: str) -> tuple[list[int], list[tuple[int, int]]]:
         encoding = tokenizer.encode(text, add_special_tokens=False)
         return encoding.ids, encoding.offsets
 
-    def count_one(example: TextExample | PromptCompletionExample | ChatExample) -> int:
+    def count_one(example: TextExample | PromptCompletionExample | ChatExample) -> Length:
+        prefixes: list[tuple[Prefix, int]] = []
+
+        def tokenize(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+            found, prefix = tokenize_prefix(encode, lambda pair: len(pair[0]), text, max_length)
+            prefixes.append((prefix, len(text)))
+            return found
+
         try:
-            # One example at a time, untruncated, so a failure names its line and every length is whole.
+            # One example at a time, untruncated beyond the prefix rule, so a failure names its line.
             (sequence,) = encode_lm_examples(
                 tokenize, [example], max_length=2**62, specials=specials, chat_template=template
             )
@@ -188,7 +221,9 @@ def _lm_counter(spec: JobSpec, base_path: Path, tokenizer: "Tokenizer") -> Count
             raise DataError(error.message, line=example.line) from None
         except TemplateError as error:
             raise DataError(f"the chat template fails on this chat: {error}", line=example.line) from None
-        return len(sequence.input_ids)
+        tokens = len(sequence.input_ids)
+        unseen = sum(prefix.estimated_tokens(chars) - prefix.tokens for prefix, chars in prefixes)
+        return Length(tokens, all(prefix.whole for prefix, _ in prefixes), tokens + unseen)
 
     # check_trainable let only language-model formats through.
     lm_formats = (TextExample, PromptCompletionExample, ChatExample)
@@ -264,33 +299,44 @@ def file_report(
     return report
 
 
-def _lengths(count: CountTokens, examples: Sequence[AnyExample], param: str) -> list[int]:
+def _lengths(count: CountTokens, examples: Sequence[AnyExample], param: str) -> list[Length]:
     try:
         return count(examples)
     except DataError as error:
         raise DataError(error.reason, line=error.line, param=param) from None
 
 
-def _token_report(lengths: Sequence[int], max_length: int, *, packing: bool) -> dict[str, Any]:
-    over = sum(1 for n in lengths if n > max_length)
+def _token_report(counted: Sequence[Length], max_length: int, *, packing: bool) -> dict[str, Any]:
+    partial = sum(1 for length in counted if not length.whole)
     if packing:
-        # Packed examples are joined end to end and cut every max_length tokens: none is lost.
+        # Packed examples are joined end to end and cut every max_length tokens: none is lost, so a
+        # prefix's count is extrapolated to the whole text (an estimate, said by counted_from_prefix).
+        lengths = [length.tokens if length.whole else length.estimate for length in counted]
         total = sum(lengths)
+        over = {
+            "count": _over(lengths, max_length),
+            "action": f"split across packed {max_length}-token sequences",
+        }
         return {
             "tokens": _summary(lengths),
             "trained_tokens": total,
             "packed_sequences": math.ceil(total / max_length),
-            "over_max_seq_length": {
-                "count": over,
-                "action": f"split across packed {max_length}-token sequences",
-            },
+            "over_max_seq_length": over | ({"counted_from_prefix": partial} if partial else {}),
         }
+    # A prefix that did not reach max_length tokens (tokens of hundreds of characters) still counts as
+    # over-long: the text is longer than the prefix, and training cuts it at max_length either way.
+    lengths = [length.tokens if length.whole else max(length.tokens, max_length + 1) for length in counted]
+    over = {"count": _over(lengths, max_length), "action": f"truncated to {max_length} tokens"}
     return {
         "tokens": _summary(lengths),
         # What training sees per epoch: every example cut to max_seq_length.
         "trained_tokens": sum(min(n, max_length) for n in lengths),
-        "over_max_seq_length": {"count": over, "action": f"truncated to {max_length} tokens"},
+        "over_max_seq_length": over | ({"counted_from_prefix": partial} if partial else {}),
     }
+
+
+def _over(lengths: Sequence[int], max_length: int) -> int:
+    return sum(1 for n in lengths if n > max_length)
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:

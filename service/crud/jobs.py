@@ -1,7 +1,7 @@
 """Jobs, their events and artifacts: the rows behind /v1/jobs, always scoped to their owner."""
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,9 +14,19 @@ from tuning.spec import JobSpec
 
 
 def create_job(
-    session: Session, *, owner_id: str, spec: JobSpec, queue: str, validation: dict[str, Any] | None = None
+    session: Session,
+    *,
+    owner_id: str,
+    spec: JobSpec,
+    queue: str,
+    validation: dict[str, Any] | None = None,
+    before_commit: Callable[[Job], None] | None = None,
 ) -> Job:
-    """Insert and COMMIT a queued job; only after this may the job be sent to a worker."""
+    """Insert and COMMIT a queued job; only after this may the job be sent to a worker.
+
+    `before_commit` sees the inserted row (ids and defaults filled in) and may add to the same
+    transaction, as the idempotency key's response is.
+    """
     job = Job(
         owner_id=owner_id,
         status=JobStatus.QUEUED,
@@ -29,6 +39,9 @@ def create_job(
         validation=validation,
     )
     session.add(job)
+    if before_commit is not None:
+        session.flush()
+        before_commit(job)
     session.commit()
     return job
 

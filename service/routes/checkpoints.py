@@ -20,7 +20,9 @@ from service.storage import stream_tar_gz
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["checkpoints"], responses=error_responses(401, 404, 422, 500))
+router = APIRouter(
+    prefix="/v1/jobs", tags=["checkpoints"], responses=error_responses(401, 404, 422, 500, 503)
+)
 
 
 def checkpoint_object(checkpoint: Checkpoint) -> CheckpointObject:

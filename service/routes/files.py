@@ -1,10 +1,11 @@
 """/v1/files: upload JSONL data (validated line by line), list, read, download and delete it."""
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +14,7 @@ from core.settings import Settings
 from service.crud import files as crud
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
+from service.idempotency import IdempotentRequest, KeyHeader, idempotent, request_hash
 from service.schemas.common import error_responses, unix_seconds
 from service.schemas.files import FileDeleted, FileList, FileObject
 from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
@@ -21,7 +23,7 @@ from tuning.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 422, 500))
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 422, 500, 503))
 
 PURPOSES = ("fine-tune",)
 UPLOAD_FORMATS = (
@@ -80,13 +82,22 @@ def owned_file(session: Session, owner_id: str, file_id: str) -> File:
 @router.post(
     "",
     status_code=201,
+    response_model=FileObject,
     openapi_extra=UPLOAD_BODY,
-    responses=error_responses(400, 413, 415),
+    responses=error_responses(400, 409, 413, 415, 507),
 )
 async def upload_file(
-    request: Request, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
-) -> FileObject:
-    """Upload a JSONL file (multipart `file` and `purpose`); every line is validated."""
+    request: Request,
+    owner: CurrentOwner,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: KeyHeader = None,
+) -> Response:
+    """Upload a JSONL file (multipart `file` and `purpose`); every line is validated.
+
+    With an `Idempotency-Key`, a retry of the same upload (same file bytes and fields) answers the
+    first response instead of storing the file twice.
+    """
     upload = await receive_upload(request, file_field="file", text_fields=("purpose",), settings=settings)
     try:
         purpose = upload.fields.get("purpose")
@@ -96,18 +107,51 @@ async def upload_file(
                 param="purpose",
                 code="invalid_purpose",
             )
-        file = await run_in_threadpool(_register_upload, session, settings, owner.id, upload, purpose)
+        keyed = None if idempotency_key is None else _upload_request(request, idempotency_key, upload)
+        return await run_in_threadpool(_store_upload, session, settings, owner.id, upload, purpose, keyed)
     finally:
         remove_blob(upload.path)  # already gone when the upload was published
-    if file.status == crud.ERROR:
-        raise ApiError(
-            file.status_details or "invalid file", status_code=422, param="file", code="invalid_file"
-        )
-    return file_object(file)
+
+
+def _upload_request(request: Request, key: str, upload: ReceivedUpload) -> IdempotentRequest:
+    # The file's bytes were hashed while they streamed in; the fields and the name make the rest.
+    fields = [f"{name}={value}" for name, value in sorted(upload.fields.items())]
+    hashed = request_hash(request.method, request.url.path, [upload.sha256, upload.filename, *fields])
+    return IdempotentRequest(f"POST {request.url.path}", key, hashed)
+
+
+def _store_upload(
+    session: Session,
+    settings: Settings,
+    owner_id: str,
+    upload: ReceivedUpload,
+    purpose: str,
+    keyed: IdempotentRequest | None,
+) -> Response:
+    with idempotent(session, settings, owner_id=owner_id, request=keyed) as call:
+        if call.replay is not None:
+            return call.replay
+        created: list[Response] = []
+
+        def keep_response(file: File) -> None:
+            # In the File row's transaction: the key's response exists exactly when the file does.
+            created.append(call.record(JSONResponse(file_object(file).model_dump(mode="json"), 201)))
+
+        file = _register_upload(session, settings, owner_id, upload, purpose, keep_response)
+        if file.status == crud.ERROR:
+            raise ApiError(
+                file.status_details or "invalid file", status_code=422, param="file", code="invalid_file"
+            )
+        return created[0]
 
 
 def _register_upload(
-    session: Session, settings: Settings, owner_id: str, upload: ReceivedUpload, purpose: str
+    session: Session,
+    settings: Settings,
+    owner_id: str,
+    upload: ReceivedUpload,
+    purpose: str,
+    before_commit: Callable[[File], None],
 ) -> File:
     """Validate every line; store a good file under files/, record a bad one as `error` without a blob."""
     file = File(
@@ -130,6 +174,8 @@ def _register_upload(
     stored = publish_upload(upload, settings, file.id)
     try:
         session.add(file)
+        session.flush()
+        before_commit(file)
         session.commit()
     except BaseException:
         remove_blob(stored)  # no row, no blob

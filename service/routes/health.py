@@ -1,4 +1,5 @@
-"""/healthz (the process lives) and /readyz (the database and the broker answer); no auth."""
+"""/healthz (the process lives) and /readyz (the database and the broker answer, the data folder takes
+a write); no auth."""
 
 import logging
 import tempfile
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["health"], responses=error_responses(500))
 
 BROKER_TIMEOUT_SECONDS = 2.0
+# A probe of one page: an empty file only needs an inode, which a full disk may still have.
+PROBE_BYTES = 4096
 
 
 @router.get("/healthz")
@@ -29,12 +32,26 @@ def healthz() -> Health:
 
 @router.get("/readyz", responses=error_responses(503))
 def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Readiness:
-    """Check that the database and the broker are reachable; 503 names what is down."""
-    problems = {"database": _database_problem(session), "broker": _broker_problem(settings, celery)}
+    """Check that the database and the broker are reachable and the data folder writable; 503 names
+    what is not."""
+    problems = {
+        "database": _database_problem(session),
+        "broker": _broker_problem(settings, celery),
+        "storage": _storage_problem(settings),
+    }
     down = {name: problem for name, problem in problems.items() if problem}
     if down:
-        reasons = "; ".join(f"{name} unreachable ({problem})" for name, problem in down.items())
-        raise ApiError(f"not ready: {reasons}", status_code=503, param=next(iter(down)), code="not_ready")
+        reasons = "; ".join(
+            f"{name} {'not writable' if name == 'storage' else 'unreachable'} ({problem})"
+            for name, problem in down.items()
+        )
+        raise ApiError(
+            f"not ready: {reasons}",
+            status_code=503,
+            param=next(iter(down)),
+            code="not_ready",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
     return Readiness(checks={name: "ok" for name in problems})
 
 
@@ -56,6 +73,27 @@ def _broker_problem(settings: Settings, celery: Celery) -> str | None:
     except Exception as error:
         logger.warning("readiness: broker check failed: %s", error)
         return type(error).__name__
+    return None
+
+
+def _storage_problem(settings: Settings) -> str | None:
+    """The first folder of the data dir that cannot take a small write, named relative to it (the
+    server's paths are not the client's business)."""
+    folders = {
+        "data folder": settings.data_dir,
+        "files/": settings.files_dir,
+        "artifacts/": settings.artifacts_dir,
+        "work/": settings.work_dir,
+    }
+    for name, folder in folders.items():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)  # a fresh data dir makes them on first use too
+            with tempfile.TemporaryFile(dir=folder, prefix=".readyz-", suffix=".probe") as probe:
+                probe.write(b"\0" * PROBE_BYTES)
+                probe.flush()
+        except OSError as error:
+            logger.warning("readiness: %s is not writable: %s", folder, error)
+            return f"{name}: {error.strerror or type(error).__name__}"
     return None
 
 

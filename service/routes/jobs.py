@@ -4,7 +4,7 @@ import logging
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.crud import jobs as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError, Conflict, NotFound
+from service.idempotency import JsonIdempotency, idempotent
 from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
 from service.schemas.jobs import (
     ArtifactList,
@@ -29,7 +30,7 @@ from tuning.spec import JobRequest, JobSpec
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 500))
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(401, 422, 500, 503))
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
 
@@ -88,7 +89,7 @@ def full_job_object(session: Session, job: Job) -> JobObject:
     status_code=201,
     response_model=JobObject,
     responses={
-        **error_responses(400, 413, 415),
+        **error_responses(400, 404, 409, 413, 415),
         200: {"model": DryRun, "description": "dry_run: the report; nothing was queued."},
     },
 )
@@ -98,16 +99,29 @@ def create_job(
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
-) -> JobObject | JSONResponse:
+    idempotency: JsonIdempotency,
+) -> Response:
     """Create a fine-tuning job: every check and the validation report first, then it is queued.
 
     With `"dry_run": true` nothing is created: the answer (200) is the report with the number of
-    steps, tokens and an estimate of time and memory.
+    steps, tokens and an estimate of time and memory. With an `Idempotency-Key`, a retry of the
+    same request answers the first response instead of creating a second job.
     """
-    submitted = submit_job(session, settings, celery, owner_id=owner.id, request=request)
-    if isinstance(submitted, DryRun):
-        return JSONResponse(submitted.model_dump(mode="json"))
-    return job_object(submitted, [])
+    with idempotent(session, settings, owner_id=owner.id, request=idempotency) as call:
+        if call.replay is not None:
+            return call.replay
+        created: list[Response] = []
+
+        def keep_response(job: Job) -> None:
+            # Recorded inside the job's transaction: the key's response exists exactly when the job does.
+            created.append(call.record(JSONResponse(job_object(job, []).model_dump(mode="json"), 201)))
+
+        submitted = submit_job(
+            session, settings, celery, owner_id=owner.id, request=request, before_commit=keep_response
+        )
+        if isinstance(submitted, DryRun):
+            return JSONResponse(submitted.model_dump(mode="json"))  # not kept: a dry run creates nothing
+        return created[0]
 
 
 @router.get("", responses=error_responses(400))
@@ -135,7 +149,7 @@ def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
     return full_job_object(session, owned_job(session, owner.id, job_id))
 
 
-@router.post("/{job_id}/cancel", responses=error_responses(404, 409))
+@router.post("/{job_id}/cancel", responses=error_responses(404, 409, 413))
 def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
     """Cancel a job: a queued one never runs, a running one stops within a few steps."""
     job = owned_job(session, owner.id, job_id)

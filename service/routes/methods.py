@@ -7,7 +7,7 @@ from service.schemas.common import error_responses
 from service.schemas.methods import MethodList
 from tuning.spec.catalogue import catalogue
 
-router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=error_responses(401, 500, 503))
 
 
 @router.get("")

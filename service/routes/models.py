@@ -8,7 +8,7 @@ from service.schemas.common import error_responses
 from service.schemas.models import ModelList, ModelObject
 from tuning.models import BaseModelInfo, list_base_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 500))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 500, 503))
 
 
 # A plain def: FastAPI runs it in its thread pool, where reading model folders and the database may block.

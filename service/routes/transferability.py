@@ -26,7 +26,7 @@ from tuning.spec.transferability import TransferabilityRequest
 logger = logging.getLogger(__name__)
 
 router = APIRouter(
-    prefix="/v1/transferability", tags=["transferability"], responses=error_responses(401, 422, 500)
+    prefix="/v1/transferability", tags=["transferability"], responses=error_responses(401, 422, 500, 503)
 )
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]

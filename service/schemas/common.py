@@ -21,18 +21,28 @@ ERROR_DESCRIPTIONS = {
     400: "Bad request: the message names the field at fault.",
     401: "Missing, invalid or revoked API key.",
     404: "Unknown id (another owner's ids answer the same).",
-    409: "The resource's state does not allow this now.",
+    409: "The resource's state does not allow this now, or a request with its Idempotency-Key still runs.",
     413: "The request body is over the size limit.",
     415: "The body is not of the expected media type.",
     422: "A field or a line of the uploaded file is invalid.",
     500: "Unexpected server error; details are in the server log, never in the response.",
-    503: "A dependency (database, broker) is unreachable.",
+    503: "The database (for /readyz also the broker, or a data folder that cannot be written) is "
+    "unavailable; retry after `Retry-After` seconds.",
+    507: "The server's disk is full: nothing was stored.",
+}
+# 503 says when to come back; clients and proxies read it from this header.
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
 }
 
 
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries declaring the error shape for each status code."""
-    return {code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]} for code in status_codes}
+    return {
+        code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]}
+        | ({"headers": RETRY_AFTER} if code == 503 else {})
+        for code in status_codes
+    }
 
 
 def unix_seconds(moment: datetime) -> int:

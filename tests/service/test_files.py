@@ -1,8 +1,12 @@
 """/v1/files: streamed, size-limited uploads validated line by line; owner-scoped reads and deletes."""
 
+import asyncio
 import hashlib
+import logging
 from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -203,3 +207,68 @@ def test_delete_of_a_file_an_old_job_used_keeps_the_row_as_deleted(
         row = session.get(File, file_id)
         assert row is not None and row.status == "deleted"
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json()["training_file"] == file_id
+
+
+def multipart_of(lines: list[dict[str, Any]], boundary: str = "cutboundary") -> tuple[bytes, dict[str, str]]:
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+    ).encode()
+    body += jsonl(lines) + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_body_cut_off_before_its_closing_boundary_is_400_and_stores_nothing(
+    app: FastAPI, client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    lines = [{"text": f"example {index}", "label": "a" if index % 2 else "b"} for index in range(100)]
+    body, content_type = multipart_of(lines)
+    after_line_50 = body.index(b"example 50")
+    for cut in (after_line_50, len(body) - len(b"--\r\n"), len(body) - len(b"\r\n--cutboundary--\r\n")):
+        response = client.post("/v1/files", headers={**auth, **content_type}, content=body[:cut])
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "incomplete_upload"
+    assert files_on_disk(settings.data_dir / "uploads") == [] and files_on_disk(settings.files_dir) == []
+    with app.state.sessionmaker() as session:
+        assert session.scalars(select(File)).all() == []
+    # The whole body, closing boundary and all (its final CRLF is optional), is stored.
+    for whole in (body, body.removesuffix(b"\r\n")):
+        stored = client.post("/v1/files", headers={**auth, **content_type}, content=whole)
+        assert stored.status_code == 201, stored.text
+        assert stored.json()["examples"] == 100
+
+
+def test_a_client_that_disconnects_mid_upload_stores_nothing_and_logs_no_traceback(
+    app: FastAPI,
+    client: TestClient,
+    auth: dict[str, str],
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body, content_type = multipart_of([{"text": "half", "label": "a"}] * 200)
+    headers = [(name.lower().encode(), value.encode()) for name, value in {**auth, **content_type}.items()]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[:2000], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/files", "raw_path": b"/v1/files", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+        "app": app,
+    }  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= logging.ERROR]
+    assert any("disconnected" in record.getMessage() for record in caplog.records), caplog.text
+    assert files_on_disk(settings.data_dir / "uploads") == [] and files_on_disk(settings.files_dir) == []
+    with app.state.sessionmaker() as session:
+        assert session.scalars(select(File)).all() == []

@@ -21,7 +21,25 @@ def test_healthz_needs_no_key(client: TestClient) -> None:
 def test_ready_with_sqlite_and_filesystem_broker(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
+    }
+
+
+@pytest.mark.parametrize("folder", ["files", "artifacts", "work"])
+def test_a_data_folder_that_cannot_be_written_is_503_without_its_path(
+    client: TestClient, settings: Settings, folder: str
+) -> None:
+    # Root writes through permission bits: a plain file where the folder belongs stops any write.
+    shutil.rmtree(settings.data_dir / folder, ignore_errors=True)
+    (settings.data_dir / folder).write_text("not a folder")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["param"] == "storage" and error["code"] == "not_ready"
+    assert f"storage not writable ({folder}/:" in error["message"]
+    assert str(settings.data_dir) not in error["message"]
 
 
 def test_missing_broker_folder_is_503(client: TestClient, settings: Settings) -> None:

@@ -210,6 +210,9 @@ def test_prefix_tuning_on_a_model_without_attention_is_refused(
         ({"type": "partial", "last_n_layers": 3}, "method.last_n_layers"),
         ({"type": "lora", "layers_to_transform": [0, 2]}, "method.layers_to_transform"),
         ({"type": "prompt_tuning", "num_virtual_tokens": 128}, "method.num_virtual_tokens"),
+        ({"type": "lora", "target_modules": ["nonexistent"]}, "method.target_modules"),
+        ({"type": "lora", "rank_pattern": {"nonexistent": 2}}, "method.rank_pattern"),
+        ({"type": "delta", "target_modules": ["query", "nonexistent"]}, "method.target_modules"),
     ],
 )
 def test_options_larger_than_the_model_are_refused(
@@ -268,3 +271,14 @@ def test_a_nested_composition_error_is_named_from_the_body_root(app: FastAPI, au
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "inner.size"
     assert response.json()["error"]["message"] == "size above 1 does not fit"
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_target_modules_matching_no_layer_are_refused_at_post_and_by_the_dry_run(
+    client: TestClient, auth: dict[str, str], settings: Settings, dry_run: bool
+) -> None:
+    method = {"type": "lora", "target_modules": ["nonexistent"]}
+    body = job_body(uploaded_file_id(client, auth), method=method, dry_run=dry_run)
+    error = refused(client, auth, settings, body)
+    assert error["param"] == "method.target_modules"
+    assert "['nonexistent']" in error["message"] and "query" in error["message"]

@@ -127,3 +127,68 @@ def _refuses(check: Callable[..., object], *args: Any) -> bool:
     except SpecError:
         return True
     return False
+
+
+def named_spec(base: str, method: dict[str, Any], task: str = "sequence_classification") -> JobSpec:
+    return JobSpec.model_validate(
+        {"base_model": base, "training_file": "file-train", "task": task, "method": method}
+    )
+
+
+@pytest.mark.parametrize("method_type", ["lora", "delta"])
+def test_target_modules_that_match_no_layer_are_refused_naming_them_and_real_ones(
+    tiny_bert_dir: Path, method_type: str
+) -> None:
+    method = {"type": method_type, "target_modules": ["query", "nonexistent", "vaule"]}
+    with pytest.raises(SpecError) as caught:
+        check_spec_for_model(named_spec("tiny-bert", method), tiny_bert_dir)
+    error = caught.value
+    assert error.param == "method.target_modules"
+    assert "['nonexistent', 'vaule']" in error.message and "'query'" not in error.message
+    assert "query" in error.message and "value" in error.message  # names that exist
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        ["query", "value"],
+        ["attention.self.query"],  # a dotted suffix
+        ["bert.encoder.layer.0.attention.self.query"],  # the task model's full name, with its prefix
+        ["encoder.layer.1.output.dense"],
+    ],
+)
+def test_target_modules_that_name_layers_pass(tiny_bert_dir: Path, targets: list[str]) -> None:
+    check_spec_for_model(named_spec("tiny-bert", {"type": "lora", "target_modules": targets}), tiny_bert_dir)
+
+
+def test_gpt2_conv1d_c_attn_passes_and_bert_names_do_not(tiny_gpt2_dir: Path) -> None:
+    lora = {"type": "lora", "target_modules": ["c_attn"]}
+    check_spec_for_model(named_spec("tiny-gpt2", lora, task="causal_lm"), tiny_gpt2_dir)
+    check_spec_for_model(
+        named_spec("tiny-gpt2", {"type": "delta", "target_modules": ["c_attn", "c_fc"]}, "causal_lm"),
+        tiny_gpt2_dir,
+    )
+    with pytest.raises(SpecError, match="c_attn") as caught:
+        check_spec_for_model(named_spec("tiny-gpt2", {"type": "lora"}, task="causal_lm"), tiny_gpt2_dir)
+    assert caught.value.param == "method.target_modules"  # LoRA's default targets BERT's query/value
+
+
+def test_rank_pattern_keys_and_layers_to_transform_are_checked_too(tiny_bert_dir: Path) -> None:
+    ranks = {"type": "lora", "target_modules": ["query"], "rank_pattern": {"query": 2, "qurey": 4}}
+    with pytest.raises(SpecError, match="qurey") as caught:
+        check_spec_for_model(named_spec("tiny-bert", ranks), tiny_bert_dir)
+    assert caught.value.param == "method.rank_pattern"
+    # Layer 1 exists, and only layer 0's query is named: nothing to adapt in layer 1.
+    only_layer_0 = {
+        "type": "lora",
+        "target_modules": ["encoder.layer.0.attention.self.query"],
+        "layers_to_transform": [1],
+    }
+    with pytest.raises(SpecError, match=r"in layers \[1\]") as caught:
+        check_spec_for_model(named_spec("tiny-bert", only_layer_0), tiny_bert_dir)
+    assert caught.value.param == "method.target_modules"
+
+
+def test_a_model_without_safetensors_leaves_targets_to_the_worker(tmp_path: Path) -> None:
+    method = {"type": "lora", "target_modules": ["nonexistent"]}
+    check_spec_for_model(spec(method), model_dir(tmp_path, BERT_LIKE))

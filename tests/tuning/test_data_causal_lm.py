@@ -100,3 +100,30 @@ def test_packing_fills_sequences_and_loses_no_labelled_token(tokenize) -> None:
     assert [t for s in packed for t in s.labels] == [t for s in separate for t in s.labels]
     assert sum(s.labelled for s in packed) == sum(s.labelled for s in separate) > 29 * 4
     assert sum(s.input_ids.count(102) for s in packed) == 29  # one EOS closes each example
+
+
+def test_a_long_text_is_tokenized_only_as_far_as_training_keeps_it(tokenize) -> None:
+    from tuning.data.prefix import max_chars
+
+    handed: list[int] = []
+
+    def counting(text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        handed.append(len(text))
+        return tokenize(text)
+
+    text = "the cat sleeps on a warm mat, dreaming of fish " * 20_000  # about 1 MB
+    examples = [TextExample(text, 1), PromptCompletionExample("tell me:", text, 2)]
+    bounded = encode_lm_examples(counting, examples, max_length=64, specials=SPECIALS)
+    assert max(handed) <= max_chars(64)
+    # The same sequences as tokenizing everything and truncating: the prefix is cut between words.
+    whole = [
+        tokenize(example.text if isinstance(example, TextExample) else "tell me:" + text)
+        for example in examples
+    ]
+    for sequence, (ids, _) in zip(bounded, whole, strict=True):
+        assert sequence.input_ids == ids[:64]
+    assert bounded[0].labels == whole[0][0][:64]
+    # Packing keeps every token, so there the whole text is tokenized.
+    handed.clear()
+    encode_lm_examples(counting, examples[:1], max_length=64, specials=SPECIALS, packing=True)
+    assert handed == [len(text)]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tuning.data.prefix import max_chars
 from tuning.errors import DataError
 from tuning.spec import JobSpec
 from tuning.validation import validate_files
@@ -210,3 +211,124 @@ def test_language_model_counts_match_the_trainers_encoding(
             "max": max(lengths),
         }
         assert report["trained_tokens"] == sum(lengths)
+
+
+class CountingTokenizer:
+    """The real `tokenizers.Tokenizer`, recording how many characters each text handed to it had."""
+
+    real: Any = None
+    handed: list[int] = []
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @classmethod
+    def from_file(cls, path: str) -> "CountingTokenizer":
+        return cls(cls.real.from_file(path))
+
+    def encode(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        self.handed.append(len(text))
+        return self.inner.encode(text, *args, **kwargs)
+
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.handed.extend(len(text) for text in texts)
+        return self.inner.encode_batch(texts, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+WORDS = "the quick brown fox jumps over a lazy dog while it rains "  # 12 WordPieces
+REPEATS = 20_000  # about 1.1 MB, 240,000 tokens
+MAX_LENGTH = 32
+
+
+@pytest.fixture
+def handed_to_tokenizer(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The characters of every text tuning.validation hands its tokenizer, from now on."""
+    import tokenizers
+
+    monkeypatch.setattr(CountingTokenizer, "real", tokenizers.Tokenizer)
+    monkeypatch.setattr(CountingTokenizer, "handed", [])
+    monkeypatch.setattr(tokenizers, "Tokenizer", CountingTokenizer)
+    return CountingTokenizer.handed
+
+
+LONG_CHAT = {
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": WORDS * REPEATS}]
+}
+
+
+LONG_EXAMPLES = {
+    "classification": (
+        "sequence_classification",
+        {"text": WORDS * REPEATS, "label": "pos"},
+        [{"text": "good film", "label": "pos"}, {"text": "bad film", "label": "neg"}],
+    ),
+    "text": ("causal_lm", {"text": WORDS * REPEATS}, [{"text": "good film"}, {"text": "bad film"}]),
+    "prompt_completion": (
+        "causal_lm",
+        {"prompt": "say it:", "completion": WORDS * REPEATS},
+        [{"prompt": "good", "completion": " film"}, {"prompt": "bad", "completion": " film"}],
+    ),
+    "chat": ("causal_lm", LONG_CHAT, [CHAT, CHAT]),
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "packing"),
+    [(kind, False) for kind in LONG_EXAMPLES]
+    + [(kind, True) for kind in LONG_EXAMPLES if kind != "classification"],
+)
+def test_an_example_far_beyond_max_seq_length_hands_the_tokenizer_a_bounded_prefix(
+    tmp_path: Path,
+    tiny_bert_dir: Path,
+    handed_to_tokenizer: list[int],
+    kind: str,
+    packing: bool,
+) -> None:
+    task, long_record, short_records = LONG_EXAMPLES[kind]
+    fields: dict[str, Any] = {"task": task, "hyperparameters": {"max_seq_length": MAX_LENGTH}}
+    if task == "causal_lm":
+        fields["data"] = {"packing": packing, "chat_template": ROLE_TEMPLATE}
+    spec = spec_for(**fields)
+    short = validate_files(spec, tiny_bert_dir, {"training_file": write(tmp_path / "s.jsonl", short_records)})
+    short_file = short["files"]["training_file"]
+    handed_to_tokenizer.clear()
+
+    training = write(tmp_path / "t.jsonl", [long_record, *short_records])
+    file = validate_files(spec, tiny_bert_dir, {"training_file": training})["files"]["training_file"]
+
+    # No text handed over is longer than the prefix rule allows (336 × 40 characters here, not 1.1 MB),
+    # and the long example's windows together stay within it.
+    assert max(handed_to_tokenizer) <= max_chars(MAX_LENGTH), handed_to_tokenizer
+    assert sum(handed_to_tokenizer) <= max_chars(MAX_LENGTH) + 200 * len(short_records)
+    assert file["over_max_seq_length"]["count"] == 1
+    assert file["over_max_seq_length"]["counted_from_prefix"] == 1
+    if packing:
+        # Every token trains when packed: the long one's count is extrapolated, within 5 % of the truth.
+        long_tokens = file["trained_tokens"] - short_file["trained_tokens"]
+        assert abs(long_tokens - 12 * REPEATS) / (12 * REPEATS) < 0.05, file
+    else:
+        # What training sees stays exact: the long one cut at max_seq_length, the short ones whole.
+        assert file["trained_tokens"] == MAX_LENGTH + short_file["trained_tokens"]
+        assert file["tokens"]["max"] > MAX_LENGTH and file["tokens"]["min"] == short_file["tokens"]["min"]
+
+
+def test_a_text_of_one_enormous_word_is_counted_as_over_long_without_tokenizing_it(
+    tmp_path: Path, tiny_bert_dir: Path, handed_to_tokenizer: list[int]
+) -> None:
+    # No whitespace at all: WordPiece makes it one [UNK], so no window ever shows 32 tokens.
+    training = write(
+        tmp_path / "t.jsonl", [{"text": "x" * 500_000, "label": "a"}, {"text": "b", "label": "b"}]
+    )
+    spec = spec_for(hyperparameters={"max_seq_length": MAX_LENGTH})
+    file = validate_files(spec, tiny_bert_dir, {"training_file": training})["files"]["training_file"]
+    assert file["over_max_seq_length"] == {
+        "count": 1,
+        "action": f"truncated to {MAX_LENGTH} tokens",
+        "counted_from_prefix": 1,
+    }
+    assert file["trained_tokens"] == MAX_LENGTH + 3  # "b" is [CLS] b [SEP]
+    assert max(handed_to_tokenizer) <= max_chars(MAX_LENGTH)
+    assert sum(handed_to_tokenizer) <= max_chars(MAX_LENGTH) + 10

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from tuning.data import ChatExample, PromptCompletionExample, TextExample
+from tuning.data.prefix import tokenize_prefix
 from tuning.errors import DataError, SpecError
 
 IGNORE_INDEX = -100  # same as tuning.batching.IGNORE_INDEX (kept here so this module needs no torch)
@@ -71,11 +72,25 @@ def encode_lm_examples(
     packing: bool = False,
 ) -> list[LmSequence]:
     """One sequence per example (truncated to max_length), or with `packing` the examples' tokens
-    joined end to end and cut into sequences of max_length, so no position is spent on padding."""
+    joined end to end and cut into sequences of max_length, so no position is spent on padding.
+
+    Without packing only a bounded prefix of a long text is tokenized (tuning.data.prefix): the
+    tokens past max_length would be cut anyway. Packing keeps every token, so it tokenizes all."""
+    if not packing:
+        tokenize = bounded(tokenize, max_length)
     sequences = [_encode_one(tokenize, example, specials, chat_template) for example in examples]
     if packing:
         return pack(sequences, max_length)
     return [LmSequence(s.input_ids[:max_length], s.labels[:max_length]) for s in sequences]
+
+
+def bounded(tokenize: Tokenize, max_length: int) -> Tokenize:
+    """`tokenize` on the prefix of a text that already holds more than max_length tokens."""
+
+    def tokenize_start(text: str) -> tuple[list[int], Offsets]:
+        return tokenize_prefix(tokenize, lambda found: len(found[0]), text, max_length)[0]
+
+    return tokenize_start
 
 
 def pack(sequences: Sequence[LmSequence], max_length: int) -> list[LmSequence]:

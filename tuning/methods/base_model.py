@@ -9,7 +9,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Config keys for the same quantity across the families transformers uses (BERT, GPT-2, DistilBERT, T5).
@@ -34,10 +34,12 @@ def config_int(config: Mapping[str, Any], keys: Sequence[str]) -> int | None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A base model's `config.json`, read for what a compatibility rule asks; None where it is silent."""
+    """A base model's `config.json`, read for what a compatibility rule asks; None where it is silent,
+    and its tensor names and shapes from the safetensors headers (empty for a model without them)."""
 
     name: str  # the spec's base_model, for messages
     values: Mapping[str, Any]
+    tensors: Shapes = field(default_factory=dict)
 
     @property
     def layers(self) -> int | None:
@@ -58,6 +60,15 @@ class ModelConfig:
     def describe(self) -> str:
         """The model as a message names it: `name (model_type)`."""
         return f"{self.name} ({self.values.get('model_type', 'unknown type')})"
+
+    def projection_modules(self) -> list[str]:
+        """Modules with a 2-D weight outside the embeddings: the Linear and Conv1D layers LoRA and delta
+        tuning wrap (a LayerNorm's weight is 1-D), as named in the base model's files."""
+        return [
+            name.removesuffix(".weight")
+            for name, shape in self.tensors.items()
+            if len(shape) == 2 and name.endswith(".weight") and not is_embedding(name)
+        ]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tuning.methods.base_model import ModelShapes
+from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.delta.options import DeltaMethod
 from tuning.methods.registry import register_method
+from tuning.methods.targets import check_targets
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -22,6 +23,12 @@ __all__ = ["METHOD", "DeltaMethod"]
 def estimate(options: DeltaMethod, shapes: ModelShapes) -> int:
     """A Δw of each targeted weight's shape (every non-embedding 2-D weight without targets)."""
     return sum(math.prod(shape) for _, shape in shapes.linear_weights(options.target_modules))
+
+
+def targets_exist(options: DeltaMethod, config: ModelConfig) -> None:
+    """Every target_modules name names a layer (none given: all of them, nothing to check)."""
+    if options.target_modules is not None:
+        check_targets(options.target_modules, config, param="method.target_modules")
 
 
 def torch_half() -> MethodModel:
@@ -38,4 +45,5 @@ METHOD = register_method(
     additive=False,
     mergeable=True,
     compresses_to_lora=True,
+    compat=[targets_exist],
 )

@@ -14,6 +14,7 @@ from tuning.errors import SpecError
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.lora.options import LoraMethod
 from tuning.methods.registry import register_method
+from tuning.methods.targets import check_targets
 
 if TYPE_CHECKING:
     from tuning.artifacts.job import ArtifactLayout
@@ -47,6 +48,14 @@ def layers_exist(options: LoraMethod, config: ModelConfig) -> None:
         )
 
 
+def targets_exist(options: LoraMethod, config: ModelConfig) -> None:
+    """Every target_modules name (within layers_to_transform) and rank_pattern key names a layer."""
+    check_targets(
+        options.target_modules, config, param="method.target_modules", layers=options.layers_to_transform
+    )
+    check_targets(list(options.rank_pattern), config, param="method.rank_pattern")
+
+
 def torch_half() -> MethodModel:
     from tuning.methods.lora import model  # torch: imported when a model is built, not by the API
 
@@ -67,5 +76,5 @@ METHOD = register_method(
     peft_artifact=peft_artifact,
     additive=False,
     mergeable=True,
-    compat=[layers_exist],
+    compat=[layers_exist, targets_exist],
 )
