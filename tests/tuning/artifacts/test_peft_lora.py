@@ -13,6 +13,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from tests.tiny_models import make_tiny_roberta
 from tuning import JobSpec, RunResult, load_artifact, predict_logits, run
 from tuning.data import read_classification_file
 from tuning.methods.lora.model import lora_layers
@@ -163,27 +164,32 @@ def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], ti
     assert manifest["created_at"].endswith("+00:00")
 
 
-def test_targets_peft_cannot_take_are_written_as_exact_names(
+def test_targets_peft_would_match_in_the_head_are_written_as_exact_names(
     tiny_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    # "output" names BertOutput and BertSelfOutput modules, not Linears: deltatune skips them, PEFT
-    # would refuse them, so the config must list the layers actually adapted.
+    # RoBERTa's head has a `dense` Linear of its own: deltatune leaves the head to train in full, PEFT
+    # would wrap `classifier.dense` too, so the config must list the layers actually adapted.
+    roberta_dir = make_tiny_roberta(tmp_path / "models" / "tiny-roberta")
     spec = JobSpec.model_validate(
         {
-            "base_model": "tiny-bert",
+            "base_model": "tiny-roberta",
             "training_file": "file-train",
-            "method": {"type": "lora", "r": 2, "alpha": 4, "target_modules": ["query", "output"]},
+            "method": {"type": "lora", "r": 2, "alpha": 4, "target_modules": ["dense"]},
             "hyperparameters": {"epochs": 2, "batch_size": 16, "learning_rate": 2e-2},
         }
     )
     out_dir = tmp_path / "out"
-    train_artifact(spec, out_dir, sentiment_files, [tiny_bert_dir.parent])
+    train_artifact(spec, out_dir, sentiment_files, [roberta_dir.parent])
     config = json.loads((out_dir / "adapter_config.json").read_text())
-    assert config["target_modules"] == [f"bert.encoder.layer.{i}.attention.self.query" for i in (0, 1)]
+    assert config["target_modules"] == [
+        f"roberta.encoder.layer.{i}.{module}.dense"
+        for i in (0, 1)
+        for module in ("attention.output", "intermediate", "output")
+    ]
 
     texts = ["a wonderful story", "boring and bad"]
-    ours = predict_logits(load_artifact(out_dir, [tiny_bert_dir.parent]), texts)
-    torch.testing.assert_close(peft_logits(tiny_bert_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)
+    ours = predict_logits(load_artifact(out_dir, [roberta_dir.parent]), texts)
+    torch.testing.assert_close(peft_logits(roberta_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)
 
 
 def peft_ranks(model: PeftModel) -> dict[str, int]:
