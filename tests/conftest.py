@@ -5,10 +5,11 @@ import pytest
 from tests.integration.services import POSTGRES_ADMIN_URL, REDIS_URL, require_postgres, require_redis
 from tests.tiny_models import make_tiny_bert, make_tiny_gpt2
 
-# A test needs the local PostgreSQL or Redis exactly when it asks for one of these fixtures; the
+# A test needs the local PostgreSQL or Redis, or starts servers of its own (the fault suite's
+# deployments and its own PostgreSQL), exactly when it asks for one of these fixtures; the
 # `integration` marker must say so (checked at collection below), so `-m "not integration"` runs
 # everything that needs no server and nothing that does.
-SERVICE_FIXTURES = frozenset({"postgres_server", "redis_server"})
+SERVICE_FIXTURES = frozenset({"postgres_server", "redis_server", "deployment", "own_postgres"})
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,18 @@
 The shared local PostgreSQL and Redis must never be stopped, so a test that needs a server to go down
 starts its own. `start_postgres()` runs `initdb` and `pg_ctl` from the installed PostgreSQL as the
 `postgres` user (the tests run as root, which PostgreSQL refuses to run as); `stop()` ends only that
-server, by the pid in its own `postmaster.pid`.
+server, by the pid in its own `postmaster.pid`. `start_redis()` runs `redis-server` without
+persistence (no RDB snapshot, no append-only file), so a restart loses every message, as a Redis
+without persistence that restarts does; `stop()` ends only that server, by the pid it was started as.
 
     with start_postgres() as postgres:
         engine = create_engine(postgres.url)
         postgres.stop()    # connections fail now
         postgres.start()   # same port, same data: back
+
+    with start_redis() as redis:
+        redis.stop()       # the broker is gone, and with it every queued message
+        redis.start()      # same port, empty
 """
 
 import glob
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 POSTGRES_USER = "postgres"
 START_TIMEOUT_SECONDS = 30.0
@@ -167,3 +174,90 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+@dataclass
+class RedisServer:
+    """A Redis of the test's own, without persistence: `url` reaches its database 0."""
+
+    root: Path  # its working folder and log
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "redis.log"
+
+    def start(self) -> None:
+        """Start it (again, empty), and return once it answers PING."""
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.fail("no redis-server on PATH: install redis to run the fault tests", pytrace=False)
+        self.process = subprocess.Popen(
+            [
+                server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.root), "--logfile", str(self.log_file), "--daemonize", "no",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.RedisError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"Redis did not start:\n{self.log()}") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def pid(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None
+        return self.process.pid
+
+    def stop(self, *, immediate: bool = False) -> None:
+        """Stop this server only, by its pid: SIGTERM is a clean shutdown (it saves nothing, having no
+        persistence), SIGKILL a crash. Returns once the process is gone."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGKILL if immediate else signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def is_up(self) -> bool:
+        return self.pid() is not None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+
+@contextmanager
+def start_redis() -> Iterator[RedisServer]:
+    """A fresh Redis without persistence on a free port, running; stopped and removed on exit."""
+    server = RedisServer(Path(tempfile.mkdtemp(prefix="deltatune-redis-")), free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -4,14 +4,17 @@
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
 from service.auth import create_api_key
-from tests.faults.servers import start_postgres
+from tests.faults.servers import PostgresServer
 from tests.service.helpers import GOOD_LINES, job_body, jsonl
+
+pytestmark = pytest.mark.integration
 
 RETRY_AFTER = 7
 
@@ -39,59 +42,58 @@ def send(client: TestClient, headers: dict[str, str], method: str, path: str, bo
 
 
 def test_every_route_answers_503_while_the_database_is_down_then_2xx_without_a_restart(
-    tmp_path: Path, tiny_bert_dir: Path
+    tmp_path: Path, tiny_bert_dir: Path, own_postgres: PostgresServer
 ) -> None:
-    with start_postgres() as postgres:
-        settings = Settings(
-            data_dir=tmp_path / "data",
-            database_url=postgres.url,
-            model_dirs=[tiny_bert_dir.parent],
-            retry_after_seconds=RETRY_AFTER,
-        )
-        upgrade_to_head(settings.database_url)
-        app = create_app(settings)
-        with app.state.sessionmaker() as session:
-            headers = {"Authorization": f"Bearer {create_api_key(session, owner_name='alice')}"}
-        with TestClient(app, raise_server_exceptions=False) as client:
-            upload = send(client, headers, "POST", "/v1/files", None)
-            assert upload.status_code == 201, upload.text
-            ids = {
-                "file_id": upload.json()["id"],
-                "job_id": "ftjob-unknown",
-                "name": "adapter_config.json",
-                "checkpoint_id": "ckpt-unknown",
-                "run_id": "tfrun-unknown",
-            }
-            operations = requests_for_every_operation(client, ids)
-            # Deleting the file first would make the other requests' 2xx depend on the order.
-            operations.sort(key=lambda operation: operation[0] == "DELETE")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=own_postgres.url,
+        model_dirs=[tiny_bert_dir.parent],
+        retry_after_seconds=RETRY_AFTER,
+    )
+    upgrade_to_head(settings.database_url)
+    app = create_app(settings)
+    with app.state.sessionmaker() as session:
+        headers = {"Authorization": f"Bearer {create_api_key(session, owner_name='alice')}"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        upload = send(client, headers, "POST", "/v1/files", None)
+        assert upload.status_code == 201, upload.text
+        ids = {
+            "file_id": upload.json()["id"],
+            "job_id": "ftjob-unknown",
+            "name": "adapter_config.json",
+            "checkpoint_id": "ckpt-unknown",
+            "run_id": "tfrun-unknown",
+        }
+        operations = requests_for_every_operation(client, ids)
+        # Deleting the file first would make the other requests' 2xx depend on the order.
+        operations.sort(key=lambda operation: operation[0] == "DELETE")
 
-            postgres.stop()
-            for method, path, body in operations:
-                response = send(client, headers, method, path, body)
-                if path == "/healthz":  # liveness: the process, not its dependencies
-                    assert response.status_code == 200
-                    continue
-                assert response.status_code == 503, (method, path, response.text)
-                assert response.headers["Retry-After"] == str(RETRY_AFTER), (method, path)
-                error = response.json()["error"]
-                assert set(error) == {"message", "type", "param", "code"}
-                assert error["code"] in ("database_unavailable", "not_ready"), (method, path, error)
-                assert str(postgres.port) not in error["message"] and "127.0.0.1" not in error["message"]
+        own_postgres.stop()
+        for method, path, body in operations:
+            response = send(client, headers, method, path, body)
+            if path == "/healthz":  # liveness: the process, not its dependencies
+                assert response.status_code == 200
+                continue
+            assert response.status_code == 503, (method, path, response.text)
+            assert response.headers["Retry-After"] == str(RETRY_AFTER), (method, path)
+            error = response.json()["error"]
+            assert set(error) == {"message", "type", "param", "code"}
+            assert error["code"] in ("database_unavailable", "not_ready"), (method, path, error)
+            assert str(own_postgres.port) not in error["message"] and "127.0.0.1" not in error["message"]
 
-            postgres.start()
-            for method, path, body in operations:
-                response = send(client, headers, method, path, body)
-                assert response.status_code < 500, (method, path, response.text)
-            for method, path, body in [
-                ("GET", "/v1/jobs", None),
-                ("GET", "/v1/files", None),
-                ("GET", "/v1/models", None),
-                ("POST", "/v1/files", None),
-                ("GET", "/readyz", None),
-            ]:
-                response = send(client, headers, method, path, body)
-                assert 200 <= response.status_code < 300, (method, path, response.text)
-            fresh = send(client, headers, "POST", "/v1/files", None).json()["id"]
-            created = send(client, headers, "POST", "/v1/jobs", job_body(fresh))
-            assert created.status_code == 201, created.text
+        own_postgres.start()
+        for method, path, body in operations:
+            response = send(client, headers, method, path, body)
+            assert response.status_code < 500, (method, path, response.text)
+        for method, path, body in [
+            ("GET", "/v1/jobs", None),
+            ("GET", "/v1/files", None),
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/files", None),
+            ("GET", "/readyz", None),
+        ]:
+            response = send(client, headers, method, path, body)
+            assert 200 <= response.status_code < 300, (method, path, response.text)
+        fresh = send(client, headers, "POST", "/v1/files", None).json()["id"]
+        created = send(client, headers, "POST", "/v1/jobs", job_body(fresh))
+        assert created.status_code == 201, created.text

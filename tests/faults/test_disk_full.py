@@ -1,0 +1,82 @@
+"""The data folder's disk fills: an upload answers 507 and stores nothing; a job whose worker cannot
+write fails with `disk_full`, says so without naming a server path, and leaves no staging behind.
+
+The disk is a small tmpfs mounted for the test (the tests run as root), holding the whole data folder;
+the database and the logs live elsewhere.
+"""
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import DeployFactory
+from tests.faults.outcomes import assert_no_leftovers
+
+pytestmark = pytest.mark.integration
+
+DISK_BYTES = 16 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.fail(
+            "this test mounts a small tmpfs to fill a disk, and `mount -t tmpfs` is not permitted here "
+            f"(it needs root, or CAP_SYS_ADMIN in a container): {mounted.stderr.strip()}",
+            pytrace=False,
+        )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Write a file until the disk refuses another byte."""
+    filler = disk / "filler"
+    with filler.open("wb") as out, pytest.raises(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    return filler
+
+
+@pytest.mark.timeout(120)
+def test_a_full_data_disk_refuses_uploads_with_507_and_fails_a_training_job_with_disk_full(
+    small_disk: Path, deployment: DeployFactory
+) -> None:
+    d = deployment(workers=("w1",), data_dir=small_disk / "data")
+    files_before = sorted((d.data_dir / "files").iterdir()) if (d.data_dir / "files").is_dir() else []
+    line = '{"text": "' + "x" * 1000 + '", "label": "a"}'
+    too_big = d.client.post(
+        "/v1/files",
+        files={"file": ("big.jsonl", ("\n".join([line] * (DISK_BYTES // 1000 + 200)) + "\n").encode())},
+        data={"purpose": "fine-tune"},
+    )
+    assert too_big.status_code == 507, too_big.text
+    assert too_big.json()["error"]["code"] == "insufficient_storage"
+    assert sorted((d.data_dir / "files").iterdir()) == files_before
+    assert list((d.data_dir / "uploads").iterdir()) == []
+
+    job_id = d.submit(d.slow_job())
+    d.wait_for(job_id, lambda _: d.last_step(job_id) >= 4, timeout=90)
+    filler = fill(small_disk)
+    try:
+        job = d.wait_for(job_id, "failed", timeout=60)
+        error = job["error"]
+        assert error["code"] == "disk_full", error
+        assert str(small_disk) not in error["message"] and "/" not in error["message"], error
+        assert d.artifact_rows(job_id) == [] and not (d.data_dir / "artifacts" / job_id).exists()
+        assert_no_leftovers(d)  # cleared on the full disk itself
+    finally:
+        filler.unlink()
