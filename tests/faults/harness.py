@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -58,7 +59,6 @@ LEASE_ENV = {
     "DELTATUNE_RESEND_AFTER_SECONDS": "2",
     "DELTATUNE_RESUME_EVERY_STEPS": "2",
     "DELTATUNE_DATABASE_OUTAGE_SECONDS": "30",
-    "DELTATUNE_CANCEL_POLL_SECONDS": "0.2",
 }
 
 # The slow job: long lines at batch 8 cost tens of milliseconds a step on a 2-core CPU, so the job
@@ -382,10 +382,20 @@ class Deployment:
         finally:
             client.close()
 
-    def published(self, job_id: str) -> list[str]:
-        """The files in the job's published artifact folder."""
-        folder = self.data_dir / "artifacts" / job_id
-        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    def published(self, job_id: str) -> dict[str, list[str]]:
+        """Each folder of the job's artifacts that holds a publish, relative to the data folder, with its
+        files: `artifacts/<job>/attempt-<n>/` (one per attempt that published), or, in the layout from
+        before attempts, `artifacts/<job>/` itself."""
+        root = self.data_dir / "artifacts" / job_id
+        if not root.is_dir():
+            return {}
+        attempts = [p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"attempt-\d+", p.name)]
+        found = {}
+        for folder in attempts or [root]:
+            files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+            if files:
+                found[folder.relative_to(self.data_dir).as_posix()] = files
+        return found
 
     def leftover_folders(self) -> list[str]:
         """Scratch and staging entries still in the data folder, relative to it: everything below a

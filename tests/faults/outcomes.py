@@ -18,7 +18,9 @@ def assert_published_once(deployment: Deployment, job_id: str) -> Download:
     names = [name for name, _, _ in rows]
     assert names and len(names) == len(set(names)), f"artifact rows are not one set: {rows}"
     assert sorted(a["name"] for a in job["artifacts"]) == names
-    assert deployment.published(job_id) == names, "the published folder differs from the artifact rows"
+    published = deployment.published(job_id)
+    assert len(published) == 1, f"not one published folder: {published}"
+    assert list(published.values()) == [names], f"the published files differ from the rows: {published}"
     first = deployment.download(job_id)
     assert first.sha256 == {name: digest for name, _, digest in rows}
     again = deployment.download(job_id)

@@ -30,17 +30,19 @@ def test_a_worker_killed_after_publishing_before_committing_leaves_one_artifact_
 ) -> None:
     d = deployment(workers=("w1",))
     job_id = d.submit(d.slow_job())
-    folder = d.data_dir / "artifacts" / job_id
     d.wait_for(job_id, "running", timeout=60)
 
     with psycopg.connect(d.database_url) as lock, psycopg.connect(d.database_url, autocommit=True) as probe:
         lock.execute("LOCK TABLE artifacts IN SHARE MODE")
         deadline = time.monotonic() + 90
-        while not (folder.is_dir() and probe.execute(WAITING_INSERT).fetchone() == (1,)):
+        while not (d.published(job_id) and probe.execute(WAITING_INSERT).fetchone() == (1,)):
             assert time.monotonic() < deadline, "the worker never reached its commit"
             time.sleep(0.05)
-        published = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
         d.kill_worker("w1")
+        (folder,) = d.published(job_id)
+        published = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (d.data_dir / folder).iterdir()
+        }
         lock.rollback()
     assert d.job(job_id)["status"] == "running" and d.artifact_rows(job_id) == []
 
