@@ -74,7 +74,7 @@ SLOW_TOTAL_STEPS = math.ceil(SLOW_EXAMPLES / SLOW_BATCH) * SLOW_EPOCHS
 # scratch or staging of an attempt, and a leftover once its job is finished.
 KEPT_FOLDERS = frozenset({"files", "artifacts", "checkpoints", "job-models"})
 START_TIMEOUT_SECONDS = 120.0
-STOP_GRACE_SECONDS = 10.0
+STOP_GRACE_SECONDS = 5.0
 
 
 def sentiment_lines(count: int, *, seed: int, words: int = 4) -> list[str]:
@@ -139,16 +139,11 @@ class Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL of its group after a grace period; its group is killed either way, so
-        no pool process outlives it."""
-        if self.popen is None:
-            return
-        if self.popen.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM: a worker's warm shutdown, the api's graceful one."""
+        if self.running():
+            assert self.popen is not None
             self.popen.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=STOP_GRACE_SECONDS)
-        self.kill_group()
 
 
 @dataclass(frozen=True)
@@ -231,8 +226,16 @@ class Deployment:
         return [child.pid for child in children]
 
     def stop_all(self) -> None:
-        for process in reversed(self.all_processes):
-            process.stop()
+        """SIGTERM to every process at once, then SIGKILL to each one's group after a shared grace
+        period: no pool process outlives the test, and teardown takes seconds, not seconds each."""
+        for process in self.all_processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in self.all_processes:
+            if process.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.popen.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            process.kill_group()
 
     def logs(self, tail: int = 6000) -> dict[str, str]:
         """The tail of every process's log, by log file name."""
