@@ -5,8 +5,13 @@ The disk is a small tmpfs mounted for the test (the tests run as root), holding 
 the database and the logs live elsewhere.
 """
 
+import errno
+import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,14 +46,36 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    """Write a file until the disk refuses another byte."""
+@contextmanager
+def kept_full(disk: Path) -> Iterator[None]:
+    """Fill the disk, and keep it full: whatever the worker frees (an older resume point it deletes)
+    is taken again within milliseconds, so its next write finds no space. Removed on exit."""
     filler = disk / "filler"
-    with filler.open("wb") as out, pytest.raises(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
-    return filler
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    full = threading.Event()
+    stop = threading.Event()
+
+    def fill() -> None:
+        block = b"\0" * 4096
+        while not stop.is_set():
+            try:
+                os.write(descriptor, block)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                full.set()
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=fill, name="disk-filler", daemon=True)
+    thread.start()
+    try:
+        assert full.wait(timeout=30), "the disk did not fill"
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        os.close(descriptor)
+        filler.unlink()
 
 
 @pytest.mark.timeout(120)
@@ -70,13 +97,10 @@ def test_a_full_data_disk_refuses_uploads_with_507_and_fails_a_training_job_with
 
     job_id = d.submit(d.slow_job())
     d.wait_for(job_id, lambda _: d.last_step(job_id) >= 4, timeout=90)
-    filler = fill(small_disk)
-    try:
+    with kept_full(small_disk):
         job = d.wait_for(job_id, "failed", timeout=60)
         error = job["error"]
         assert error["code"] == "disk_full", error
         assert str(small_disk) not in error["message"] and "/" not in error["message"], error
         assert d.artifact_rows(job_id) == [] and not (d.data_dir / "artifacts" / job_id).exists()
         assert_no_leftovers(d)  # cleared on the full disk itself
-    finally:
-        filler.unlink()
