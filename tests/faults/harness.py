@@ -1,7 +1,7 @@
 """A running deployment a fault test can break: real `deltatune api` and `deltatune worker` processes
 over a fresh PostgreSQL database and a Redis of the test's own.
 
-    with deploy(root, models_root=..., workers=("w1",)) as deployment:
+    with deploy(root, admin_url=..., models_root=..., workers=("w1",)) as deployment:
         job_id = deployment.submit(deployment.slow_job())
         deployment.wait_for(job_id, lambda job: deployment.last_step(job_id) >= 6, timeout=60)
         deployment.kill_worker("w1")             # SIGKILL its whole process group
@@ -100,6 +100,7 @@ class Process:
     env: dict[str, str]
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    seen_children: set[psutil.Process] = field(default_factory=set)
 
     def start(self) -> "Process":
         with self.log_path.open("ab") as log:
@@ -125,19 +126,33 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
 
     def children(self) -> list[psutil.Process]:
-        """The process's live children: a Celery worker's pool processes."""
+        """The process's live children (a Celery worker's pool processes), remembered: should the
+        process itself die first, teardown still ends them (see kill_group)."""
         try:
-            return [child for child in psutil.Process(self.pid).children() if child.is_running()]
+            found = [child for child in psutil.Process(self.pid).children() if child.is_running()]
         except psutil.NoSuchProcess:
-            return []
+            found = []
+        self.seen_children.update(found)
+        return found
 
     def kill_group(self) -> None:
-        """SIGKILL the whole process group (the process and its pool), as a lost machine would."""
+        """SIGKILL the whole process group (the process and its pool), as a lost machine would.
+
+        Only while the process itself lives is its pid surely still its group's id; once it has been
+        reaped, the children it was seen with are killed one by one instead (psutil checks each one's
+        start time, so a reused pid is never hit)."""
         if self.popen is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
+        if self.popen.poll() is None:
+            self.children()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        survivors = [child for child in self.seen_children if child.is_running()]
+        for child in survivors:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(survivors, timeout=10)
 
     def terminate(self) -> None:
         """SIGTERM: a worker's warm shutdown, the api's graceful one."""
@@ -208,6 +223,7 @@ class Deployment:
         process = self.workers[name]
         ready = f"{self.hostnames[name]} ready."
         self._poll(lambda: ready in process.log(), timeout, f"worker {name} to be ready", process.running)
+        process.children()  # its pool, remembered
 
     def kill_worker(self, name: str, *, child_only: bool = False) -> list[int]:
         """SIGKILL worker `name`'s whole process group, or only its pool processes (the Celery main
