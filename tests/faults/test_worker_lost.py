@@ -78,14 +78,22 @@ def test_a_pool_process_killed_under_a_live_worker_has_its_job_taken_again(deplo
     job_id = d.submit(d.slow_job())
     seen = training_past(d, job_id, KILL_AT_STEP)
 
+    killed_at = time.monotonic()
     d.kill_worker("w1", child_only=True)
     assert d.workers["w1"].running()  # Celery's main process lives on, with a new pool process
-
+    d.wait_for(job_id, lambda job: job["status"] == "running" and len(d.claims(job_id)) == 2, timeout=60)
+    running_at = time.monotonic()
     d.wait_for(job_id, "succeeded", timeout=90)
+    succeeded_at = time.monotonic()
+
     assert d.workers["w1"].running()
     assert claimed_by(d, job_id) == ["w1@faults", "w1@faults"]
-    assert_resumed_after(d, job_id, seen)
+    step = assert_resumed_after(d, job_id, seen)
     assert_came_through(d, job_id)
+    print(
+        f"\npool process killed at step {seen}, resumed from step {step}: running again "
+        f"{running_at - killed_at:.1f} s after the SIGKILL, succeeded {succeeded_at - killed_at:.1f} s after"
+    )
 
 
 @pytest.mark.timeout(150)
