@@ -39,4 +39,7 @@ def test_a_job_trains_through_a_database_outage_and_the_api_answers_503_meanwhil
 
     assert answers and all(status == 503 and retry for status, retry in answers), answers
     d.wait_for(job_id, "succeeded", timeout=90)
+    # Not asserted: one attempt. Once the database is back, a sweep may find the lease expired before
+    # the attempt's heartbeat renews it (observed about one run in two with a 3 s lease and a 10 s
+    # outage); the next attempt then resumes, and the events still read as one series.
     assert_came_through(d, job_id)
