@@ -45,7 +45,7 @@ def stack(
             "DELTATUNE_BROKER_URL": broker_url,
             "DELTATUNE_DATA_DIR": str(data_dir),
             "DELTATUNE_MODEL_DIRS": json.dumps([str(models_root)]),
-            "DELTATUNE_CANCEL_POLL_SECONDS": "0.2",
+            "DELTATUNE_HEARTBEAT_SECONDS": "0.2",
             "DELTATUNE_AUTO_MIGRATE": "false",
         }
         settings = Settings(

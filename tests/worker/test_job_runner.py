@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact, Job, JobEvent
+from core.models import Artifact, Job, JobEvent, artifact_folder
 from core.settings import Settings
 from tests.worker.jobs import add_job, data_path, job_row, sentiment_lines
 from worker import publish
@@ -29,13 +29,19 @@ def artifact_rows(sessions: sessionmaker[Session], job_id: str) -> list[Artifact
         return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id)))
 
 
+def published_folder(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> Path:
+    return artifact_folder(settings.artifacts_dir, job_id, job_row(sessions, job_id).attempt)
+
+
 def assert_nothing_published(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> None:
-    assert not (settings.artifacts_dir / job_id).exists()
+    folder = settings.artifacts_dir / job_id
+    assert not folder.exists() or list(folder.iterdir()) == []
     assert artifact_rows(sessions, job_id) == []
 
 
 def assert_scratch_removed(settings: Settings) -> None:
     assert list(settings.work_dir.iterdir()) == []
+    assert not settings.resume_dir.exists() or list(settings.resume_dir.iterdir()) == []
 
 
 def final_status_event(sessions: sessionmaker[Session], job_id: str) -> JobEvent:
@@ -53,7 +59,8 @@ def test_a_job_succeeds_and_publishes_its_adapter(
     assert (job.status, job.worker, job.progress) == ("succeeded", "w1", 1.0)
     assert job.examples_seen == 64 and job.trained_tokens > job.examples_seen
     assert 0.0 <= job.metrics["val_accuracy"] <= 1.0 and "train_loss" in job.metrics
-    published = settings.artifacts_dir / job_id
+    published = published_folder(sessions, settings, job_id)
+    assert published == settings.artifacts_dir / job_id / "attempt-1"
     rows = {row.name: row for row in artifact_rows(sessions, job_id)}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(rows)
     assert set(rows) == {
