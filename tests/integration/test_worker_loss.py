@@ -190,3 +190,43 @@ def test_a_killed_workers_job_is_taken_back_and_resumed_by_another(cluster: Clus
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=RTOL, atol=RTOL)
     assert not (settings.resume_dir / job_id).exists()
+
+
+def pool_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+def test_a_killed_pool_process_leaves_a_job_its_own_worker_takes_back(cluster: Cluster) -> None:
+    # Celery redelivers the message at once (task_reject_on_worker_lost) and the claim refuses it:
+    # the dead attempt's lease is still fresh. The job must not stay running forever: the lease
+    # expires and the sweep of a live worker (its own parent's, or the other's) queues it again.
+    settings, sessions = cluster.settings, cluster.sessions
+    job_id = add_job(sessions, settings, epochs=8, logging_steps=1)  # 32 steps
+    enqueue_job(make_celery(settings), job_id, "cpu")
+    wait_for(
+        lambda: latest_point(settings, job_id) >= 4 and job_row(sessions, job_id).status == "running",
+        timeout=120,
+        what="a resume point of step 4 or later",
+        log=cluster.log,
+    )
+    running = next(w for w in cluster.workers.values() if w.hostname == job_row(sessions, job_id).worker)
+    assert running.process is not None
+    (child,) = pool_children(running.process.pid)
+    os.kill(child, signal.SIGKILL)
+
+    job = wait_for(
+        lambda: (j := job_row(sessions, job_id)).status in ("succeeded", "failed") and j,
+        timeout=180,
+        what="the job to finish",
+        log=cluster.log,
+    )
+    assert job.status == "succeeded", (job.error_code, job.error_message)
+    assert job.attempt == 2
+    messages = [e.message for e in status_events(sessions, job_id)]
+    assert any(m.startswith("queued again: the lease of attempt 1 expired") for m in messages), messages
+    with sessions() as session:
+        query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+        steps = [e.data["step"] for e in session.scalars(query.order_by(JobEvent.id))]
+    assert steps == list(range(1, 33))
+    assert running.process.poll() is None  # the worker itself lived on
