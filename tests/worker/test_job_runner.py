@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,31 @@ def test_a_job_not_claimed_is_left_alone(sessions: sessionmaker[Session], settin
     assert job_row(sessions, job_id).status == "cancelled"
     assert events_of(sessions, job_id) == []
     assert not settings.work_dir.exists() or list(settings.work_dir.iterdir()) == []
+
+
+def test_an_attempt_that_loses_its_lease_stops_and_writes_nothing_more(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings, epochs=500, logging_steps=1)  # minutes of training if not stopped
+    outcome: list[str | None] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(run_job(job_id, settings=settings, sessions=sessions, worker="frozen"))
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not events_of(sessions, job_id, "metrics") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # What a claim does once the lease expired, had this attempt frozen past it (it keeps renewing
+        # here, so the test moves the row on itself).
+        with sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(attempt=2, worker="alive"))
+        events_after_the_steal = len(events_of(sessions, job_id))
+    finally:
+        runner.join(timeout=60)
+    assert not runner.is_alive() and outcome == [None]
+    assert len(events_of(sessions, job_id)) == events_after_the_steal  # nothing written once lost
+    job = job_row(sessions, job_id)
+    assert (job.status, job.worker, job.attempt) == ("running", "alive", 2)
+    assert_nothing_published(sessions, settings, job_id)
+    assert list(settings.work_dir.iterdir()) == []
