@@ -8,6 +8,7 @@ Every file, job, event and artifact query is scoped to an owner. Schema changes 
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
@@ -117,7 +118,15 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     error_param: Mapped[str | None] = mapped_column(String(255), default=None)
-    worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    worker: Mapped[str | None] = mapped_column(String(255), default=None)  # the last claimer, for display
+    # The lease (worker/lifecycle.py): each claim increments `attempt`, the fencing token every write of
+    # that attempt is conditional on; `lease_expires_at` is set while running and renewed by heartbeats.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When its run message was last sent, and how many times it was re-sent (the sweep's backoff).
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -136,8 +145,17 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+def artifact_folder(artifacts_dir: Path, job_id: str, attempt: int) -> Path:
+    """Where the attempt that published a job's artifact put it: `<job_id>/attempt-<n>/`, one folder per
+    attempt, so no attempt ever replaces or deletes another's; attempt 0 is the layout from before
+    leases, `<job_id>/` itself (a succeeded job's `attempt` is the one that published)."""
+    if attempt == 0:
+        return artifacts_dir / job_id
+    return artifacts_dir / job_id / f"attempt-{attempt}"
+
+
 class Artifact(Base):
-    """One published file of a job; the bytes live at artifacts_dir/<job_id>/<name>."""
+    """One published file of a job; the bytes live in artifact_folder(artifacts_dir, job, attempt)."""
 
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)
@@ -151,7 +169,7 @@ class Artifact(Base):
 
 
 class Checkpoint(Base):
-    """One kept checkpoint of a job; its files live at artifacts_dir/<job_id>/checkpoints/<id>/."""
+    """One kept checkpoint of a job; its files live at checkpoints_dir/<job_id>/<id>/."""
 
     __tablename__ = "checkpoints"
     __table_args__ = (UniqueConstraint("job_id", "step"),)
@@ -185,7 +203,15 @@ class TransferabilityRun(Base):
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
-    worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    worker: Mapped[str | None] = mapped_column(String(255), default=None)  # the last claimer, for display
+    # The lease (worker/lifecycle.py): each claim increments `attempt`, the fencing token every write of
+    # that attempt is conditional on; `lease_expires_at` is set while running and renewed by heartbeats.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When its run message was last sent, and how many times it was re-sent (the sweep's backoff).
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    dispatches: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -43,8 +43,30 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
-    cancel_poll_seconds: float = Field(
-        1.0, gt=0, description="How often a running job checks for cancellation."
+    # Leases (worker/lifecycle.py, worker/sweep.py). A dead worker's job is queued again at most
+    # lease_seconds + sweep_seconds after its last heartbeat.
+    lease_seconds: float = Field(
+        60.0, gt=0, description="How long a running attempt holds its job without renewing its lease."
+    )
+    heartbeat_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a running attempt renews its lease and reads whether it was cancelled.",
+    )
+    sweep_seconds: float = Field(
+        15.0, gt=0, description="How often each worker looks for expired leases and lost messages."
+    )
+    resend_after_seconds: float = Field(
+        60.0, gt=0, description="A queued row's message is sent again after this long (doubling each time)."
+    )
+    database_outage_seconds: float = Field(
+        120.0, gt=0, description="How long a running job retries the database before it fails."
+    )
+    resume_every_steps: int | None = Field(
+        200, ge=1, description="A running job writes a resume point after every N steps (null: never)."
+    )
+    resume_every_seconds: float | None = Field(
+        300.0, gt=0, description="... and when this long has passed since its last one (null: never)."
     )
     # Measured: a forward+backward of all-MiniLM-L6-v2 (22.7M parameters), batch 16 × 128 tokens, took
     # 0.88-1.19 s on this project's 2-core CPU build machine, i.e. 6·P·tokens/s ≈ 2.3-3.2e11.
@@ -54,6 +76,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> "Settings":
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
+                f"({self.lease_seconds}), or every lease expires before it is renewed"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'deltatune.db').resolve()}"
         elif self.database_url.startswith(("postgresql://", "postgres://")):
@@ -80,6 +107,11 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Scratch space on the same filesystem as artifacts_dir, so publishing is one rename."""
         return self.data_dir / "work"
+
+    @property
+    def resume_dir(self) -> Path:
+        """resume/<job_id>/step-<k>/: a job's latest resume point, kept across its attempts."""
+        return self.data_dir / "resume"
 
     @property
     def broker_dir(self) -> Path:

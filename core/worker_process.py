@@ -68,7 +68,7 @@ def stop_worker(process: subprocess.Popen[bytes], *, grace_seconds: float = 10.0
     """Stop the worker and its pool; returns its exit code."""
     steps = (
         (signal.SIGTERM, grace_seconds, "warm shutdown"),
-        (signal.SIGQUIT, 5.0, "cold shutdown: the running job is queued again when a worker restarts"),
+        (signal.SIGQUIT, 5.0, "cold shutdown: the running job is queued again once its lease expires"),
     )
     for signum, wait_seconds, what in steps:
         if process.poll() is not None:

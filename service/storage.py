@@ -24,6 +24,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from core.models import Job, artifact_folder
 from core.settings import Settings
 from service.errors import ApiError, InsufficientStorage, TooLarge
 
@@ -74,12 +75,13 @@ def remove_blob(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def artifact_file(settings: Settings, job_id: str, name: str) -> Path:
-    """The stored bytes of artifact `name`; callers look `name` up in the Artifact table first.
+def artifact_file(settings: Settings, job: Job, name: str) -> Path:
+    """The stored bytes of artifact `name`; callers look `name` up in the Artifact table first. They
+    live in the folder of the attempt that published them (core.models.artifact_folder).
 
     The containment check is a second guard: even a bad row cannot point outside the job's folder.
     """
-    job_dir = (settings.artifacts_dir / job_id).resolve()
+    job_dir = artifact_folder(settings.artifacts_dir, job.id, job.attempt).resolve()
     path = (job_dir / name).resolve()
     if not path.is_relative_to(job_dir) or path == job_dir:
         raise ValueError(f"artifact name {name!r} escapes its job folder")

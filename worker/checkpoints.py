@@ -19,7 +19,7 @@ from core.models import Checkpoint as CheckpointRow
 from core.models import new_id
 from core.settings import Settings
 from tuning.checkpoints import Checkpoint
-from worker.lifecycle import JobFailure
+from worker.lifecycle import Attempt, JobFailure
 from worker.progress import json_safe
 from worker.publish import ArtifactFile, describe_files
 
@@ -34,9 +34,9 @@ def checkpoints_dir(root: Path, job_id: str) -> Path:
 class CheckpointPublisher:
     """tuning.run's on_checkpoint: stores each checkpoint under checkpoints/<job_id>/, drops old ones."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, *, checkpoints_dir: Path) -> None:
-        self.sessions = sessions
-        self.job_id = job_id
+    def __init__(self, attempt: Attempt, *, checkpoints_dir: Path) -> None:
+        self.attempt = attempt
+        self.job_id = attempt.row_id
         self.root = checkpoints_dir
 
     def __call__(self, checkpoint: Checkpoint, dropped: Sequence[int]) -> None:
@@ -49,8 +49,12 @@ class CheckpointPublisher:
         root = checkpoints_dir(self.root, self.job_id)
         root.mkdir(parents=True, exist_ok=True)
         staging = root / f".{checkpoint_id}-incoming"
-        shutil.copytree(checkpoint.path, staging)
-        files = describe_files(staging)
+        try:
+            shutil.copytree(checkpoint.path, staging)
+            files = describe_files(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         target = root / checkpoint_id
         os.rename(staging, target)
         try:
@@ -60,11 +64,12 @@ class CheckpointPublisher:
             shutil.rmtree(target, ignore_errors=True)
             raise
         for old in replaced:
-            _remove(root / old)
+            if old != checkpoint_id:  # a retried commit that had gone through replaces its own row
+                _remove(root / old)
         logger.info("job %s: checkpoint %s of step %d published", self.job_id, checkpoint_id, checkpoint.step)
 
     def _record(self, checkpoint_id: str, checkpoint: Checkpoint, files: Sequence[ArtifactFile]) -> list[str]:
-        with self.sessions.begin() as session:
+        def record(session: Session) -> list[str]:
             replaced = self._delete_rows(session, [checkpoint.step])
             session.add(
                 CheckpointRow(
@@ -77,11 +82,14 @@ class CheckpointPublisher:
                     bytes=sum(f.bytes for f in files),
                 )
             )
-        return replaced
+            return replaced
+
+        return self.attempt.write(record, what=f"recording the checkpoint of step {checkpoint.step}")
 
     def _drop(self, steps: Sequence[int]) -> None:
-        with self.sessions.begin() as session:
-            dropped = self._delete_rows(session, steps)
+        dropped = self.attempt.write(
+            lambda session: self._delete_rows(session, steps), what="dropping checkpoints"
+        )
         root = checkpoints_dir(self.root, self.job_id)
         for checkpoint_id in dropped:
             _remove(root / checkpoint_id)

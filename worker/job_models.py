@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
+from core.models import MAX_JOB_CHAIN, Job, JobStatus, artifact_folder, is_job_id
 from core.settings import Settings
 from tuning.artifacts.plain_model import export_plain_model
 from tuning.spec import JobSpec
@@ -39,30 +39,33 @@ def materialize_job_model(sessions: sessionmaker[Session], settings: Settings, j
     chain = _chain(sessions, job_id)
     model_dirs = [job_models_dir(settings), *settings.model_dirs]
     # The root's first: each job's artifact is rebuilt on the model of the job before it.
-    for link in reversed(chain):
-        _export_once(settings, link, model_dirs)
+    for link, attempt in reversed(chain):
+        _export_once(settings, link, attempt, model_dirs)
     return job_models_dir(settings) / job_id
 
 
-def _chain(sessions: sessionmaker[Session], job_id: str) -> list[str]:
-    """`job_id`, the job it built on, and so on down to the last one on a catalogue model."""
-    chain = [job_id]
+def _chain(sessions: sessionmaker[Session], job_id: str) -> list[tuple[str, int]]:
+    """`job_id`, the job it built on, and so on down to the last one on a catalogue model; each with
+    the attempt that published its artifact."""
+    chain: list[tuple[str, int]] = []
+    following = job_id
     with sessions() as session:
         while len(chain) <= MAX_JOB_CHAIN:
-            job = session.get(Job, chain[-1])
+            job = session.get(Job, following)
             if job is None or job.status != JobStatus.SUCCEEDED:
                 raise JobFailure(
                     "invalid_base_model",
-                    f"base model {chain[-1]!r} is not a succeeded job's model",
+                    f"base model {following!r} is not a succeeded job's model",
                     param="base_model",
                 )
+            chain.append((following, job.attempt))
             if not is_job_id(job.base_model):
                 return chain
-            chain.append(job.base_model)
+            following = job.base_model
     raise JobFailure("invalid_base_model", f"base model {job_id!r} builds on too long a chain of jobs")
 
 
-def _export_once(settings: Settings, job_id: str, model_dirs: list[Path]) -> None:
+def _export_once(settings: Settings, job_id: str, attempt: int, model_dirs: list[Path]) -> None:
     target = job_models_dir(settings) / job_id
     if (target / "config.json").is_file():
         return
@@ -71,7 +74,9 @@ def _export_once(settings: Settings, job_id: str, model_dirs: list[Path]) -> Non
     scratch = Path(tempfile.mkdtemp(prefix=f".{job_id}-", dir=target.parent))
     try:
         logger.info("exporting job %s's model as a base model", job_id)
-        export_plain_model(settings.artifacts_dir / job_id, scratch / "model", model_dirs)
+        export_plain_model(
+            artifact_folder(settings.artifacts_dir, job_id, attempt), scratch / "model", model_dirs
+        )
         try:
             (scratch / "model").rename(target)
         except OSError:

@@ -1,13 +1,15 @@
-"""One job, start to end: claim, re-read, train in a scratch folder, publish, record the outcome.
+"""One job, start to end: claim an attempt, re-read, train in a scratch folder, publish, record.
 
 Everything is re-read from the database by id, so a repeated delivery is harmless (the claim loses)
-and the worker needs nothing but the id. Every claimed job ends in a recorded status, whatever goes
-wrong, and its scratch folder is always removed.
+and the worker needs nothing but the id. The attempt holds a lease its heartbeat renews; every write
+it makes is fenced by its number (worker.lifecycle), and one that lost its job stops and writes
+nothing. Training writes resume points into the job's resume folder (worker.resume_store), and an
+attempt after one that died goes on from the latest. Every claimed job that keeps its attempt ends
+in a recorded status, whatever goes wrong, and the attempt's scratch folder is always removed.
 """
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +19,18 @@ from sqlalchemy.orm import Session, sessionmaker
 import tuning
 from core.models import Job, JobStatus
 from core.settings import Settings
-from tuning.errors import Cancelled
+from tuning.errors import Cancelled, ResumeMismatch
+from tuning.resume import ResumeOptions, ResumePoint
+from tuning.run import RunResult
 from tuning.spec import JobSpec
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder
+from worker.heartbeat import Heartbeat, StopReason
 from worker.job_models import base_model_dirs
-from worker.lifecycle import INTERNAL_ERROR, JOBS, CancelPoller, JobFailure
+from worker.lifecycle import INTERNAL_ERROR, JOBS, Attempt, JobFailure, LostLease, database_outage
 from worker.progress import ProgressRecorder
 from worker.publish import publish_artifact
+from worker.resume_store import ResumeStore
+from worker.scratch import clear_dead_attempts, scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +46,50 @@ class JobInputs:
 
 
 def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], worker: str) -> str | None:
-    """Run the job if this delivery claims it; returns its final status, or None when not claimed."""
-    if not JOBS.claim(sessions, job_id, worker=worker):
+    """Run the job if this delivery claims it; returns its final status, or None when it did not claim
+    it or lost it to another attempt."""
+    attempt = JOBS.claim(
+        sessions,
+        job_id,
+        worker=worker,
+        lease_seconds=settings.lease_seconds,
+        outage_seconds=settings.database_outage_seconds,
+    )
+    if attempt is None:
         logger.info("job %s was not queued (already claimed, cancelled or unknown): nothing to do", job_id)
         return None
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=settings.work_dir))
+    if attempt.number > 1:
+        clear_dead_attempts(settings, job_id, current=attempt.number)
+    scratch = scratch_folder(settings, job_id, attempt.number)
+    scratch.mkdir(parents=True)
     try:
-        return _run_claimed(job_id, settings=settings, sessions=sessions, scratch=scratch)
+        with Heartbeat(attempt, every_seconds=settings.heartbeat_seconds) as heartbeat:
+            status = _run_claimed(
+                attempt, settings=settings, sessions=sessions, scratch=scratch, heartbeat=heartbeat
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if status is not None:
+        ResumeStore(settings.resume_dir, job_id).remove()  # ended: nothing will resume it
+    return status
 
 
-def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Session], scratch: Path) -> str:
-    try:
+def _run_claimed(
+    attempt: Attempt,
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    scratch: Path,
+    heartbeat: Heartbeat,
+) -> str | None:
+    job_id = attempt.row_id
+    resume_store = ResumeStore(settings.resume_dir, job_id)
+
+    def train(point: ResumePoint | None) -> RunResult:
         inputs = load_inputs(sessions, job_id, settings=settings)
-        result = tuning.run(
+        if point is not None:
+            logger.info("%s resumes from step %d", attempt.describe(), point.step)
+        return tuning.run(
             inputs.spec,
             scratch / "out",
             training_path=inputs.training_path,
@@ -62,20 +97,58 @@ def _run_claimed(job_id: str, *, settings: Settings, sessions: sessionmaker[Sess
             fisher_path=inputs.fisher_path,
             model_dirs=inputs.model_dirs,
             start_from=inputs.start_from,
-            on_checkpoint=CheckpointPublisher(sessions, job_id, checkpoints_dir=settings.checkpoints_dir),
-            on_event=ProgressRecorder(sessions, job_id),
-            should_stop=CancelPoller(sessions, job_id, every_seconds=settings.cancel_poll_seconds),
+            on_checkpoint=CheckpointPublisher(attempt, checkpoints_dir=settings.checkpoints_dir),
+            on_event=ProgressRecorder(attempt),
+            should_stop=heartbeat.should_stop,
+            resume=ResumeOptions(
+                every_steps=settings.resume_every_steps,
+                every_seconds=settings.resume_every_seconds,
+                on_resume_point=resume_store.keeper(attempt),
+            ),
+            resume_from=point.folder if point is not None else None,
         )
-        publish_artifact(
-            sessions, job_id, out_dir=scratch / "out", artifacts_dir=settings.artifacts_dir, result=result
-        )
-        return JobStatus.SUCCEEDED
-    except Cancelled:
-        JOBS.cancel(sessions, job_id)
-        return JobStatus.CANCELLED
-    except Exception as error:
-        JOBS.fail(sessions, job_id, error)
-        return JobStatus.FAILED
+
+    try:
+        try:
+            point = resume_store.latest()
+            try:
+                result = train(point)
+            except ResumeMismatch:
+                if point is None:
+                    raise
+                # Written by another deltatune (its format) or for other inputs: start over instead.
+                logger.warning("%s cannot resume from step %d; starting over", attempt.describe(), point.step)
+                resume_store.remove()
+                result = train(None)
+            if heartbeat.should_stop():
+                raise Cancelled()  # asked to stop after the last step: treated as if before it
+            publish_artifact(
+                attempt, out_dir=scratch / "out", artifacts_dir=settings.artifacts_dir, result=result
+            )
+            return JobStatus.SUCCEEDED
+        except Cancelled:
+            if heartbeat.reason is StopReason.LOST_LEASE:
+                raise LostLease(f"{attempt.describe()} lost its lease") from None
+            if heartbeat.reason is StopReason.DATABASE_OUTAGE:
+                attempt.fail(database_outage(settings.database_outage_seconds))
+                return JobStatus.FAILED
+            attempt.cancel()
+            return JobStatus.CANCELLED
+        except LostLease:
+            raise
+        except Exception as error:
+            if heartbeat.lost:  # whatever broke, the job is another attempt's now
+                raise LostLease(f"{attempt.describe()} lost its lease") from error
+            attempt.fail(error)
+            return JobStatus.FAILED
+    except LostLease as lost:
+        logger.warning("%s stopped: %s; another attempt has the job, or it ended", attempt.describe(), lost)
+        return None
+    except Exception:
+        # Not even the failure could be recorded (the database gone for good): the lease expires and
+        # a sweep queues the job again.
+        logger.exception("%s: its outcome could not be recorded", attempt.describe())
+        return None
 
 
 def load_inputs(sessions: sessionmaker[Session], job_id: str, *, settings: Settings) -> JobInputs:

@@ -1,16 +1,21 @@
 """The training loop's event sink: every `tuning.events.Event` becomes a job event row at once.
 
-Each event is committed in its own short transaction so a client polling the job sees progress while
-it trains; the job row carries the latest progress, metrics and counters alongside.
+Each event is committed in its own short transaction, fenced by the attempt (worker.lifecycle), so a
+client polling the job sees progress while it trains and a stale attempt adds nothing; the job row
+carries the latest progress, metrics and counters alongside. When an attempt resumes from step k
+(the `resumed from step k` event), the step events of earlier attempts after k go in the same
+transaction: the job's events read as one continuous series of steps.
 """
 
 import math
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
 from core.models import Job, JobEvent
 from tuning.events import Event
+from worker.lifecycle import Attempt
 
 # Event fields that describe the run's position rather than a measurement.
 _NOT_METRICS = frozenset({"total_steps"})
@@ -20,18 +25,24 @@ _COUNTERS = ("examples_seen", "trained_tokens")
 class ProgressRecorder:
     """Use as `on_event`: stores the event and updates the job's progress and latest metrics."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str) -> None:
-        self._sessions = sessions
-        self._job_id = job_id
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+        self._job_id = attempt.row_id
         self._total_steps: int | None = None  # eval events carry no total; remember the last one
 
     def __call__(self, event: Event) -> None:
         data = json_safe(event.data)
-        with self._sessions.begin() as session:
+
+        def store(session: Session) -> None:
+            resumed_from = data.get("resumed_from_step")
+            if isinstance(resumed_from, int):
+                forget_steps_after(session, self._job_id, resumed_from)
             session.add(JobEvent(job_id=self._job_id, type=event.type, message=event.message, data=data))
             job = session.get(Job, self._job_id)
             if job is not None:
                 self._update_job(job, event.type, data)
+
+        self._attempt.write(store, what=f"storing a {event.type} event")
 
     def _update_job(self, job: Job, event_type: str, data: dict[str, Any]) -> None:
         if isinstance(data.get("total_steps"), int) and data["total_steps"] > 0:
@@ -50,6 +61,18 @@ class ProgressRecorder:
         for counter in _COUNTERS:
             if isinstance(data.get(counter), int):
                 setattr(job, counter, data[counter])
+
+
+def forget_steps_after(session: Session, job_id: str, step: int) -> None:
+    """Delete the job's events of steps after `step`: what an interrupted attempt trained past its
+    resume point, which the resumed attempt trains again."""
+    session.execute(
+        delete(JobEvent)
+        .where(
+            JobEvent.job_id == job_id, JobEvent.type != "status", JobEvent.data["step"].as_integer() > step
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def json_safe(value: Any) -> Any:

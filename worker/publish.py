@@ -1,24 +1,24 @@
-"""Publishing a finished job's artifact: complete or absent, never half of one.
+"""Publishing a finished job's artifact: complete or absent, never half of one, never another's.
 
-The artifact is written in the job's scratch folder, on the same filesystem as the artifact store,
-so one `os.rename` makes the whole folder appear at once. The Artifact rows and the `succeeded`
-status are then committed in one transaction; if that fails, the folder is taken back out, so files
-without rows (or rows without files) never outlive the attempt.
+The artifact is written in the attempt's scratch folder, on the same filesystem as the artifact
+store, so one `os.rename` makes the whole folder appear at once, at a path only this attempt uses:
+`artifacts/<job>/attempt-<n>/` (core.models.artifact_folder). The Artifact rows and the `succeeded`
+status are then committed in one transaction fenced by the attempt. If the commit is refused (the
+attempt lost the job) the folder is taken back out; if its outcome is unknown (the connection lost
+during the commit) the row is read back to settle it. No attempt ever deletes a folder it did not
+publish itself.
 """
 
 import hashlib
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from core.models import Artifact, JobStatus
+from core.models import Artifact, JobStatus, artifact_folder
 from tuning.run import RunResult
-from worker.lifecycle import JOBS
+from worker.lifecycle import Attempt, OutcomeUnknown
 from worker.progress import json_safe
 
 logger = logging.getLogger(__name__)
@@ -34,20 +34,23 @@ class ArtifactFile:
 
 
 def publish_artifact(
-    sessions: sessionmaker[Session], job_id: str, *, out_dir: Path, artifacts_dir: Path, result: RunResult
+    attempt: Attempt, *, out_dir: Path, artifacts_dir: Path, result: RunResult
 ) -> list[ArtifactFile]:
-    """Move `out_dir` to `artifacts_dir/<job_id>` and mark the job succeeded with its artifact rows."""
+    """Move `out_dir` to the attempt's artifact folder and mark the job succeeded with its rows."""
     files = describe_files(out_dir)  # hashed before publishing: nothing half-read is ever recorded
-    target = artifacts_dir / job_id
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    _remove_leftover(target)
-    os.rename(out_dir, target)
+    target = artifact_folder(artifacts_dir, attempt.row_id, attempt.number)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(out_dir, target)  # the attempt's own name: no earlier folder can be there
     try:
-        _record_success(sessions, job_id, files, result)
-    except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        _record_success(attempt, files, result)
+    except OutcomeUnknown:
+        # Perhaps committed: the folder stays, named by its rows or, if not, cleared by a sweep.
+        logger.warning("%s: whether the publish committed is unknown; %s kept", attempt.describe(), target)
         raise
-    logger.info("job %s published %d files to %s", job_id, len(files), target)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # ours: the rows that would name it never landed
+        raise
+    logger.info("%s published %d files to %s", attempt.describe(), len(files), target)
     return files
 
 
@@ -59,38 +62,20 @@ def describe_files(folder: Path) -> list[ArtifactFile]:
     ]
 
 
-def _record_success(
-    sessions: sessionmaker[Session], job_id: str, files: list[ArtifactFile], result: RunResult
-) -> None:
-    with sessions.begin() as session:
-        session.add_all(Artifact(job_id=job_id, name=f.name, bytes=f.bytes, sha256=f.sha256) for f in files)
-        finished = JOBS.finish(
-            session,
-            job_id,
-            JobStatus.SUCCEEDED,
-            f"succeeded: {len(files)} artifact files published",
-            columns={
-                "metrics": json_safe(result.metrics),
-                "examples_seen": result.examples_seen,
-                "trained_tokens": result.trained_tokens,
-                "progress": 1.0,
-            },
-            artifacts=[f.name for f in files],
-        )
-        if not finished:
-            # Only this worker moves a running job on; anything else means the rows must not land.
-            raise RuntimeError(f"job {job_id} is no longer running; its artifact is not published")
-
-
-def _remove_leftover(target: Path) -> None:
-    """Clear what a crashed earlier attempt of this job published without recording it."""
-    if not target.exists():
-        return
-    logger.warning("replacing the leftover artifact folder %s of an earlier attempt", target)
-    # Renamed aside first, so a crash while deleting leaves nothing at the published path.
-    aside = target.with_name(f".{target.name}-leftover-{uuid.uuid4().hex[:8]}")
-    os.rename(target, aside)
-    shutil.rmtree(aside, ignore_errors=True)
+def _record_success(attempt: Attempt, files: list[ArtifactFile], result: RunResult) -> None:
+    job_id = attempt.row_id
+    attempt.finish(
+        JobStatus.SUCCEEDED,
+        f"succeeded: {len(files)} artifact files published",
+        columns={
+            "metrics": json_safe(result.metrics),
+            "examples_seen": result.examples_seen,
+            "trained_tokens": result.trained_tokens,
+            "progress": 1.0,
+        },
+        rows=lambda: [Artifact(job_id=job_id, name=f.name, bytes=f.bytes, sha256=f.sha256) for f in files],
+        artifacts=[f.name for f in files],
+    )
 
 
 def _sha256(path: Path) -> str:

@@ -1,5 +1,5 @@
-"""The Celery tasks (`deltatune.run_job`, `deltatune.score_transferability`) and the worker start-up
-hook; glue only.
+"""The Celery tasks (`deltatune.run_job`, `deltatune.score_transferability`) and the worker's start and
+shutdown hooks, which run the sweep (worker.sweep); glue only.
 
 No state at import time: each task builds its own engine from settings and disposes of it, so a
 forked pool process never shares a database connection with its parent.
@@ -9,14 +9,14 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from core.db import sessions_for
 from core.dispatch import RUN_JOB_TASK, SCORE_TRANSFERABILITY_TASK
 from core.settings import get_settings
 from worker import job_runner, transferability
 from worker.app import celery_app
-from worker.lifecycle import JOBS, RUNS
+from worker.sweep import Sweeper
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +37,22 @@ def score_transferability(self: Task, run_id: str) -> str | None:
         )
 
 
+_sweepers: list[Sweeper] = []
+
+
 @worker_ready.connect
-def requeue_on_start(sender: Any = None, **_: Any) -> None:
-    """Give every job and run that lost its message a new one (see worker.lifecycle)."""
-    celery = getattr(sender, "app", None) or celery_app
-    hostname = getattr(sender, "hostname", None)
-    for lifecycle in (JOBS, RUNS):
-        try:
-            with sessions_for(get_settings()) as sessions:
-                lifecycle.requeue(sessions, celery, worker=hostname)
-        except Exception:
-            # A worker that cannot reach the database will fail its jobs visibly; it must still start.
-            logger.exception("could not re-send queued %ss at worker start", lifecycle.noun)
+def start_sweeping(sender: Any = None, **_: Any) -> None:
+    """Sweep once now, before the worker says it is ready (it replaces the re-send at start), then
+    every sweep_seconds in a thread of this process (see worker.sweep)."""
+    sweeper = Sweeper(get_settings())
+    sweeper.sweep_once(at_start=True)
+    _sweepers.append(sweeper.start())
+
+
+@worker_shutdown.connect
+def stop_sweeping(**_: Any) -> None:
+    while _sweepers:
+        _sweepers.pop().stop()
 
 
 def _worker(task: Task) -> str:

@@ -1,7 +1,8 @@
 """One transferability run, start to end: claim it, score its candidates, record the ranking or the error.
 
-Like a job, the run is re-read by id, so a repeated delivery is harmless (the claim loses), and
-every claimed run ends `succeeded` or `failed` with a message, whatever goes wrong.
+Like a job, the run is re-read by id, so a repeated delivery is harmless (the claim loses); its
+attempt holds a lease its heartbeat renews, and every claimed run it keeps ends `succeeded` or
+`failed` with a message, whatever goes wrong.
 """
 
 import logging
@@ -14,23 +15,38 @@ from core.settings import Settings
 from tuning.models import resolve_base_model
 from tuning.spec.transferability import TransferabilityRequest
 from tuning.transferability import Candidate, read_scoring_data, score_candidates
-from worker.lifecycle import INTERNAL_ERROR, RUNS, JobFailure
+from worker.heartbeat import Heartbeat
+from worker.lifecycle import INTERNAL_ERROR, RUNS, JobFailure, LostLease
 
 logger = logging.getLogger(__name__)
 
 
 def score_run(run_id: str, *, settings: Settings, sessions: sessionmaker[Session], worker: str) -> str | None:
-    """Run it if this delivery claims it; returns the final status, or None when not claimed."""
-    if not RUNS.claim(sessions, run_id, worker=worker):
+    """Run it if this delivery claims it; returns the final status, or None when not claimed (or lost)."""
+    attempt = RUNS.claim(
+        sessions,
+        run_id,
+        worker=worker,
+        lease_seconds=settings.lease_seconds,
+        outage_seconds=settings.database_outage_seconds,
+    )
+    if attempt is None:
         logger.info("transferability run %s was not queued (already claimed or unknown)", run_id)
         return None
     try:
-        results = _score(sessions, run_id, settings)
-    except Exception as error:
-        RUNS.fail(sessions, run_id, error)
-        return JobStatus.FAILED
-    RUNS.succeed(sessions, run_id, results=results)
-    return JobStatus.SUCCEEDED
+        with Heartbeat(attempt, every_seconds=settings.heartbeat_seconds) as heartbeat:
+            try:
+                results = _score(sessions, run_id, settings)
+            except Exception as error:
+                if heartbeat.lost:
+                    raise LostLease(str(error)) from error
+                attempt.fail(error)
+                return JobStatus.FAILED
+            attempt.succeed(results=results)
+            return JobStatus.SUCCEEDED
+    except LostLease as lost:
+        logger.warning("%s stopped: %s", attempt.describe(), lost)
+        return None
 
 
 def _score(sessions: sessionmaker[Session], run_id: str, settings: Settings) -> list[dict[str, Any]]:

@@ -217,7 +217,7 @@ def download_archive(
             f"job {job_id!r} is {job.status}; only a succeeded job has an artifact", code="job_not_succeeded"
         )
     members = [
-        (a.name, artifact_file(settings, job.id, a.name)) for a in crud.list_artifacts(session, job_id=job.id)
+        (a.name, artifact_file(settings, job, a.name)) for a in crud.list_artifacts(session, job_id=job.id)
     ]
     missing = [name for name, path in members if not path.is_file()]
     if missing:
@@ -245,7 +245,7 @@ def download_artifact(
         raise NotFound(
             f"job {job_id!r} has no artifact named {name!r}", param="name", code="artifact_not_found"
         )
-    path = artifact_file(settings, job.id, artifact.name)
+    path = artifact_file(settings, job, artifact.name)
     if not path.is_file():
         raise _missing_artifact(job.id, artifact.name)
     return FileResponse(

@@ -1,6 +1,6 @@
 """The distributed setup by hand: PostgreSQL, Redis, a real Celery worker process and the API.
 
-One stack per session: a fresh database, a flushed Redis index, a worker subprocess started exactly as
+One stack per module: a fresh database, a flushed Redis index, a worker subprocess started exactly as
 compose starts one (env only), and the API in-process through create_app + TestClient.
 """
 
@@ -33,7 +33,9 @@ class Stack:
     models_root: Path
 
 
-@pytest.fixture(scope="session")
+# Module scope: it owns the Redis index while it lives, and other modules start workers of their own
+# over the same index (tests/integration/test_worker_loss.py).
+@pytest.fixture(scope="module")
 def stack(
     postgres_server: str, redis_server: str, tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -45,7 +47,7 @@ def stack(
             "DELTATUNE_BROKER_URL": broker_url,
             "DELTATUNE_DATA_DIR": str(data_dir),
             "DELTATUNE_MODEL_DIRS": json.dumps([str(models_root)]),
-            "DELTATUNE_CANCEL_POLL_SECONDS": "0.2",
+            "DELTATUNE_HEARTBEAT_SECONDS": "0.2",
             "DELTATUNE_AUTO_MIGRATE": "false",
         }
         settings = Settings(

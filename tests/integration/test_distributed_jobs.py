@@ -185,7 +185,8 @@ def test_two_deliveries_of_one_job_run_it_once(stack: Stack) -> None:
 
     claims = [event for event in status_events(stack, job["id"]) if event["data"]["status"] == "running"]
     assert len(claims) == 1
-    published = stack.settings.artifacts_dir / job["id"]
+    published = stack.settings.artifacts_dir / job["id"] / "attempt-1"  # the one attempt that ran
+    assert [path.name for path in published.parent.iterdir()] == ["attempt-1"]
     assert sorted(path.name for path in published.iterdir()) == sorted(a["name"] for a in job["artifacts"])
     assert [path.name for path in stack.settings.artifacts_dir.iterdir() if job["id"] in path.name] == [
         job["id"]

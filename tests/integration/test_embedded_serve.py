@@ -71,7 +71,7 @@ def test_serve_runs_a_job_end_to_end_and_stops_cleanly(
         assert len(listing["data"]) >= 3
         # Everything lives under the data dir the worker was handed as an absolute path.
         assert (cwd / "data" / "deltatune.db").is_file()
-        assert (cwd / "data" / "artifacts" / job["id"] / "adapter_config.json").is_file()
+        assert (cwd / "data" / "artifacts" / job["id"] / "attempt-1" / "adapter_config.json").is_file()
         assert not (cwd / "control").exists()
 
         stop_and_check_nothing_is_left(server)

@@ -12,18 +12,20 @@ from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from tests.service.helpers import create_job, job_body, uploaded_file_id
+from tests.worker.jobs import claim
 from tuning.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointPublisher
+from worker.lifecycle import Attempt
 
 FILES = {"deltatune.json": b'{"layout": "peft"}', "adapter_model.safetensors": bytes(range(256)) * 40}
 
 
-def publish(app: FastAPI, settings: Settings, job_id: str, folder: Path, step: int) -> None:
+def publish(settings: Settings, attempt: Attempt, folder: Path, step: int) -> None:
     """Store a checkpoint the way the worker does while the job trains."""
     for name, content in FILES.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
-    publisher = CheckpointPublisher(app.state.sessionmaker, job_id, checkpoints_dir=settings.checkpoints_dir)
+    publisher = CheckpointPublisher(attempt, checkpoints_dir=settings.checkpoints_dir)
     publisher(Checkpoint(step, step / 4, {"val_loss": 0.5 / step}, folder, list(FILES)), [])
 
 
@@ -32,8 +34,9 @@ def job_with_checkpoints(
     app: FastAPI, client: TestClient, auth: dict[str, str], settings: Settings, tmp_path: Path
 ) -> dict[str, Any]:
     job = create_job(client, auth)
-    publish(app, settings, job["id"], tmp_path / "step-4", 4)
-    publish(app, settings, job["id"], tmp_path / "step-2", 2)
+    attempt = claim(app.state.sessionmaker, job["id"])
+    publish(settings, attempt, tmp_path / "step-4", 4)
+    publish(settings, attempt, tmp_path / "step-2", 2)
     return job
 
 

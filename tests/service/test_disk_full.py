@@ -3,7 +3,6 @@
 The disk is a tiny tmpfs mounted for the test (the tests run as root); it is unmounted afterwards.
 """
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,30 +14,15 @@ from core.settings import Settings
 from service.app import create_app
 from service.auth import create_api_key
 from tests.service.helpers import files_on_disk, jsonl, upload
+from tests.small_disk import small_disk as mount_small_disk
 
 DISK_BYTES = 4 * 1024 * 1024
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(
-            "this test mounts a small tmpfs to fill a disk, and `mount -t tmpfs` is not permitted here "
-            f"(it needs root, or CAP_SYS_ADMIN in a container): {mounted.stderr.strip()}",
-            pytrace=False,
-        )
-    try:
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[Path]:
+    with mount_small_disk(tmp_path / "small-disk", DISK_BYTES) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
 
 
 def test_upload_on_a_full_disk_is_507_stores_nothing_and_readyz_says_not_ready(small_disk: Path) -> None:

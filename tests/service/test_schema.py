@@ -135,3 +135,53 @@ def test_alembic_command_line_works_from_the_repo_root(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert is_at_head(database_url)
+
+
+LEASE_COLUMNS = {"attempt", "lease_expires_at", "heartbeat_at", "dispatched_at", "dispatches"}
+
+
+def columns(database_url: str, table: str) -> set[str]:
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
+def check_lease_migration(database_url: str) -> None:
+    """0005 adds the lease columns to rows already there (attempt 0: never claimed under a lease), and
+    its downgrade takes them out again."""
+    config = alembic_config(database_url)
+    command.upgrade(config, "0004")
+    engine = create_engine(database_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO owners (id, name, created_at) VALUES ('o', 'o', '2026-01-01')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO transferability_runs (id, owner_id, status, request, queue, results, created_at) "
+            "VALUES ('r', 'o', 'running', '{}', 'cpu', '[]', '2026-01-01')"
+        )
+    command.upgrade(config, "0005")
+    for table in ("jobs", "transferability_runs"):
+        assert columns(database_url, table) >= LEASE_COLUMNS
+    with engine.connect() as connection:
+        row = connection.exec_driver_sql(
+            "SELECT attempt, dispatches, lease_expires_at FROM transferability_runs"
+        ).one()
+    assert tuple(row) == (0, 0, None)
+    command.downgrade(config, "0004")
+    for table in ("jobs", "transferability_runs"):
+        assert not LEASE_COLUMNS & columns(database_url, table)
+    command.upgrade(config, "head")
+    assert differences(database_url) == []
+    engine.dispose()
+
+
+def test_the_lease_migration_goes_up_and_down_on_sqlite(sqlite_url: str) -> None:
+    check_lease_migration(sqlite_url)
+
+
+@pytest.mark.integration
+def test_the_lease_migration_goes_up_and_down_on_postgres(postgres_url: str) -> None:
+    check_lease_migration(postgres_url)

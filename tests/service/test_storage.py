@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from core.models import Job
 from core.settings import Settings
 from service.storage import CHUNK_BYTES, artifact_file, clean_filename, stream_tar_gz
 
@@ -29,11 +30,18 @@ def test_tar_gz_streams_in_chunks_and_reads_back(tmp_path: Path) -> None:
 
 def test_artifact_file_stays_inside_the_job_folder(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    inside = artifact_file(settings, "ftjob-1", "merged/model.safetensors")
-    assert inside == (tmp_path / "artifacts" / "ftjob-1" / "merged" / "model.safetensors").resolve()
-    for name in ("../ftjob-2/adapter.bin", "../../deltatune.db", "/etc/passwd", ".", ""):
+    job = Job(id="ftjob-1", attempt=2)
+    inside = artifact_file(settings, job, "merged/model.safetensors")
+    published = tmp_path / "artifacts" / "ftjob-1" / "attempt-2"
+    assert inside == (published / "merged" / "model.safetensors").resolve()
+    for name in ("../attempt-1/adapter.bin", "../../ftjob-2/adapter.bin", "/etc/passwd", ".", ""):
         with pytest.raises(ValueError, match="escapes"):
-            artifact_file(settings, "ftjob-1", name)
+            artifact_file(settings, job, name)
+    # Published before leases: in the job's folder itself.
+    assert (
+        artifact_file(settings, Job(id="ftjob-1", attempt=0), "a.bin")
+        == (published.parent / "a.bin").resolve()
+    )
 
 
 @pytest.mark.parametrize(

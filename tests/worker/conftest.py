@@ -17,7 +17,7 @@ def settings(tmp_path: Path, tiny_bert_dir: Path) -> Settings:
         database_url=f"sqlite:///{data_dir / 'deltatune.db'}",
         broker_url="filesystem://",
         model_dirs=[tiny_bert_dir.parent],
-        cancel_poll_seconds=0.05,
+        heartbeat_seconds=0.05,
     )
 
 

@@ -2,15 +2,17 @@
 
 import json
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import File, Job, Owner
+from core.models import File, Job, Owner, utcnow
 from core.settings import Settings
 from tuning.spec import JobSpec
+from worker.lifecycle import JOBS, Attempt, Lifecycle
 
 CUES = {
     "positive": ["great", "wonderful", "love", "excellent"],
@@ -115,3 +117,37 @@ def job_row(sessions: sessionmaker[Session], job_id: str) -> Job:
 
 def data_path(settings: Settings, file_id: str) -> Path:
     return settings.files_dir / file_id
+
+
+def try_claim(
+    sessions: sessionmaker[Session],
+    row_id: str,
+    *,
+    worker: str = "w",
+    lifecycle: Lifecycle = JOBS,
+    lease_seconds: float = 60.0,
+) -> Attempt | None:
+    return lifecycle.claim(sessions, row_id, worker=worker, lease_seconds=lease_seconds, outage_seconds=5.0)
+
+
+def claim(
+    sessions: sessionmaker[Session],
+    row_id: str,
+    *,
+    worker: str = "w",
+    lifecycle: Lifecycle = JOBS,
+    lease_seconds: float = 60.0,
+) -> Attempt:
+    """A new attempt of the row, which must be claimable."""
+    attempt = try_claim(sessions, row_id, worker=worker, lifecycle=lifecycle, lease_seconds=lease_seconds)
+    assert attempt is not None, f"{row_id} could not be claimed"
+    return attempt
+
+
+def expire_lease(sessions: sessionmaker[Session], row_id: str, *, lifecycle: Lifecycle = JOBS) -> None:
+    """As if the attempt running the row had stopped heartbeating a while ago."""
+    table = lifecycle.table
+    with sessions.begin() as session:
+        session.execute(
+            update(table).where(table.id == row_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Checkpoint as CheckpointRow
 from core.settings import Settings
-from tests.worker.jobs import add_job, job_row
+from tests.worker.jobs import add_job, claim, job_row
 from tuning.checkpoints import Checkpoint
 from worker.checkpoints import CheckpointPublisher, checkpoint_folder, checkpoints_dir
 from worker.job_runner import run_job
@@ -49,7 +49,7 @@ def test_published_checkpoints_are_whole_and_old_ones_go(
     sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
     job_id = add_job(sessions, settings)
-    publisher = CheckpointPublisher(sessions, job_id, checkpoints_dir=settings.checkpoints_dir)
+    publisher = CheckpointPublisher(claim(sessions, job_id), checkpoints_dir=settings.checkpoints_dir)
     written = []
     for step in (2, 4, 6):
         folder = tmp_path / f"step-{step}"

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact, Job, JobEvent
+from core.models import Artifact, Job, JobEvent, artifact_folder
 from core.settings import Settings
 from tests.worker.jobs import add_job, data_path, job_row, sentiment_lines
 from worker import publish
@@ -29,13 +30,19 @@ def artifact_rows(sessions: sessionmaker[Session], job_id: str) -> list[Artifact
         return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id)))
 
 
+def published_folder(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> Path:
+    return artifact_folder(settings.artifacts_dir, job_id, job_row(sessions, job_id).attempt)
+
+
 def assert_nothing_published(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> None:
-    assert not (settings.artifacts_dir / job_id).exists()
+    folder = settings.artifacts_dir / job_id
+    assert not folder.exists() or list(folder.iterdir()) == []
     assert artifact_rows(sessions, job_id) == []
 
 
 def assert_scratch_removed(settings: Settings) -> None:
     assert list(settings.work_dir.iterdir()) == []
+    assert not settings.resume_dir.exists() or list(settings.resume_dir.iterdir()) == []
 
 
 def final_status_event(sessions: sessionmaker[Session], job_id: str) -> JobEvent:
@@ -53,7 +60,8 @@ def test_a_job_succeeds_and_publishes_its_adapter(
     assert (job.status, job.worker, job.progress) == ("succeeded", "w1", 1.0)
     assert job.examples_seen == 64 and job.trained_tokens > job.examples_seen
     assert 0.0 <= job.metrics["val_accuracy"] <= 1.0 and "train_loss" in job.metrics
-    published = settings.artifacts_dir / job_id
+    published = published_folder(sessions, settings, job_id)
+    assert published == settings.artifacts_dir / job_id / "attempt-1"
     rows = {row.name: row for row in artifact_rows(sessions, job_id)}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(rows)
     assert set(rows) == {
@@ -183,3 +191,31 @@ def test_a_job_not_claimed_is_left_alone(sessions: sessionmaker[Session], settin
     assert job_row(sessions, job_id).status == "cancelled"
     assert events_of(sessions, job_id) == []
     assert not settings.work_dir.exists() or list(settings.work_dir.iterdir()) == []
+
+
+def test_an_attempt_that_loses_its_lease_stops_and_writes_nothing_more(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings, epochs=500, logging_steps=1)  # minutes of training if not stopped
+    outcome: list[str | None] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(run_job(job_id, settings=settings, sessions=sessions, worker="frozen"))
+    )
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not events_of(sessions, job_id, "metrics") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # What a claim does once the lease expired, had this attempt frozen past it (it keeps renewing
+        # here, so the test moves the row on itself).
+        with sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(attempt=2, worker="alive"))
+        events_after_the_steal = len(events_of(sessions, job_id))
+    finally:
+        runner.join(timeout=60)
+    assert not runner.is_alive() and outcome == [None]
+    assert len(events_of(sessions, job_id)) == events_after_the_steal  # nothing written once lost
+    job = job_row(sessions, job_id)
+    assert (job.status, job.worker, job.attempt) == ("running", "alive", 2)
+    assert_nothing_published(sessions, settings, job_id)
+    assert list(settings.work_dir.iterdir()) == []

@@ -1,13 +1,14 @@
-"""One lifecycle for jobs and transferability runs: one winner per claim, one end, only from running."""
+"""One lifecycle for jobs and transferability runs: one winner per claim, one end, only from running,
+and only by the attempt that holds the row: a stale attempt's writes change nothing."""
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import File, JobEvent, TransferabilityRun
 from core.settings import Settings
-from tests.worker.jobs import add_file, add_job, sentiment_lines
-from worker.lifecycle import INTERNAL_ERROR, JOBS, RUNS, JobFailure, Lifecycle
+from tests.worker.jobs import add_file, add_job, claim, expire_lease, sentiment_lines, try_claim
+from worker.lifecycle import INTERNAL_ERROR, JOBS, RUNS, JobFailure, Lifecycle, LostLease
 
 LIFECYCLES = pytest.mark.parametrize("lifecycle", [JOBS, RUNS], ids=["jobs", "runs"])
 
@@ -44,8 +45,8 @@ def test_a_claim_has_one_winner(
     lifecycle: Lifecycle, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     row_id = add_row(lifecycle, sessions, settings)
-    assert lifecycle.claim(sessions, row_id, worker="first")
-    assert not lifecycle.claim(sessions, row_id, worker="second")
+    assert claim(sessions, row_id, worker="first", lifecycle=lifecycle).number == 1
+    assert try_claim(sessions, row_id, worker="second", lifecycle=lifecycle) is None
     assert row(lifecycle, sessions, row_id)["worker"] == "first"
 
 
@@ -53,14 +54,11 @@ def test_a_claim_has_one_winner(
 def test_a_row_ends_once_and_only_from_running(
     lifecycle: Lifecycle, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
-    queued = add_row(lifecycle, sessions, settings)
-    lifecycle.fail(sessions, queued, JobFailure("boom", "never claimed"))
-    assert row(lifecycle, sessions, queued)["status"] == "queued"
-
     running = add_row(lifecycle, sessions, settings)
-    assert lifecycle.claim(sessions, running, worker="w")
-    lifecycle.fail(sessions, running, JobFailure("first_reason", "the first end"))
-    lifecycle.cancel(sessions, running)  # too late: the failure was recorded first
+    attempt = claim(sessions, running, worker="w", lifecycle=lifecycle)
+    attempt.fail(JobFailure("first_reason", "the first end"))
+    with pytest.raises(LostLease):
+        attempt.cancel()  # too late: the failure was recorded first
     assert row(lifecycle, sessions, running) == {
         "status": "failed",
         "worker": "w",
@@ -68,13 +66,38 @@ def test_a_row_ends_once_and_only_from_running(
     }
 
 
+@LIFECYCLES
+def test_a_stale_attempt_changes_nothing(
+    lifecycle: Lifecycle, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    row_id = add_row(lifecycle, sessions, settings)
+    stale = claim(sessions, row_id, worker="frozen", lifecycle=lifecycle)
+    expire_lease(sessions, row_id, lifecycle=lifecycle)
+    current = claim(sessions, row_id, worker="alive", lifecycle=lifecycle)
+
+    for write in (
+        lambda: stale.fail(JobFailure("stale", "from the attempt that lost the job")),
+        stale.succeed,
+        stale.cancel,
+        stale.renew,
+        lambda: stale.write(lambda session: None),
+    ):
+        with pytest.raises(LostLease):
+            write()
+    assert row(lifecycle, sessions, row_id) == {"status": "running", "worker": "alive", "error_code": None}
+
+    current.fail(JobFailure("real", "the current attempt's end"))
+    assert row(lifecycle, sessions, row_id)["error_code"] == "real"
+
+
 def test_only_a_job_ending_leaves_its_status_events(
     sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     job_id = add_job(sessions, settings)
-    assert JOBS.claim(sessions, job_id, worker="w")
-    JOBS.cancel(sessions, job_id)
-    JOBS.fail(sessions, job_id, JobFailure("late", "after the cancel"))
+    attempt = claim(sessions, job_id, worker="w")
+    attempt.cancel()
+    with pytest.raises(LostLease):
+        attempt.fail(JobFailure("late", "after the cancel"))
     assert status_events(sessions, job_id) == ["running", "cancelled"]
 
 
@@ -83,27 +106,22 @@ def test_an_unexpected_error_is_recorded_as_the_workers_fault(
     lifecycle: Lifecycle, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     row_id = add_row(lifecycle, sessions, settings)
-    assert lifecycle.claim(sessions, row_id, worker="w")
-    lifecycle.fail(sessions, row_id, KeyError("gone"))
+    claim(sessions, row_id, worker="w", lifecycle=lifecycle).fail(KeyError("gone"))
     with sessions() as session:
         found = session.get(lifecycle.table, row_id)
         assert found is not None and found.error_code == INTERNAL_ERROR
         assert found.error_message == "the worker hit an unexpected error: KeyError: 'gone'"
 
 
-@LIFECYCLES
-def test_a_restarted_worker_takes_back_only_its_own_orphans(
-    lifecycle: Lifecycle, sessions: sessionmaker[Session], settings: Settings
+def test_a_full_disk_is_recorded_without_any_path(
+    sessions: sessionmaker[Session], settings: Settings
 ) -> None:
-    mine, theirs = add_row(lifecycle, sessions, settings), add_row(lifecycle, sessions, settings)
-    assert lifecycle.claim(sessions, mine, worker="celery@here")
-    assert lifecycle.claim(sessions, theirs, worker="celery@elsewhere")
-
-    assert lifecycle.requeue_orphans(sessions, worker="celery@here") == [mine]
-    assert row(lifecycle, sessions, mine)["status"] == "queued"
-    assert row(lifecycle, sessions, theirs)["status"] == "running"
-    with sessions.begin() as session:  # a finished row is never queued again
-        session.execute(
-            update(lifecycle.table).where(lifecycle.table.id == theirs).values(status="succeeded")
-        )
-    assert lifecycle.requeue_orphans(sessions, worker="celery@elsewhere") == []
+    job_id = add_job(sessions, settings)
+    full = OSError(28, "No space left on device", str(settings.data_dir / "work" / "optimizer.pt"))
+    wrapped = RuntimeError("could not save the resume point")
+    wrapped.__cause__ = full  # as `raise ... from` leaves it
+    claim(sessions, job_id).fail(wrapped)
+    with sessions() as session:
+        job = session.get(JOBS.table, job_id)
+        assert job is not None and job.error_code == "disk_full"
+        assert "/" not in (job.error_message or "")

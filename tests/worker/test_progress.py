@@ -2,26 +2,30 @@
 
 import math
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import JobEvent
 from core.settings import Settings
-from tests.worker.jobs import add_job, job_row
+from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.events import Event
+from worker.lifecycle import LostLease
 from worker.progress import ProgressRecorder
 
 
 def events_of(sessions: sessionmaker[Session], job_id: str) -> list[JobEvent]:
+    """The training's events (not the claim's status event)."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type != "status")
     with sessions() as session:
-        return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+        return list(session.scalars(query.order_by(JobEvent.id)))
 
 
 def test_events_are_stored_and_the_job_shows_progress(
     sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     job_id = add_job(sessions, settings)
-    record = ProgressRecorder(sessions, job_id)
+    record = ProgressRecorder(claim(sessions, job_id))
 
     record(Event("message", "loading", {"device": "cpu"}))
     record(Event("eval", "step 0", {"step": 0, "epoch": 0.0, "val_loss": 0.7, "val_accuracy": 0.5}))
@@ -41,7 +45,7 @@ def test_counters_are_taken_when_an_event_gives_them(
     sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     job_id = add_job(sessions, settings)
-    ProgressRecorder(sessions, job_id)(
+    ProgressRecorder(claim(sessions, job_id))(
         Event(
             "metrics", "step 2/4", {"step": 2, "total_steps": 4, "examples_seen": 16, "trained_tokens": 160}
         )
@@ -52,7 +56,7 @@ def test_counters_are_taken_when_an_event_gives_them(
 
 def test_a_diverged_loss_is_stored_as_null(sessions: sessionmaker[Session], settings: Settings) -> None:
     job_id = add_job(sessions, settings)
-    ProgressRecorder(sessions, job_id)(
+    ProgressRecorder(claim(sessions, job_id))(
         Event("metrics", "step 1/4", {"step": 1, "total_steps": 4, "train_loss": math.nan, "lr": [math.inf]})
     )
     assert events_of(sessions, job_id)[0].data == {
@@ -62,3 +66,33 @@ def test_a_diverged_loss_is_stored_as_null(sessions: sessionmaker[Session], sett
         "lr": [None],
     }
     assert job_row(sessions, job_id).metrics["train_loss"] is None
+
+
+def test_a_stale_attempt_stores_no_event(sessions: sessionmaker[Session], settings: Settings) -> None:
+    job_id = add_job(sessions, settings)
+    stale = ProgressRecorder(claim(sessions, job_id))
+    expire_lease(sessions, job_id)
+    claim(sessions, job_id)
+    before = [event.id for event in events_of(sessions, job_id)]
+    with pytest.raises(LostLease):
+        stale(Event("metrics", "step 3/12", {"step": 3, "total_steps": 12, "train_loss": 0.6}))
+    assert [event.id for event in events_of(sessions, job_id)] == before
+    assert job_row(sessions, job_id).progress == 0.0
+
+
+def test_a_resumed_attempt_replaces_the_steps_its_predecessor_trained_past_the_point(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings)
+    first = ProgressRecorder(claim(sessions, job_id))
+    for step in (2, 4, 6):
+        first(Event("metrics", f"step {step}/8", {"step": step, "total_steps": 8, "train_loss": 1.0 / step}))
+    first(Event("eval", "step 4", {"step": 4, "val_loss": 0.5}))
+    expire_lease(sessions, job_id)
+    second = ProgressRecorder(claim(sessions, job_id))
+    second(Event("message", "resumed from step 4", {"resumed_from_step": 4, "epoch": 0.5}))
+    second(Event("metrics", "step 6/8", {"step": 6, "total_steps": 8, "train_loss": 0.2}))
+
+    steps = [(e.type, e.data["step"]) for e in events_of(sessions, job_id) if "step" in e.data]
+    assert steps == [("metrics", 2), ("metrics", 4), ("eval", 4), ("metrics", 6)]
+    assert [e.message for e in events_of(sessions, job_id) if e.type == "message"] == ["resumed from step 4"]

@@ -1,18 +1,21 @@
-"""Publishing is complete or absent: the folder and its rows appear together, or neither does."""
+"""Publishing is complete or absent: the folder and its rows appear together, or neither does; each
+attempt publishes into its own folder, and a stale attempt publishes nothing and deletes nothing."""
 
 import hashlib
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact
+from core.models import Artifact, artifact_folder
 from core.settings import Settings
-from tests.worker.jobs import add_job, job_row
+from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.run import RunResult
 from worker import publish
-from worker.lifecycle import JOBS
+from worker.lifecycle import Attempt, LostLease
 from worker.publish import publish_artifact
 
 RESULT = RunResult(
@@ -40,33 +43,30 @@ def artifact_rows(sessions: sessionmaker[Session], job_id: str) -> list[Artifact
 
 
 @pytest.fixture()
-def running_job(sessions: sessionmaker[Session], settings: Settings) -> str:
-    job_id = add_job(sessions, settings)
-    assert JOBS.claim(sessions, job_id, worker="test")
-    return job_id
+def attempt(sessions: sessionmaker[Session], settings: Settings) -> Attempt:
+    return claim(sessions, add_job(sessions, settings), worker="test")
 
 
 def test_publish_moves_the_folder_and_records_it(
-    sessions: sessionmaker[Session], settings: Settings, running_job: str, tmp_path: Path
+    sessions: sessionmaker[Session], settings: Settings, attempt: Attempt, tmp_path: Path
 ) -> None:
     contents = built_artifact(tmp_path / "scratch" / "out")
 
     publish_artifact(
-        sessions,
-        running_job,
+        attempt,
         out_dir=tmp_path / "scratch" / "out",
         artifacts_dir=settings.artifacts_dir,
         result=RESULT,
     )
 
-    published = settings.artifacts_dir / running_job
+    published = artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)
     assert not (tmp_path / "scratch" / "out").exists()
     assert {path.name: path.read_bytes() for path in published.iterdir()} == contents
-    rows = artifact_rows(sessions, running_job)
+    rows = artifact_rows(sessions, attempt.row_id)
     assert [(row.name, row.bytes, row.sha256) for row in rows] == [
         (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in sorted(contents.items())
     ]
-    job = job_row(sessions, running_job)
+    job = job_row(sessions, attempt.row_id)
     assert (job.status, job.progress, job.examples_seen, job.trained_tokens) == ("succeeded", 1.0, 64, 640)
     assert job.metrics == {"val_accuracy": 0.75}
     assert job.finished_at is not None
@@ -75,7 +75,7 @@ def test_publish_moves_the_folder_and_records_it(
 def test_a_failure_before_the_rename_publishes_nothing(
     sessions: sessionmaker[Session],
     settings: Settings,
-    running_job: str,
+    attempt: Attempt,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -87,20 +87,19 @@ def test_a_failure_before_the_rename_publishes_nothing(
     monkeypatch.setattr(publish.os, "rename", rename_fails)
     with pytest.raises(OSError, match="simulated"):
         publish_artifact(
-            sessions,
-            running_job,
+            attempt,
             out_dir=tmp_path / "out",
             artifacts_dir=settings.artifacts_dir,
             result=RESULT,
         )
 
-    assert not (settings.artifacts_dir / running_job).exists()
-    assert artifact_rows(sessions, running_job) == []
-    assert job_row(sessions, running_job).status == "running"
+    assert not (artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)).exists()
+    assert artifact_rows(sessions, attempt.row_id) == []
+    assert job_row(sessions, attempt.row_id).status == "running"
 
 
 def test_a_failed_transaction_takes_the_folder_back_out(
-    sessions: sessionmaker[Session], settings: Settings, running_job: str, tmp_path: Path
+    sessions: sessionmaker[Session], settings: Settings, attempt: Attempt, tmp_path: Path
 ) -> None:
     built_artifact(tmp_path / "out")
     # A real database failure at the insert of the second row, half-way through the transaction.
@@ -115,44 +114,80 @@ def test_a_failed_transaction_takes_the_folder_back_out(
 
     with pytest.raises(Exception, match="simulated"):
         publish_artifact(
-            sessions,
-            running_job,
+            attempt,
             out_dir=tmp_path / "out",
             artifacts_dir=settings.artifacts_dir,
             result=RESULT,
         )
 
-    assert not (settings.artifacts_dir / running_job).exists()
-    assert artifact_rows(sessions, running_job) == []
-    assert job_row(sessions, running_job).status == "running"
+    assert not (artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)).exists()
+    assert artifact_rows(sessions, attempt.row_id) == []
+    assert job_row(sessions, attempt.row_id).status == "running"
 
 
-def test_a_leftover_of_a_crashed_attempt_is_replaced(
-    sessions: sessionmaker[Session], settings: Settings, running_job: str, tmp_path: Path
+def test_a_stale_attempt_publishes_nothing_and_leaves_the_current_ones_folder(
+    sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
-    leftover = settings.artifacts_dir / running_job
-    leftover.mkdir(parents=True)
-    (leftover / "half-written.bin").write_bytes(b"partial")
-    contents = built_artifact(tmp_path / "out")
-
+    job_id = add_job(sessions, settings)
+    stale = claim(sessions, job_id, worker="frozen")
+    expire_lease(sessions, job_id)
+    current = claim(sessions, job_id, worker="alive")
+    contents = built_artifact(tmp_path / "current")
     publish_artifact(
-        sessions, running_job, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT
+        current, out_dir=tmp_path / "current", artifacts_dir=settings.artifacts_dir, result=RESULT
     )
+    built_artifact(tmp_path / "stale")
 
-    assert sorted(path.name for path in leftover.iterdir()) == sorted(contents)
-    assert [path.name for path in settings.artifacts_dir.iterdir()] == [running_job]
+    with pytest.raises(LostLease):
+        publish_artifact(
+            stale, out_dir=tmp_path / "stale", artifacts_dir=settings.artifacts_dir, result=RESULT
+        )
+
+    published = artifact_folder(settings.artifacts_dir, job_id, current.number)
+    assert {path.name: path.read_bytes() for path in published.iterdir()} == contents
+    assert [path.name for path in (settings.artifacts_dir / job_id).iterdir()] == ["attempt-2"]
+    assert len(artifact_rows(sessions, job_id)) == len(contents)
+    assert (job_row(sessions, job_id).status, job_row(sessions, job_id).attempt) == ("succeeded", 2)
+
+
+def test_a_commit_lost_in_flight_is_settled_by_reading_the_row_back(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    attempt: Attempt,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    contents = built_artifact(tmp_path / "out")
+    real_commit = Connection._commit_impl
+    lost = []
+
+    def commit_then_lose_the_connection(self: Connection) -> None:
+        real_commit(self)
+        if not lost:  # the first commit is the publish's: the client never hears it went through
+            lost.append(True)
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"), True)
+
+    monkeypatch.setattr(Connection, "_commit_impl", commit_then_lose_the_connection)
+    publish_artifact(attempt, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT)
+
+    published = artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)
+    assert lost and {path.name: path.read_bytes() for path in published.iterdir()} == contents
+    assert job_row(sessions, attempt.row_id).status == "succeeded"
+    assert len(artifact_rows(sessions, attempt.row_id)) == len(contents)
 
 
 def test_a_job_that_stopped_running_is_not_published(
-    sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+    sessions: sessionmaker[Session], settings: Settings, attempt: Attempt, tmp_path: Path
 ) -> None:
-    job_id = add_job(sessions, settings)  # queued, never claimed
+    attempt.cancel()
     built_artifact(tmp_path / "out")
 
-    with pytest.raises(RuntimeError, match="no longer running"):
+    with pytest.raises(LostLease):
         publish_artifact(
-            sessions, job_id, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT
+            attempt, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT
         )
 
-    assert not (settings.artifacts_dir / job_id).exists()
-    assert artifact_rows(sessions, job_id) == []
+    assert not (settings.artifacts_dir / attempt.row_id).exists() or not any(
+        (settings.artifacts_dir / attempt.row_id).iterdir()
+    )
+    assert artifact_rows(sessions, attempt.row_id) == []

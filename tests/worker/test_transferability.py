@@ -12,8 +12,9 @@ from core.dispatch import make_celery
 from core.models import File, JobStatus, TransferabilityRun
 from core.settings import Settings
 from tests.service.helpers import broker_messages
-from tests.worker.jobs import add_file, sentiment_lines
+from tests.worker.jobs import add_file, claim, expire_lease, sentiment_lines
 from worker.lifecycle import RUNS
+from worker.sweep import sweep
 from worker.transferability import score_run
 
 
@@ -112,22 +113,23 @@ def test_a_model_removed_after_the_request_fails_the_run(
     assert run.error_code == "model_not_found" and "gone-model" in (run.error_message or "")
 
 
-def test_a_restarted_worker_requeues_its_runs_and_resends_every_queued_one(
+def test_the_sweep_queues_runs_with_expired_leases_again_and_resends_queued_ones(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     training = add_file(sessions, settings, sentiment_lines(8, seed=6), purpose="fine-tune")
-    waiting, orphan, elsewhere = (add_run(sessions, training, ["tiny-bert"]) for _ in range(3))
-    with sessions.begin() as session:
-        for run_id, worker in ((orphan, "w1"), (elsewhere, "w2")):
-            run = session.get(TransferabilityRun, run_id)
-            assert run is not None
-            run.status, run.worker = "running", worker
+    waiting, orphan, alive = (add_run(sessions, training, ["tiny-bert"]) for _ in range(3))
+    claim(sessions, orphan, worker="w1", lifecycle=RUNS)
+    claim(sessions, alive, worker="w1", lifecycle=RUNS)  # the same name, but its lease is fresh
+    expire_lease(sessions, orphan, lifecycle=RUNS)
 
-    assert RUNS.requeue(sessions, make_celery(settings), worker="w1") == [waiting, orphan]
-    assert run_row(sessions, orphan).status == "queued" and run_row(sessions, orphan).worker is None
-    assert run_row(sessions, elsewhere).status == "running", "another worker's run is left alone"
+    report = sweep(settings, make_celery(settings), at_start=True)
+
+    assert report.requeued == [orphan]
+    assert sorted(report.resent) == sorted([waiting, orphan])
+    assert run_row(sessions, orphan).status == "queued"
+    assert run_row(sessions, alive).status == "running", "a run under a fresh lease is left alone"
     sent = broker_messages(settings)
-    assert sorted(m["args"][0] for m in sent) == sorted([waiting, orphan])
+    assert sorted(m["args"][0] for m in sent) == sorted([waiting, orphan, orphan])
     assert {m["task"] for m in sent} == {"deltatune.score_transferability"}
 
 

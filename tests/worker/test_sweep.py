@@ -1,0 +1,144 @@
+"""The sweep: expired leases back to queued and sent again (or cancelled when asked), lost messages
+sent again after resend_after_seconds (doubling), dead attempts' folders removed."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.dispatch import RUN_JOB_TASK, make_celery
+from core.models import Job, JobEvent, utcnow
+from core.settings import Settings
+from tests.service.helpers import broker_messages
+from tests.worker.jobs import add_job, claim, expire_lease, job_row
+from worker.lifecycle import JOBS, LostLease
+from worker.scratch import scratch_folder
+from worker.sweep import sweep
+
+
+def sent_job_ids(settings: Settings) -> list[str]:
+    return sorted(m["args"][0] for m in broker_messages(settings) if m["task"] == RUN_JOB_TASK)
+
+
+def clear_broker(settings: Settings) -> None:
+    for path in (settings.broker_dir / "queue").glob("*.msg"):
+        path.unlink()
+
+
+def last_status_event(sessions: sessionmaker[Session], job_id: str) -> JobEvent:
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "status")
+    with sessions() as session:
+        event = session.scalars(query.order_by(JobEvent.id.desc())).first()
+        assert event is not None
+        return event
+
+
+def dispatched(sessions: sessionmaker[Session], job_id: str, seconds_ago: float) -> None:
+    with sessions.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(dispatched_at=utcnow() - timedelta(seconds=seconds_ago))
+        )
+
+
+def test_an_expired_lease_is_queued_again_and_sent(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    expired, fresh = add_job(sessions, settings), add_job(sessions, settings)
+    dead = claim(sessions, expired, worker="celery@dead")
+    claim(sessions, fresh, worker="celery@alive")
+    expire_lease(sessions, expired)
+
+    report = sweep(settings, make_celery(settings))
+
+    assert report.requeued == [expired]
+    job = job_row(sessions, expired)
+    assert (job.status, job.lease_expires_at, job.attempt) == ("queued", None, 1)
+    assert last_status_event(sessions, expired).message == (
+        "queued again: the lease of attempt 1 expired (worker celery@dead stopped heartbeating)"
+    )
+    assert sent_job_ids(settings) == [expired]
+    assert job_row(sessions, fresh).status == "running"  # its worker is alive
+    with pytest.raises(LostLease):
+        dead.renew()
+    assert claim(sessions, expired, worker="celery@alive").number == 2
+
+
+def test_an_expired_lease_of_a_job_asked_to_cancel_is_cancelled(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings)
+    claim(sessions, job_id)
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    expire_lease(sessions, job_id)
+
+    assert sweep(settings, make_celery(settings)).requeued == [job_id]
+
+    job = job_row(sessions, job_id)
+    assert job.status == "cancelled" and job.finished_at is not None
+    assert last_status_event(sessions, job_id).message == "cancelled; its worker stopped"
+    assert sent_job_ids(settings) == []
+
+
+def test_a_queued_job_whose_message_may_be_lost_is_sent_again_with_backoff(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    recent, old = add_job(sessions, settings), add_job(sessions, settings)
+    dispatched(sessions, old, settings.resend_after_seconds + 1)
+    celery = make_celery(settings)
+
+    assert sweep(settings, celery).resent == [old]
+    assert sent_job_ids(settings) == [old]
+    assert job_row(sessions, old).dispatches == 1
+
+    # Sent once again: the next re-send waits twice as long.
+    clear_broker(settings)
+    dispatched(sessions, old, settings.resend_after_seconds + 1)
+    assert sweep(settings, celery).resent == []
+    dispatched(sessions, old, 2 * settings.resend_after_seconds + 1)
+    assert sweep(settings, celery).resent == [old]
+    assert job_row(sessions, recent).dispatches == 0
+
+
+def test_at_worker_start_every_queued_job_is_sent_again(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    waiting = sorted([add_job(sessions, settings), add_job(sessions, settings)])
+    finished = add_job(sessions, settings)
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == finished).values(status="succeeded"))
+
+    assert sorted(sweep(settings, make_celery(settings), at_start=True).resent) == waiting
+    assert sent_job_ids(settings) == waiting
+
+
+def test_dead_attempts_folders_are_removed_and_live_ones_kept(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    running, requeued, done = (add_job(sessions, settings) for _ in range(3))
+    live = claim(sessions, running)
+    claim(sessions, requeued)
+    expire_lease(sessions, requeued)
+    claim(sessions, done).cancel()
+    folders = {
+        "live scratch": scratch_folder(settings, running, live.number),
+        "stale scratch": scratch_folder(settings, running, 7),
+        "dead scratch": scratch_folder(settings, requeued, 1),
+        "ended scratch": scratch_folder(settings, done, 1),
+        "live resume": settings.resume_dir / running,
+        "ended resume": settings.resume_dir / done,
+        "unrecorded publish": settings.artifacts_dir / done / "attempt-1",
+    }
+    for folder in folders.values():
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "file").write_bytes(b"x")
+
+    sweep(settings, make_celery(settings), at_start=True)  # the start also looks at artifacts/
+
+    kept = {name for name, folder in folders.items() if folder.exists()}
+    assert kept == {"live scratch", "live resume"}
+    assert job_row(sessions, requeued).status == "queued"
+    assert JOBS.requeue_expired(sessions, make_celery(settings)) == []  # nothing left to do

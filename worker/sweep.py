@@ -1,0 +1,79 @@
+"""The sweep: what makes a job survive a dead worker or a lost message. Every worker process runs it
+in a thread (started when the worker is ready), every `sweep_seconds`, and once at its start:
+
+1. running rows whose lease expired (their worker died or froze): back to queued and sent again, or
+   `cancelled` when a client had asked for it (worker.lifecycle.Lifecycle.requeue_expired);
+2. queued rows whose message may have been lost (a broker restarted without persistence, a send
+   that failed): sent again once their last message is older than `resend_after_seconds`, doubling
+   each time; at worker start every queued row is sent again;
+3. folders of attempts that are not current (worker.scratch.sweep_leftovers).
+
+A dead worker's job is queued again at most lease_seconds + sweep_seconds after its last heartbeat.
+Sweeps of several workers may race: each row is moved by one conditional UPDATE, and the claim makes
+a duplicate message harmless.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from celery import Celery
+
+from core.db import sessions_for
+from core.dispatch import make_celery
+from core.settings import Settings
+from worker.lifecycle import JOBS, RUNS
+from worker.scratch import sweep_leftovers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def sweep(settings: Settings, celery: Celery, *, at_start: bool = False) -> SweepReport:
+    """One sweep of jobs and transferability runs; `at_start` re-sends every queued row and also
+    clears published folders no row names."""
+    report = SweepReport()
+    with sessions_for(settings) as sessions:
+        for lifecycle in (JOBS, RUNS):
+            report.requeued += lifecycle.requeue_expired(sessions, celery)
+            after = None if at_start else settings.resend_after_seconds
+            report.resent += lifecycle.resend_queued(sessions, celery, after_seconds=after)
+        report.removed = [str(path) for path in sweep_leftovers(sessions, settings, artifacts=at_start)]
+    return report
+
+
+class Sweeper:
+    """The sweep in a daemon thread of the worker's main process, with its own sending Celery app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.celery = make_celery(settings)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="deltatune-sweep", daemon=True)
+
+    def start(self) -> "Sweeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def sweep_once(self, *, at_start: bool = False) -> SweepReport | None:
+        try:
+            return sweep(self.settings, self.celery, at_start=at_start)
+        except Exception:
+            # The database or the broker may be down: the next sweep tries again.
+            logger.exception("the sweep failed; trying again in %gs", self.settings.sweep_seconds)
+            return None
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.settings.sweep_seconds):
+            self.sweep_once()
