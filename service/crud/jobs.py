@@ -67,7 +67,13 @@ def cancel_job_not_started(session: Session, *, job: Job) -> bool:
         .values(status=JobStatus.CANCELLED, finished_at=utcnow())
     )
     if result.rowcount:  # type: ignore[attr-defined]
-        add_event(session, job_id=job.id, type="status", message="Job cancelled before it started")
+        add_event(
+            session,
+            job_id=job.id,
+            type="status",
+            message="Job cancelled before it started",
+            data={"status": JobStatus.CANCELLED.value},
+        )
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -78,13 +84,28 @@ def request_cancel(session: Session, *, job: Job) -> bool:
         update(Job).where(Job.id == job.id, Job.status == JobStatus.RUNNING).values(cancel_requested=True)
     )
     if result.rowcount:  # type: ignore[attr-defined]
-        add_event(session, job_id=job.id, type="status", message="Cancellation requested")
+        # Not a status event: the job stays running until its worker sees the flag and stops.
+        add_event(
+            session,
+            job_id=job.id,
+            type="message",
+            message="Cancellation requested",
+            data={"cancel_requested": True},
+        )
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def add_event(session: Session, *, job_id: str, type: str, message: str, level: str = "info") -> None:
-    session.add(JobEvent(job_id=job_id, type=type, message=message, level=level, data={}))
+def add_event(
+    session: Session,
+    *,
+    job_id: str,
+    type: str,
+    message: str,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(JobEvent(job_id=job_id, type=type, message=message, level=level, data=data or {}))
 
 
 def list_events(

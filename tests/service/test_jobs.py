@@ -231,6 +231,8 @@ def test_cancel_of_a_queued_job_means_it_never_runs(
         session.commit()
     assert claimed.rowcount == 0
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "cancelled"
+    events = client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()["data"]
+    assert events[-1]["type"] == "status" and events[-1]["data"] == {"status": "cancelled"}
     again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
@@ -243,7 +245,10 @@ def test_cancel_of_a_running_job_asks_the_worker(
     job = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth).json()
     assert job["status"] == "running" and job["cancel_requested"] is True
     events = client.get(f"/v1/jobs/{job_id}/events", headers=auth).json()["data"]
-    assert [e["message"] for e in events] == ["Cancellation requested"]
+    # A message, not a status event: the status is still running until the worker stops.
+    assert [(e["type"], e["message"], e["data"]) for e in events] == [
+        ("message", "Cancellation requested", {"cancel_requested": True})
+    ]
 
 
 @pytest.mark.parametrize("finished", ["succeeded", "failed", "cancelled"])
