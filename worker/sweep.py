@@ -11,10 +11,19 @@ in a thread (started when the worker is ready), every `sweep_seconds`, and once 
 A dead worker's job is queued again at most lease_seconds + sweep_seconds after its last heartbeat.
 Sweeps of several workers may race: each row is moved by one conditional UPDATE, and the claim makes
 a duplicate message harmless.
+
+After a sweep that could not reach the database, this worker expires no lease for one whole lease
+period once the database answers again: while it was down no attempt could renew, so every lease
+looks expired, but the live attempts are retrying and renew within a heartbeat of its return.
+Without that grace, every outage longer than a lease would restart every running job from its
+latest resume point.
 """
 
 import logging
+import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from celery import Celery
@@ -35,13 +44,16 @@ class SweepReport:
     removed: list[str] = field(default_factory=list)
 
 
-def sweep(settings: Settings, celery: Celery, *, at_start: bool = False) -> SweepReport:
+def sweep(
+    settings: Settings, celery: Celery, *, at_start: bool = False, expire_leases: bool = True
+) -> SweepReport:
     """One sweep of jobs and transferability runs; `at_start` re-sends every queued row and also
-    clears published folders no row names."""
+    clears published folders no row names; `expire_leases` False leaves running rows alone."""
     report = SweepReport()
     with sessions_for(settings) as sessions:
         for lifecycle in (JOBS, RUNS):
-            report.requeued += lifecycle.requeue_expired(sessions, celery)
+            if expire_leases:
+                report.requeued += lifecycle.requeue_expired(sessions, celery)
             after = None if at_start else settings.resend_after_seconds
             report.resent += lifecycle.resend_queued(sessions, celery, after_seconds=after)
         report.removed = [str(path) for path in sweep_leftovers(sessions, settings, artifacts=at_start)]
@@ -51,9 +63,12 @@ def sweep(settings: Settings, celery: Celery, *, at_start: bool = False) -> Swee
 class Sweeper:
     """The sweep in a daemon thread of the worker's main process, with its own sending Celery app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.celery = make_celery(settings)
+        self._clock = clock
+        # Leases are expired only from this moment on: infinity while the database is unreachable.
+        self._expire_from = 0.0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deltatune-sweep", daemon=True)
 
@@ -67,12 +82,22 @@ class Sweeper:
             self._thread.join(timeout=10)
 
     def sweep_once(self, *, at_start: bool = False) -> SweepReport | None:
+        expire_leases = self._clock() >= self._expire_from
         try:
-            return sweep(self.settings, self.celery, at_start=at_start)
+            report = sweep(self.settings, self.celery, at_start=at_start, expire_leases=expire_leases)
         except Exception:
             # The database or the broker may be down: the next sweep tries again.
             logger.exception("the sweep failed; trying again in %gs", self.settings.sweep_seconds)
+            self._expire_from = math.inf
             return None
+        if self._expire_from == math.inf:
+            self._expire_from = self._clock() + self.settings.lease_seconds
+            logger.info(
+                "the sweep reaches the database again; leases expire again in %gs, once live attempts "
+                "have renewed theirs",
+                self.settings.lease_seconds,
+            )
+        return report
 
     def _run(self) -> None:
         while not self._stopped.wait(self.settings.sweep_seconds):

@@ -14,7 +14,7 @@ from tests.service.helpers import broker_messages
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from worker.lifecycle import JOBS, LostLease
 from worker.scratch import scratch_folder
-from worker.sweep import sweep
+from worker.sweep import Sweeper, SweepReport, sweep
 
 
 def sent_job_ids(settings: Settings) -> list[str]:
@@ -142,3 +142,29 @@ def test_dead_attempts_folders_are_removed_and_live_ones_kept(
     assert kept == {"live scratch", "live resume"}
     assert job_row(sessions, requeued).status == "queued"
     assert JOBS.requeue_expired(sessions, make_celery(settings)) == []  # nothing left to do
+
+
+def test_after_an_outage_leases_expire_only_once_live_attempts_had_a_lease_to_renew(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    # While the database is down no attempt can renew, so every lease looks expired the moment it is
+    # back; the sweeper that saw the outage waits one lease period before taking any job back.
+    job_id = add_job(sessions, settings)
+    claim(sessions, job_id, worker="celery@alive")
+    expire_lease(sessions, job_id)
+    now = [100.0]
+    sweeper = Sweeper(settings, clock=lambda: now[0])
+    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://127.0.0.1:1/none"})
+
+    sweeper.settings = unreachable
+    assert sweeper.sweep_once() is None
+    sweeper.settings = settings
+    report = sweeper.sweep_once()
+    assert report is not None and report.requeued == []
+    now[0] += settings.lease_seconds - 0.5
+    assert sweeper.sweep_once() == SweepReport()
+    assert job_row(sessions, job_id).status == "running"
+
+    now[0] += 1.0
+    report = sweeper.sweep_once()
+    assert report is not None and report.requeued == [job_id]
