@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 CORPUS = Path(__file__).parents[2] / "examples" / "lm"
 RTOL = 64 * torch.finfo(torch.float32).eps  # float32 rounding, with room for a few dozen operations
-TIME_KEYS = frozenset({"elapsed_seconds", "examples_per_second", "train_seconds"})
+TIME_KEYS = frozenset({"elapsed_seconds", "examples_per_second", "train_seconds", "eval_seconds"})
 
 
 class Killed(Exception):
