@@ -27,10 +27,14 @@ def pick_device() -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16); False where it cannot tell."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return lists_native_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def lists_native_bf16(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text's `flags` lines name AMX-BF16 or AVX512-BF16."""
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
     return not BF16_CPU_FLAGS.isdisjoint(flags)
 
 
