@@ -17,17 +17,21 @@ head, 3 epochs at batch 16, AdamW at lr 1e-3 with 6% linear warmup then linear d
 - peer: the script a PEFT user writes: tokenizer, `get_peft_model` (SEQ_CLS), `Trainer` with
   `DataCollatorWithPadding` and its default options, `eval_strategy="epoch"`, then `save_model`.
 
-The sides alternate (deltatune, peer, deltatune, peer, ...) so that the machine's noise falls on
-both; printed are each side's median wall seconds of the whole job, the test accuracy of its last
-evaluation, its evaluation throughput (test examples per second over all its evaluations, from
-deltatune's `eval_seconds` metric and the Trainer's `eval_runtime`) and deltatune's ratios.
+Each job runs in a fresh Python process (imports excluded from its time; nothing one side leaves
+in torch's or transformers' state reaches the next), and the sides alternate (deltatune, peer,
+deltatune, peer, ...) so that the machine's noise falls on both. Printed are each side's median
+wall seconds of the whole job, the test accuracy of its last evaluation, its evaluation throughput
+(test examples per second over all its evaluations, from deltatune's `eval_seconds` metric and the
+Trainer's `eval_runtime`) and deltatune's ratios.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -196,6 +200,16 @@ def _value(text: str) -> Any:
         return text
 
 
+def measure_in_child(
+    side: str, data: Path, out_dir: Path, overrides: dict[str, Any], epochs: int
+) -> Measured:
+    """One job in a fresh interpreter: `--child` runs it and prints its Measured as the last line."""
+    command = [sys.executable, "-m", "benchmarks.whole_job", "--child", side, "--data", str(data)]
+    command += ["--out", str(out_dir), "--epochs", str(epochs), "--overrides", json.dumps(overrides)]
+    finished = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return Measured(**json.loads(finished.stdout.strip().splitlines()[-1]))
+
+
 def _median(rows: list[Measured]) -> Measured:
     return Measured(
         statistics.median(row.seconds for row in rows),
@@ -216,8 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         "--ablate", action="append", default=[], metavar="NAME=VALUE", help="add a deltatune side"
     )
     parser.add_argument("--no-peer", action="store_true", help="deltatune sides only")
+    parser.add_argument("--child", choices=["deltatune", "peer"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.child is not None:  # one job, in this process
+        if args.child == "peer":
+            child = run_peer(args.data, args.out, args.epochs)
+        else:
+            child = run_deltatune(args.data, args.out, json.loads(args.overrides), args.epochs)
+        print(json.dumps(dataclasses.asdict(child)))
+        return 0
     overrides = _overrides(args.set)
     rounds = args.rounds or (1 if args.quick else 2)
     epochs = args.epochs or (1 if args.quick else 3)
@@ -233,11 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(rounds):
             for number, (side, side_overrides) in enumerate(sides.items()):
                 out = Path(scratch) / f"side{number}-{round_}"
-                row = (
-                    run_peer(data, out, epochs)
-                    if side == "peer"
-                    else run_deltatune(data, out, side_overrides, epochs)
-                )
+                kind = "peer" if side == "peer" else "deltatune"
+                row = measure_in_child(kind, data, out, side_overrides, epochs)
                 measured[side].append(row)
                 print(
                     f"round {round_ + 1} {side}: {row.seconds:.1f} s, accuracy {row.accuracy:.3f}, "
