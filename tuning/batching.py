@@ -1,7 +1,8 @@
 """Tokenized examples and dynamically padded batches.
 
 Texts are tokenized once, up front; each batch is padded only to its own longest example, so short
-texts do not pay for the longest one in the file.
+texts do not pay for the longest one in the file; training batches are grouped by length and
+evaluation batches sorted by it, so they do not pay for the longest one in a random batch either.
 """
 
 from collections.abc import Iterator, Sequence
@@ -81,9 +82,49 @@ def batches_in_order(encoded: Encoded, batch_size: int) -> Iterator[Batch]:
         yield collate(encoded, range(start, min(start + batch_size, len(encoded))))
 
 
+def batches_by_length(encoded: Encoded, batch_size: int) -> Iterator[Batch]:
+    """Every example once, longest first: each batch pads to a length near its examples' own (the
+    peak memory comes first, too). For evaluations, whose sums and metrics do not depend on order."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded.input_ids[i]))
+    for start in range(0, len(order), batch_size):
+        yield collate(encoded, order[start : start + batch_size])
+
+
 def shuffled_order(examples: int, generator: torch.Generator) -> list[int]:
     """One epoch's order of the examples, drawn from `generator`, so a seed fixes every epoch's order."""
     return torch.randperm(examples, generator=generator).tolist()
+
+
+GROUP_BATCHES = 4  # batches per window sorted by length: 1.23× the real tokens on varied text, vs 2×
+
+
+def length_grouped_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[int]:
+    """One epoch's order whose consecutive `batch_size` chunks hold examples of similar length.
+
+    A shuffled order (`shuffled_order`'s) is cut into windows of GROUP_BATCHES batches; each window
+    is sorted by length (longest first, ties in shuffled order) and cut into batches, and the batches
+    are shuffled, both draws from `generator`, so a seed fixes every epoch's order. The examples past
+    the last full batch (the shuffled order's last len % batch_size) stay the last, smaller batch, so
+    `batches_of` cuts this order into exactly these batches.
+    """
+    shuffled = shuffled_order(len(lengths), generator)
+    full = len(shuffled) - len(shuffled) % batch_size
+    window = GROUP_BATCHES * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, full, window):
+        group = sorted(shuffled[start : min(start + window, full)], key=lambda i: -lengths[i])
+        batches.extend(group[k : k + batch_size] for k in range(0, len(group), batch_size))
+    picked = torch.randperm(len(batches), generator=generator).tolist()
+    return [index for batch in picked for index in batches[batch]] + shuffled[full:]
+
+
+def epoch_order(
+    encoded: Encoded, batch_size: int, generator: torch.Generator, *, group_by_length: bool
+) -> list[int]:
+    """One epoch's data order: length-grouped (`hyperparameters.group_by_length`) or shuffled."""
+    if group_by_length:
+        return length_grouped_order([len(ids) for ids in encoded.input_ids], batch_size, generator)
+    return shuffled_order(len(encoded), generator)
 
 
 def batches_of(encoded: Encoded, order: Sequence[int], batch_size: int, *, skip: int = 0) -> Iterator[Batch]:

@@ -8,7 +8,10 @@ Imports no torch: the API answers a dry run with it. How each figure is made (al
   tokens; without a tokenizer.json, max_seq_length per example: an upper bound).
 - parameters P: the sum of the tensor shapes in the base model's safetensors headers; trainable T from
   the method's registered estimate (full: all; LoRA r·(in+out) per targeted weight; BitFit the biases;
-  adapters, prompts and prefixes from their sizes; partial last_n_layers its share of the layers).
+  adapters, prompts and prefixes from their sizes; partial last_n_layers its share of the layers) plus
+  a classifier's new head (its model family's: BERT's classifier, RoBERTa's dense and out_proj,
+  DistilBERT's pre_classifier and classifier, a decoder's bias-free score; an MLP head's two layers;
+  a pooler the checkpoint lacks), as many outputs as the training file has labels (1 for regression).
 - seconds = (4·P + 2·T) × tokens / worker FLOP/s (forward 2·P, backward 2·P for activations and 2·T
   for weight gradients: 6·P for full fine-tuning) + evaluations × 2·P × validation tokens / FLOP/s.
 - peak memory bytes = 4·P (float32 weights) + 12·T (gradient and AdamW's two moments) + activations
@@ -64,7 +67,7 @@ def estimate_job(
     shapes = tensor_shapes(base_path)
     config = _config(base_path)
     parameters = sum(math.prod(shape) for shape in shapes.values())
-    trainable = min(trainable_parameters(spec, shapes, config), parameters)
+    trainable = trainable_parameters(spec, shapes, config, outputs=_outputs(spec, training))
     seconds = (4 * parameters + 2 * trainable) * tokens / flops_per_second
     validation = report["files"].get("validation_file")
     if validation is not None:
@@ -83,11 +86,53 @@ def estimate_job(
 
 
 def trainable_parameters(
-    spec: JobSpec, shapes: Mapping[str, tuple[int, ...]], config: Mapping[str, Any]
+    spec: JobSpec, shapes: Mapping[str, tuple[int, ...]], config: Mapping[str, Any], *, outputs: int
 ) -> int:
-    """How many parameters the method trains (the small classification head aside): its registered
-    estimate (tuning/methods/<type>/__init__.py), which every method has."""
-    return method_entry(spec.method.type).estimate(spec.method, ModelShapes(shapes, config))
+    """How many parameters the job trains, as its `training started` event counts them: the method's
+    registered estimate (tuning/methods/<type>/__init__.py), at most the base's size, plus a
+    classifier's head with `outputs` outputs (`head_parameters`; none for causal_lm)."""
+    model = ModelShapes(shapes, config)
+    method = min(method_entry(spec.method.type).estimate(spec.method, model), model.total())
+    return method + (head_parameters(spec, model, outputs) if spec.task == "sequence_classification" else 0)
+
+
+# Sequence-classification heads of transformers' model classes, by config.json's model_type: what
+# AutoModelForSequenceClassification adds to a backbone checkpoint (tuning.task_model trains it all).
+DENSE_THEN_OUT = frozenset(  # a dense h→h layer, then out_proj (DeBERTa: its pooler, then classifier)
+    {"roberta", "xlm-roberta", "camembert", "electra", "mpnet", "longformer", "data2vec-text", "deberta"}
+    | {"deberta-v2", "xlm-roberta-xl", "roberta-prelayernorm"}
+)
+PRE_CLASSIFIER = frozenset({"distilbert"})  # pre_classifier h→h, then classifier
+# BERT-like: the pooler (pretrained unless the checkpoint lacks it), then classifier.
+POOLED = frozenset({"bert", "albert", "ernie", "megatron-bert", "roc_bert", "nezha"})
+LAST_TOKEN_SCORE = frozenset(  # decoders: a bias-free `score` on the last real token's state
+    {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "mixtral", "qwen2", "qwen3", "phi", "phi3"}
+    | {"gemma", "gemma2", "falcon", "bloom", "starcoder2", "olmo", "stablelm", "persimmon", "biogpt"}
+)
+
+
+def head_parameters(spec: JobSpec, shapes: ModelShapes, outputs: int) -> int:
+    """Parameters of the new classification head, from the model family and the spec's head."""
+    hidden, model_type = shapes.hidden, str(shapes.config.get("model_type", ""))
+    bias = model_type not in LAST_TOKEN_SCORE
+    before = 0  # what comes before the layer that produces the logits, and stays an MLP head too
+    if model_type in DENSE_THEN_OUT | PRE_CLASSIFIER:
+        before = hidden * hidden + hidden
+    elif model_type in POOLED and not any(".pooler." in f".{name}" for name in shapes.tensors):
+        before = hidden * hidden + hidden  # a pooler the checkpoint lacks is initialised, so trained
+    if spec.head.type == "mlp":
+        width = spec.head.hidden_size or hidden
+        logits = hidden * width + width + width * outputs + (outputs if bias else 0)
+    else:
+        logits = hidden * outputs + (outputs if bias else 0)
+    return before + logits
+
+
+def _outputs(spec: JobSpec, training: Mapping[str, Any]) -> int:
+    """The head's outputs: one per label of the training file, one for a regression target."""
+    if spec.problem_type == "regression" or training.get("format") == "regression":
+        return 1
+    return max(len(training.get("labels", {})), 1)
 
 
 def _activation_bytes(config: Mapping[str, Any], *, batch: int, seq: int) -> int:

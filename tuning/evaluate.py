@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuning.batching import Batch, Encoded, batches_in_order, to_device
+from tuning.batching import Batch, Encoded, batches_by_length, to_device
 from tuning.device import autocast
 from tuning.errors import Cancelled
 from tuning.events import StopCheck, never_stop
@@ -37,18 +37,16 @@ def classifier_logits(
 ) -> torch.Tensor:
     """Float32 logits of one batch (labels, if any, are not passed: the loss is ours to compute).
 
-    Only training uses mixed precision: evaluation and prediction run in float32 so that the
-    metrics a job reports are the ones a PEFT user reproduces from the artifact (bf16 would move
-    logits by ~1e-2).
+    `mixed_precision`: the forward under bf16 autocast (training, where tuning.device.uses_bf16 says
+    so). Evaluation and prediction run in float32 so that the metrics a job reports are the ones a
+    PEFT user reproduces from the artifact (bf16 would move logits by ~1e-2).
     """
     inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-    if mixed_precision:
-        with autocast(device):
-            return model(**inputs).logits.float()
-    return model(**inputs).logits.float()
+    with autocast(device, mixed_precision):
+        return model(**inputs).logits.float()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluation_batches(
     model: nn.Module,
     encoded: Encoded,
@@ -58,14 +56,16 @@ def evaluation_batches(
     visit: Callable[[torch.Tensor, Batch], None],
     should_stop: StopCheck = never_stop,
 ) -> None:
-    """Call `visit(float32 logits, batch)` for each batch in order, in eval mode (dropout off).
+    """Call `visit(float32 logits, batch)` for each batch, in eval mode (dropout off) and inference mode.
 
-    The model's train/eval mode is restored after; a task's evaluate accumulates its sums in `visit`.
+    Batches come longest first (`batches_by_length`), so each pads to a length near its examples';
+    a task's evaluate accumulates its sums in `visit`, which must not depend on the order. The
+    model's train/eval mode is restored after.
     """
     was_training = model.training
     model.eval()
     try:
-        for batch in batches_in_order(encoded, batch_size):
+        for batch in batches_by_length(encoded, batch_size):
             if should_stop():
                 raise Cancelled()
             visit(classifier_logits(model, batch, device), batch)

@@ -29,7 +29,7 @@ from tuning.build import Built, apply_spec_method
 from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint_weights
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
-from tuning.device import pick_device
+from tuning.device import pick_device, uses_bf16
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.models import resolve_base_model
@@ -196,7 +196,14 @@ def prepare(
     # Model: seeded before it is built, since the new head's init is part of the run.
     seed_everything(spec.hyperparameters.seed)
     device = pick_device()
-    on_event(Event("message", f"loading {spec.base_model} on {device.type}", {"device": device.type}))
+    precision = "bf16 autocast" if uses_bf16(device, spec.hyperparameters.mixed_precision) else "float32"
+    on_event(
+        Event(
+            "message",
+            f"loading {spec.base_model} on {device.type}, training in {precision}",
+            {"device": device.type, "training_precision": precision},
+        )
+    )
     task_model = task.load(spec, base_path, data.labels)
     model: nn.Module = task_model.model
     model.to(device)
@@ -403,9 +410,11 @@ def _training_started(model: nn.Module, built: Built) -> Event:
 
 
 def _final_metrics(result: TrainResult) -> dict[str, float]:
-    """Training loss and time, and each validation metric before the first step and at the end."""
+    """Training loss and time (the evaluations' share apart too), and each validation metric before the
+    first step and at the end."""
     metrics = {"train_loss": result.train_loss, "train_seconds": result.seconds}
     if result.initial_eval is not None and result.final_eval is not None:
+        metrics["eval_seconds"] = result.eval_seconds
         metrics |= {f"initial_val_{name}": value for name, value in result.initial_eval.metrics.items()}
         metrics |= {f"val_{name}": value for name, value in result.final_eval.metrics.items()}
     if result.best_step is not None:

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from tuning.batching import Batch, Encoded, batches_of, shuffled_order, steps_per_epoch
+from tuning.batching import Batch, Encoded, batches_of, epoch_order, steps_per_epoch
+from tuning.device import uses_bf16
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -61,6 +62,7 @@ class TrainResult:
     trained_tokens: int
     train_loss: float  # mean over the last epoch's steps
     seconds: float
+    eval_seconds: float  # of `seconds`, the evaluations'
     initial_eval: Evaluation | None  # step 0: the base with its untrained head
     final_eval: Evaluation | None  # of the model as returned: the best one under early stopping
     best_step: int | None = None  # early stopping: the step whose weights were restored
@@ -108,6 +110,10 @@ def train(
     named = _named_parameters(optimizer_groups)
     trainable: list[torch.Tensor] = [parameter for _, parameter in named]
     shuffle = torch.Generator().manual_seed(hp.seed)
+    bf16 = uses_bf16(device, hp.mixed_precision)  # the forward's autocast; weights stay float32
+    # Grouping by length cuts padding; on a small corpus of templated text it made batches of one
+    # template and slowed learning, and causal_lm has packing for its padding instead.
+    grouped = hp.group_by_length if hp.group_by_length is not None else task.kind != "causal_lm"
     stopper = BestTracker(early_stopping, trainable) if early_stopping is not None else None
     evaluations = Evaluations(
         model, validation_set, task, hp.batch_size, device, per_epoch, stopper, on_event, should_stop
@@ -137,7 +143,7 @@ def train(
             break
         if skip == 0:
             progress.new_epoch()
-            order = shuffled_order(len(train_set), shuffle)
+            order = epoch_order(train_set, hp.batch_size, shuffle, group_by_length=grouped)
         assert order is not None
         for done, batch in enumerate(batches_of(train_set, order, hp.batch_size, skip=skip), start=skip + 1):
             if should_stop():
@@ -151,7 +157,7 @@ def train(
             )
             set_learning_rate(optimizer, lr)
             losses = _optimizer_step(
-                model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device
+                model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device, bf16
             )
             progress.stepped(step, batch, losses, lr, evaluations.seconds)
             # Evaluate or stop.
@@ -343,7 +349,7 @@ class Progress:
         self.started = time.perf_counter()
         self.examples_seen = self.trained_tokens = 0
         self.window: list[StepLosses] = []  # losses since the last metrics event
-        self.epoch_losses: list[float] = []
+        self.epoch_losses: list[torch.Tensor | float] = []
 
     def new_epoch(self) -> None:
         self.epoch_losses = []
@@ -352,8 +358,8 @@ class Progress:
         return {
             "examples_seen": self.examples_seen,
             "trained_tokens": self.trained_tokens,
-            "window": [[losses.task, losses.penalties] for losses in self.window],
-            "epoch_losses": self.epoch_losses,
+            "window": [[float(losses.task), _floats(losses.penalties)] for losses in self.window],
+            "epoch_losses": [float(loss) for loss in self.epoch_losses],
             "elapsed_seconds": time.perf_counter() - self.started,
         }
 
@@ -422,8 +428,9 @@ def _result(
         steps=step,
         examples_seen=progress.examples_seen,
         trained_tokens=progress.trained_tokens,
-        train_loss=sum(progress.epoch_losses) / len(progress.epoch_losses),
+        train_loss=sum(float(loss) for loss in progress.epoch_losses) / len(progress.epoch_losses),
         seconds=time.perf_counter() - progress.started,
+        eval_seconds=evaluations.seconds,
         initial_eval=initial_eval,
         final_eval=final_eval,
         best_step=best_step,
@@ -433,8 +440,10 @@ def _result(
 
 @dataclass(frozen=True)
 class StepLosses:
-    task: float
-    penalties: dict[str, float]  # unweighted, by regularizer name
+    """One step's losses: 0-d tensors on the device until a metrics event (or resume point) reads them."""
+
+    task: torch.Tensor | float
+    penalties: dict[str, torch.Tensor | float]  # unweighted, by regularizer name
 
 
 def _optimizer_step(
@@ -446,20 +455,26 @@ def _optimizer_step(
     regularizers: Sequence[Regularizer],
     max_grad_norm: float | None,
     device: torch.device,
+    bf16: bool,
 ) -> StepLosses:
-    task_loss, logits = task.loss(model, batch, device, mixed_precision=True)
+    task_loss, logits = task.loss(model, batch, device, mixed_precision=bf16)
     loss = task_loss
-    penalties: dict[str, float] = {}
+    penalties: dict[str, torch.Tensor | float] = {}
     for regularizer in regularizers:
         penalty = regularizer.penalty(model, batch, logits)
         loss = loss + regularizer.weight * penalty
-        penalties[regularizer.name] = penalty.item()
+        penalties[regularizer.name] = penalty.detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     optimizer.step()
-    return StepLosses(task_loss.item(), penalties)
+    # Detached, not .item(): reading a GPU value waits for the device; they are read at logging steps.
+    return StepLosses(task_loss.detach(), penalties)
+
+
+def _floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    return {name: float(value) for name, value in values.items()}
 
 
 def _metrics_event(
@@ -471,7 +486,7 @@ def _metrics_event(
     speed: float,
     elapsed: float,
 ) -> Event:
-    train_loss = sum(losses.task for losses in window) / len(window)
+    train_loss = sum(float(losses.task) for losses in window) / len(window)
     data: dict[str, Any] = {
         "step": step,
         "total_steps": total_steps,
@@ -484,7 +499,9 @@ def _metrics_event(
     message = f"step {step}/{total_steps}: train loss {train_loss:.4f}"
     if window[0].penalties:
         names = window[0].penalties
-        data["penalties"] = {name: sum(w.penalties[name] for w in window) / len(window) for name in names}
+        data["penalties"] = {
+            name: sum(float(w.penalties[name]) for w in window) / len(window) for name in names
+        }
         message += "".join(f", {name} {value:.4g}" for name, value in data["penalties"].items())
     return Event("metrics", message, data)
 

@@ -132,12 +132,14 @@ def test_dry_run_answers_exact_figures_and_creates_nothing(
     assert report["tokens"] == {"min": 4, "mean": 4.25, "max": 5} and report["trained_tokens"] == 17
     assert report["over_max_seq_length"] == {"count": 0, "action": "truncated to 128 tokens"}
     assert answer["steps"] == 2 * 2 and answer["tokens"] == 2 * 17
-    # tiny BERT: 999,072 parameters; LoRA r=4 on query and value of 2 layers: 2·2·4·(32+32) = 1,024.
-    assert (answer["parameters"], answer["trainable_parameters"]) == (999_072, 1_024)
-    expected_seconds = (4 * 999_072 + 2 * 1_024) * 34 / settings.worker_flops
+    # tiny BERT: 999,072 parameters; LoRA r=4 on query and value of 2 layers: 2·2·4·(32+32) = 1,024,
+    # and the new head for 2 labels: 32·2 + 2 = 66, as the job's own count has it.
+    trainable = 1_024 + 66
+    assert (answer["parameters"], answer["trainable_parameters"]) == (999_072, trainable)
+    expected_seconds = (4 * 999_072 + 2 * trainable) * 34 / settings.worker_flops
     assert answer["estimated_seconds"] == pytest.approx(expected_seconds, abs=1e-3)
     activations = int(2 * 2 * 5 * 3 * 32 * (34 + 5 * 4 * 5 / 32))
-    assert answer["estimated_peak_memory_bytes"] == 4 * 999_072 + 12 * 1_024 + activations
+    assert answer["estimated_peak_memory_bytes"] == 4 * 999_072 + 12 * trainable + activations
     assert "safetensors" in answer["estimate_method"]
     assert_nothing_created(client, auth, settings)
 

@@ -8,6 +8,13 @@ from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning.spec import JobSpec
 
 
+@pytest.fixture(autouse=True)
+def float32_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CPU trains as one without native bf16 (mixed_precision "auto" means float32), so a test's
+    numbers do not depend on the CPU it runs on; tests of bf16 training ask for it ("bf16")."""
+    monkeypatch.setattr("tuning.device.cpu_has_native_bf16", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def model_dirs(tiny_bert_dir: Path) -> list[Path]:
     return [tiny_bert_dir.parent]

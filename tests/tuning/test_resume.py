@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 CORPUS = Path(__file__).parents[2] / "examples" / "lm"
 RTOL = 64 * torch.finfo(torch.float32).eps  # float32 rounding, with room for a few dozen operations
-TIME_KEYS = frozenset({"elapsed_seconds", "examples_per_second", "train_seconds"})
+TIME_KEYS = frozenset({"elapsed_seconds", "examples_per_second", "train_seconds", "eval_seconds"})
 
 
 class Killed(Exception):
@@ -246,6 +246,14 @@ CASES: dict[str, tuple[JobSpec, int, int]] = {
         5,
         7,
     ),
+    # Length-grouped batches (the classifier's default) and bf16 autocast; a mid-epoch point (step 6)
+    # holds epoch 2's grouped order. And the plain shuffled order, for comparison.
+    "lora_grouped_bf16": (
+        sentiment_spec(method=LORA, hyperparameters={"group_by_length": True, "mixed_precision": "bf16"}),
+        3,
+        7,
+    ),
+    "lora_shuffled": (sentiment_spec(method=LORA, hyperparameters={"group_by_length": False}), 3, 7),
     # Resumed from step 3, the resumed job crosses the epoch boundary itself.
     "adapter": (sentiment_spec(method={"type": "adapter", "bottleneck_size": 8}), 3, 4),
     "gradual_unfreeze_l2sp": (

@@ -89,6 +89,19 @@ class Hyperparameters(SpecModel):
     eval_steps: int | None = Field(
         None, ge=1, description="Evaluate every N steps; null evaluates at the end of each epoch."
     )
+    group_by_length: bool | None = Field(
+        None,
+        description="Batch examples of similar length together (a seeded shuffle, sorted by length in "
+        "windows of 4 batches, the batches shuffled), so each batch pads to a length near its own "
+        "examples'; false takes batches straight from a shuffled order; null: true for "
+        "sequence_classification, false for causal_lm (where data.packing removes padding instead).",
+    )
+    mixed_precision: Literal["auto", "bf16", "no"] = Field(
+        "auto",
+        description="Training's forward under bf16 autocast. auto: on a CUDA GPU and on CPUs with native "
+        "bf16 matmuls (AMX or AVX512-BF16), float32 elsewhere; bf16: always; no: float32 everywhere. "
+        "Weights, the saved delta and every evaluation stay float32.",
+    )
 
 
 class JobSpec(SpecModel):

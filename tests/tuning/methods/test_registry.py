@@ -106,7 +106,7 @@ def test_every_registered_method_has_an_estimate_and_its_halves(name: str, tiny_
         {"base_model": "tiny-bert", "training_file": "file-t", "method": {"type": name, **entry.example}}
     )
     count = trainable_parameters(
-        spec, tensor_shapes(tiny_bert_dir), {"hidden_size": 32, "num_hidden_layers": 2}
+        spec, tensor_shapes(tiny_bert_dir), {"hidden_size": 32, "num_hidden_layers": 2}, outputs=2
     )
     assert isinstance(count, int) and count >= 0
     assert callable(entry.torch_half().apply)
