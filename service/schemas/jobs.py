@@ -87,7 +87,9 @@ class DryRun(BaseModel):
     steps: int | None = Field(None, description="Optimizer steps (at most: early stopping can end sooner).")
     tokens: int | None = Field(None, description="Training tokens over all epochs, after truncation.")
     parameters: int | None = Field(None, description="The base model's parameter count.")
-    trainable_parameters: int | None = Field(None, description="Parameters the method trains (estimated).")
+    trainable_parameters: int | None = Field(
+        None, description="Parameters the job trains, a new task head included (estimated)."
+    )
     estimated_seconds: float | None = Field(None, description="Training and evaluation time on one worker.")
     estimated_peak_memory_bytes: int | None = Field(
         None, description="Weights, optimizer state, activations."
