@@ -26,7 +26,8 @@ def small_disk(mount_point: Path, size_bytes: int) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+        # Lazy: a killed worker's files may still be open on it for a moment.
+        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 def fill(folder: Path) -> Path:

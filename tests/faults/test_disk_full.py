@@ -7,7 +7,6 @@ the database and the logs live elsewhere.
 
 import errno
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from tests.faults.conftest import DeployFactory
 from tests.faults.outcomes import assert_no_leftovers
+from tests.small_disk import small_disk as mounted_small_disk
 
 pytestmark = pytest.mark.integration
 
@@ -26,24 +26,8 @@ DISK_BYTES = 16 * 1024 * 1024
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.fail(
-            "this test mounts a small tmpfs to fill a disk, and `mount -t tmpfs` is not permitted here "
-            f"(it needs root, or CAP_SYS_ADMIN in a container): {mounted.stderr.strip()}",
-            pytrace=False,
-        )
-    try:
+    with mounted_small_disk(tmp_path / "small-disk", DISK_BYTES) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 @contextmanager
