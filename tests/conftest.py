@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.services import POSTGRES_ADMIN_URL, REDIS_URL, require_postgres, require_redis
-from tests.tiny_models import make_tiny_bert, make_tiny_gpt2
+from tests.tiny_models import make_tiny_bert, make_tiny_gpt2, make_tiny_roberta
 
 # A test needs the local PostgreSQL or Redis, or starts servers of its own (the fault suite's
 # deployments and its own PostgreSQL), exactly when it asks for one of these fixtures; the
@@ -46,6 +46,13 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     make_tiny_bert(root / "tiny-bert")
     return root / "tiny-bert"
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny RoBERTa named `tiny-roberta`, in a models directory of its own (the shared one's
+    listing is what the catalogue tests check)."""
+    return make_tiny_roberta(tmp_path_factory.mktemp("roberta-models") / "tiny-roberta")
 
 
 @pytest.fixture(scope="session")

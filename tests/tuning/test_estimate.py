@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from transformers import BertModel
 
-from tests.tiny_models import make_tiny_roberta
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning.build import apply_spec_method, prepare_classifier
 from tuning.estimate import count_parameters, estimate_job, trainable_parameters
@@ -45,11 +44,6 @@ ESTIMATED = [{"type": name, **entry.example} for name, entry in METHODS.items()]
     {"type": "partial", "last_n_layers": 1},
     {"type": "partial", "modules": ["*.attention.*"]},
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_roberta_dir(tiny_bert_dir: Path) -> Path:
-    return make_tiny_roberta(tiny_bert_dir.parent / "tiny-roberta")
 
 
 HEADS = [{"type": "linear"}, {"type": "mlp", "hidden_size": 16}]

@@ -13,7 +13,6 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tests.tiny_models import make_tiny_roberta
 from tuning import JobSpec, RunResult, load_artifact, predict_logits, run
 from tuning.data import read_classification_file
 from tuning.methods.lora.model import lora_layers
@@ -165,11 +164,10 @@ def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], ti
 
 
 def test_targets_peft_would_match_in_the_head_are_written_as_exact_names(
-    tiny_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+    tiny_roberta_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # RoBERTa's head has a `dense` Linear of its own: deltatune leaves the head to train in full, PEFT
     # would wrap `classifier.dense` too, so the config must list the layers actually adapted.
-    roberta_dir = make_tiny_roberta(tmp_path / "models" / "tiny-roberta")
     spec = JobSpec.model_validate(
         {
             "base_model": "tiny-roberta",
@@ -179,7 +177,7 @@ def test_targets_peft_would_match_in_the_head_are_written_as_exact_names(
         }
     )
     out_dir = tmp_path / "out"
-    train_artifact(spec, out_dir, sentiment_files, [roberta_dir.parent])
+    train_artifact(spec, out_dir, sentiment_files, [tiny_roberta_dir.parent])
     config = json.loads((out_dir / "adapter_config.json").read_text())
     assert config["target_modules"] == [
         f"roberta.encoder.layer.{i}.{module}.dense"
@@ -188,8 +186,8 @@ def test_targets_peft_would_match_in_the_head_are_written_as_exact_names(
     ]
 
     texts = ["a wonderful story", "boring and bad"]
-    ours = predict_logits(load_artifact(out_dir, [roberta_dir.parent]), texts)
-    torch.testing.assert_close(peft_logits(roberta_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)
+    ours = predict_logits(load_artifact(out_dir, [tiny_roberta_dir.parent]), texts)
+    torch.testing.assert_close(peft_logits(tiny_roberta_dir, out_dir, texts, 2), ours, atol=1e-4, rtol=0)
 
 
 def peft_ranks(model: PeftModel) -> dict[str, int]:
