@@ -47,6 +47,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def log_tail(log_file: Path) -> str:
+    """The end of a server's log, for a failing test's report."""
+    try:
+        return log_file.read_text(errors="replace")[-4000:]
+    except OSError:
+        return "(no log)"
+
+
 def postgres_bin(tool: str) -> Path:
     """`tool` of the newest PostgreSQL installed under /usr/lib/postgresql/<version>/bin."""
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"), key=lambda path: int(Path(path).parts[-3]))
@@ -128,10 +136,7 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file)
 
 
 @contextmanager
@@ -246,10 +251,7 @@ class RedisServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file)
 
 
 @contextmanager
