@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    api_processes: int = Field(
+        1,
+        ge=0,
+        description="Server processes of `deltatune api` (0: one per CPU core); `serve` always runs one.",
+    )
     # Leases (worker/lifecycle.py, worker/sweep.py). A dead worker's job is queued again at most
     # lease_seconds + sweep_seconds after its last heartbeat.
     lease_seconds: float = Field(

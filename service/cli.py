@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = commands.add_parser("api", help="the API server only (refuses a schema behind head)")
     _add_listen_options(api)
+    api.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="server processes (default: DELTATUNE_API_PROCESSES, 1; 0: one per CPU core)",
+    )
     api.set_defaults(run=_api)
 
     worker = commands.add_parser("worker", help="a Celery worker (refuses a schema behind head)")
@@ -136,8 +142,11 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     settings = _listening(settings, args)
     _prepare_schema(settings, migrate=settings.auto_migrate)
     # SIGTERM (a container stop) or Ctrl-C after uvicorn's graceful shutdown is a clean exit, not a kill.
+    processes = args.processes if args.processes is not None else settings.api_processes
+    if processes < 0:
+        raise _CommandError(f"--processes must be 0 (one per CPU core) or more, not {processes}")
     with contextlib.suppress(_Stop, KeyboardInterrupt), _stop_on_sigterm():
-        _run_uvicorn(settings)
+        _run_uvicorn(settings, processes=processes or os.cpu_count() or 1)
     return 0
 
 
@@ -237,12 +246,25 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)  # an older file may have had wider permissions
 
 
-def _run_uvicorn(settings: Settings) -> None:
+def _run_uvicorn(settings: Settings, *, processes: int = 1) -> None:
     import uvicorn
 
     from service.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        return
+    # Several processes share the listening socket; each builds its own app (engine, pool, Celery app)
+    # from the environment, which is where these settings came from too (only host and port, which
+    # uvicorn's parent binds, may have come from flags).
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        workers=processes,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+    )
 
 
 @contextmanager

@@ -21,7 +21,9 @@ from service.errors import Unauthorized
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `deltatune keys create`.")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read app.state are async: FastAPI runs a sync one in its thread pool, one
+# hop per dependency per request.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -34,7 +36,7 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     celery: Celery = request.app.state.celery
     return celery
 

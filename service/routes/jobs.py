@@ -25,8 +25,9 @@ from service.schemas.jobs import (
     JobObject,
 )
 from service.storage import artifact_file, stream_tar_gz
+from service.stored_specs import stored_spec
 from service.submit import submit_job
-from tuning.spec import JobRequest, JobSpec
+from tuning.spec import JobRequest
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def artifact_object(artifact: Artifact) -> ArtifactObject:
 
 
 def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
-    spec = JobSpec.model_validate(job.spec)
+    spec = stored_spec(job)
     error = None
     if job.error_code is not None:
         error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)

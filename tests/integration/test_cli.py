@@ -133,3 +133,43 @@ def test_the_compose_commands_start_on_a_migrated_database(
         finally:
             exit_codes = (stop(api), stop(worker))  # both stopped before either is judged
         assert exit_codes == (0, 0)
+
+
+@pytest.mark.integration
+def test_api_processes_share_the_port_and_stop_together(empty_database: str, tmp_path: Path) -> None:
+    """`deltatune api --processes 2`: two server processes answer on one port; SIGTERM stops both."""
+    import psutil
+
+    env = {
+        "DATABASE_URL": empty_database,
+        "DELTATUNE_DATA_DIR": str(tmp_path / "data"),
+        "DELTATUNE_AUTO_MIGRATE": "false",
+    }
+    assert deltatune("migrate", database_url=empty_database).returncode == 0
+    port = free_port()
+    api = start("api", "--port", str(port), "--processes", "2", log=tmp_path / "api.log", **env)
+    read = lambda: (tmp_path / "api.log").read_text(errors="replace")  # noqa: E731
+    try:
+        # uvicorn's supervisor logs each server process it started once that one is serving.
+        wait_for(
+            lambda: read().count("Application startup complete") == 2, timeout=90, what="2 servers", log=read
+        )
+        # The children are the servers, spawned by multiprocessing, and its resource tracker.
+        children = psutil.Process(api.pid).children()
+        servers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+        assert len(servers) == 2, [child.cmdline() for child in children]
+        for _ in range(10):
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    finally:
+        exit_code = stop(api)
+    assert exit_code == 0, read()
+    # The resource tracker leaves once the parent's pipe closes: a moment after the parent.
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [child.cmdline() for child in alive]
+
+
+def test_api_refuses_a_negative_process_count() -> None:
+    result = deltatune("api", "--processes", "-1", database_url="sqlite:///unused.db")
+
+    assert result.returncode == 2
+    assert "--processes must be 0 (one per CPU core) or more" in result.stderr
