@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(
         24 * 3600, ge=1, description="How long an Idempotency-Key is remembered with its first response."
     )
+    validation_concurrency: int = Field(
+        2,
+        ge=1,
+        description="File validations (POST /v1/jobs, dry runs included) one API process runs at once.",
+    )
+    validation_wait_seconds: float = Field(
+        30.0, gt=0, description="How long a POST /v1/jobs waits for a validation slot before answering 503."
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     api_processes: int = Field(

@@ -26,6 +26,7 @@ from service.crud import jobs as job_crud
 from service.errors import ApiError, NotFound
 from service.schemas.jobs import DryRun
 from service.usable_files import check_data_file
+from service.validation_slots import validation_slot
 from tuning.compat import check_spec_for_model
 from tuning.errors import DataError, SpecError
 from tuning.estimate import estimate_job
@@ -63,7 +64,12 @@ def submit_job(
     _check_fits_model(spec, base_path)
     files = _job_files(session, settings, owner_id, spec)
     check_from_checkpoint(session, owner_id, spec)
-    report = _validation_report(spec, base_path, files)
+    # The reads so far are done: the pooled connection goes back while the files are read.
+    session.commit()
+    with validation_slot(
+        limit=settings.validation_concurrency, wait_seconds=settings.validation_wait_seconds
+    ):
+        report = _validation_report(spec, base_path, files)
     if request.dry_run:
         return dry_run(session, settings, spec, base_path, report)
     job = job_crud.create_job(

@@ -90,7 +90,7 @@ def full_job_object(session: Session, job: Job) -> JobObject:
     status_code=201,
     response_model=JobObject,
     responses={
-        **error_responses(400, 404, 409, 413, 415),
+        **error_responses(400, 404, 409, 413, 415, 503),
         200: {"model": DryRun, "description": "dry_run: the report; nothing was queued."},
     },
 )
