@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
 
-from core.models import WebhookDelivery, WebhookEndpoint
+from core.models import WebhookDelivery, WebhookDeliveryStatus, WebhookEndpoint
 from core.settings import Settings
 from service.crud import jobs as job_crud
 from service.crud import webhooks as crud
@@ -45,7 +45,7 @@ def delivery_object(delivery: WebhookDelivery, settings: Settings) -> WebhookDel
         job_id=delivery.job_id,
         endpoint_id=delivery.endpoint_id,
         url=delivery.url,
-        status=delivery.status,  # type: ignore[arg-type]
+        status=WebhookDeliveryStatus(delivery.status),
         attempts=delivery.attempts,
         max_attempts=1 + len(settings.webhook_retry_seconds),
         next_attempt_at=optional_unix_seconds(delivery.next_attempt_at)
