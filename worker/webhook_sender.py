@@ -68,7 +68,9 @@ class WebhookSender:
     def stop(self) -> None:
         self._stopped.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=3 * self.settings.webhook_timeout_seconds + 5)
+            # Not a whole attempt's timeout: shutdown must be quick, and an attempt cut short is made
+            # again once its claim runs out (the receiver dedupes on webhook-id).
+            self._thread.join(timeout=5)
 
     def send_due(self) -> list[str]:
         """Attempt every due delivery once; the ids this sender attempted (claimed)."""

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import timedelta
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -17,12 +18,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
-from core.dispatch import make_celery
+from core.dispatch import enqueue_job, make_celery
 from core.models import Job, JobStatus, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from core.settings import Settings
 from core.webhook_signing import new_secret
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
-from tests.worker.processes import wait_for
+from tests.worker.processes import WorkerProcess, clean_environment, wait_for
 from tests.worker.receiver import HANG, Receiver
 from worker import webhook_sender
 from worker.lifecycle import JOBS, JobFailure, LostLease
@@ -64,8 +65,9 @@ def the_delivery(sessions: sessionmaker[Session], job_id: str) -> WebhookDeliver
 
 
 def settled(sessions: sessionmaker[Session], job_id: str) -> WebhookDelivery | None:
-    delivery = the_delivery(sessions, job_id)
-    return delivery if delivery.status != "pending" else None
+    """The job's one delivery once it is delivered or failed; None before (or before the job ends)."""
+    found = deliveries(sessions, job_id)
+    return found[0] if len(found) == 1 and found[0].status != "pending" else None
 
 
 def succeed(sessions: sessionmaker[Session], job_id: str) -> None:
@@ -293,3 +295,32 @@ def test_the_sweep_cancelling_a_job_whose_worker_stopped_writes_its_delivery(
 
 def hook_settings_celery(settings: Settings) -> Celery:
     return make_celery(settings)
+
+
+def test_the_embedded_worker_delivers_too(
+    hook_settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """`deltatune serve`'s setup: SQLite, the filesystem broker, a real worker process."""
+    env = clean_environment(
+        DELTATUNE_DATA_DIR=str(hook_settings.data_dir),
+        DELTATUNE_MODEL_DIRS=json.dumps([str(path) for path in hook_settings.model_dirs]),
+        DELTATUNE_HEARTBEAT_SECONDS="0.2",
+        DELTATUNE_WEBHOOK_ALLOWED_HOSTS='["loopback"]',
+        DELTATUNE_WEBHOOK_POLL_SECONDS="0.2",
+    )
+    job_id = add_job(sessions, hook_settings, epochs=1)
+    with Receiver([200]) as receiver:
+        secret = subscribe(sessions, job_id, receiver.url)
+        worker = WorkerProcess(env, tmp_path / "worker.log", hostname="embedded-hooks@localhost").start()
+        try:
+            worker.wait_ready()
+            enqueue_job(make_celery(hook_settings), job_id, "cpu")
+            delivery = wait_for(
+                lambda: settled(sessions, job_id), timeout=120, what="the webhook", log=worker.log
+            )
+        finally:
+            worker.stop()
+    assert job_row(sessions, job_id).status == "succeeded"
+    assert delivery.status == "delivered"
+    (request,) = receiver.received
+    assert Webhook(secret).verify(request.body, request.headers)["type"] == "fine_tuning.job.succeeded"
