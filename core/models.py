@@ -1,5 +1,5 @@
-"""SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints, transferability runs and
-idempotency keys.
+"""SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints, transferability runs,
+idempotency keys and webhooks (secrets, endpoints, deliveries).
 
 Every file, job, event and artifact query is scoped to an owner. Schema changes go through Alembic
 (`migrations/`), never create_all outside throwaway test databases.
@@ -11,7 +11,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -130,6 +141,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Where this job's own webhook goes when it ends (beside its owner's endpoints); not in the spec,
+    # which says how to train and is copied into every artifact's manifest.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
 
 
 class JobEvent(Base):
@@ -233,3 +247,64 @@ class IdempotencyKey(Base):
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
     response_body: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookDeliveryStatus(StrEnum):
+    PENDING = "pending"  # due at next_attempt_at
+    DELIVERED = "delivered"  # a 2xx answered
+    FAILED = "failed"  # every attempt failed, or its endpoint was deleted
+
+
+class WebhookSecret(Base):
+    """An owner's webhook signing secret (`whsec_...`, core/webhook_signing.py). Kept as it is, unlike
+    an API key's hash: the sender needs the secret itself to sign. Shown to its owner once."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A URL an owner registered: every one of its jobs that ends is POSTed there."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("whep"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class WebhookDelivery(Base):
+    """One event on its way to one URL: the outbox row, written in the transaction that ended the job.
+
+    `id` is the `webhook-id` header and the body's `id`, the same on every attempt; `body` is the exact
+    JSON sent each time. `attempts` counts the attempts begun; a sender claims the next one by raising
+    it conditionally, which fences the attempt's outcome as a job's attempt number does.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("msg"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # None: the job's own webhook_url.
+    endpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="SET NULL"), default=None
+    )
+    event: Mapped[str] = mapped_column(String(64))  # fine_tuning.job.succeeded | failed | cancelled
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookDeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # One entry per attempt: {"attempt", "at", "status_code", "error", "seconds"}.
+    log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)

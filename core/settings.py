@@ -11,7 +11,11 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.webhook_urls import check_host_entries
+
 Queue = Literal["gpu", "cpu"]
+# Retries beyond this are a typo, not a policy (the default waits about 1 h 13 min in all).
+MAX_WEBHOOK_RETRIES = 20
 
 
 class Settings(BaseSettings):
@@ -87,12 +91,43 @@ class Settings(BaseSettings):
         3.0e11, gt=0, description="Training FLOP/s a worker sustains; the dry run's duration estimate."
     )
 
+    # Webhooks (core/webhook_urls.py, worker/webhook_sender.py). The default sends only to addresses
+    # on the public internet, as GitLab and Gitea do: a self-hosted server sits beside services that
+    # never meant to take a POST from whoever holds an API key.
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["external"],
+        description="Where webhooks may go: 'external' (public addresses), 'loopback', 'private', "
+        "'*' (anywhere), a CIDR such as '10.1.0.0/16', or a host name ('hooks.example.com', "
+        "'*.example.com').",
+    )
+    webhook_retry_seconds: list[float] = Field(
+        default_factory=lambda: [10.0, 30.0, 120.0, 600.0, 3600.0],
+        description="A failed delivery is tried again after each of these delays in turn, then given up.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How long one delivery attempt waits to connect, send and be answered.",
+    )
+    webhook_poll_seconds: float = Field(
+        2.0, gt=0, description="How often each worker looks for webhook deliveries that are due."
+    )
+
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> "Settings":
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError(
                 f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
                 f"({self.lease_seconds}), or every lease expires before it is renewed"
+            )
+        check_host_entries(self.webhook_allowed_hosts)
+        if len(self.webhook_retry_seconds) > MAX_WEBHOOK_RETRIES or any(
+            delay < 0 for delay in self.webhook_retry_seconds
+        ):
+            raise ValueError(
+                f"webhook_retry_seconds: at most {MAX_WEBHOOK_RETRIES} delays, none negative "
+                f"(got {self.webhook_retry_seconds})"
             )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'deltatune.db').resolve()}"

@@ -23,10 +23,12 @@ from core.settings import Settings
 from service.base_models import resolve_base
 from service.crud import checkpoints as checkpoint_crud
 from service.crud import jobs as job_crud
+from service.crud import webhooks as webhook_crud
 from service.errors import ApiError, NotFound
 from service.schemas.jobs import DryRun
 from service.usable_files import check_data_file
 from service.validation_slots import validation_slot
+from service.webhook_urls import checked_webhook_url
 from tuning.compat import check_spec_for_model
 from tuning.errors import DataError, SpecError
 from tuning.estimate import estimate_job
@@ -60,6 +62,7 @@ def submit_job(
     """The queued job (committed, then enqueued), or with `dry_run` the report and estimates only.
 
     `before_commit` joins the job's INSERT transaction (the idempotency key's response)."""
+    webhook_url = _checked_webhook_url(session, settings, owner_id, request.webhook_url)
     spec, base_path = resolve_base(session, owner_id, request.job_spec(), settings)
     _check_fits_model(spec, base_path)
     files = _job_files(session, settings, owner_id, spec)
@@ -78,10 +81,25 @@ def submit_job(
         spec=spec,
         queue=settings.job_queue,
         validation=_with_estimate(settings, spec, base_path, report),
+        webhook_url=webhook_url,
         before_commit=before_commit,
     )
     _send(celery, job)
     return job
+
+
+def _checked_webhook_url(session: Session, settings: Settings, owner_id: str, url: str | None) -> str | None:
+    if url is None:
+        return None
+    checked_webhook_url(settings, url, param="webhook_url")
+    if webhook_crud.get_secret(session, owner_id=owner_id) is None:
+        raise ApiError(
+            "webhook_url: deliveries are signed with your webhook secret, and you have none yet; "
+            "create it with POST /v1/webhooks/secret (or register an endpoint with POST /v1/webhooks)",
+            param="webhook_url",
+            code="webhook_secret_missing",
+        )
+    return url
 
 
 def _check_fits_model(spec: JobSpec, base_path: Path) -> None:

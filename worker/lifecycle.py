@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import database_unavailable
 from core.dispatch import enqueue_job, enqueue_transferability
 from core.models import Base, Job, JobEvent, JobStatus, TransferabilityRun, utcnow
+from core.webhook_outbox import record_job_deliveries
 from tuning.errors import TuningError
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class Lifecycle:
     status_events: bool = False
     error_param: bool = False
     requeue_resets: Mapping[str, Any] = field(default_factory=dict)
+    # Called in the transaction that ends a row (the webhook outbox of jobs), after the UPDATE.
+    on_end: Callable[[Session, str], object] | None = None
 
     def claim(
         self,
@@ -210,6 +213,8 @@ class Lifecycle:
                 if changed.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # renewed meanwhile, or another sweep got there first
                 self._event(session, row_id, values["status"], message, attempt=attempt)
+                if cancel_requested:
+                    self._ended(session, row_id)
             logger.warning("%s %s: %s", self.noun, row_id, message)
             if not cancel_requested:
                 self._send(celery, row_id, queue)
@@ -278,6 +283,7 @@ class Lifecycle:
         if moved.rowcount != 1:  # type: ignore[attr-defined]
             return False
         self._event(session, row_id, status, message, level=level, **event_data)
+        self._ended(session, row_id)
         return True
 
     def held_by(self, row_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
@@ -314,6 +320,10 @@ class Lifecycle:
         if self.status_events:
             session.add(status_event(row_id, status, message, **data))
 
+    def _ended(self, session: Session, row_id: str) -> None:
+        if self.on_end is not None:
+            self.on_end(session, row_id)
+
     def _send(self, celery: Celery, row_id: str, queue: str) -> None:
         try:
             self.enqueue(celery, row_id, queue)
@@ -340,7 +350,13 @@ def disk_full(error: BaseException) -> bool:
 
 
 JOBS = Lifecycle(
-    Job, "job", enqueue_job, status_events=True, error_param=True, requeue_resets={"progress": 0.0}
+    Job,
+    "job",
+    enqueue_job,
+    status_events=True,
+    error_param=True,
+    requeue_resets={"progress": 0.0},
+    on_end=record_job_deliveries,
 )
 RUNS = Lifecycle(TransferabilityRun, "transferability run", enqueue_transferability)
 

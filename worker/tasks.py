@@ -1,5 +1,6 @@
 """The Celery tasks (`deltatune.run_job`, `deltatune.score_transferability`) and the worker's start and
-shutdown hooks, which run the sweep (worker.sweep); glue only.
+shutdown hooks, which run the sweep (worker.sweep) and the webhook sender (worker.webhook_sender);
+glue only.
 
 No state at import time: each task builds its own engine from settings and disposes of it, so a
 forked pool process never shares a database connection with its parent.
@@ -17,6 +18,7 @@ from core.settings import get_settings
 from worker import job_runner, transferability
 from worker.app import celery_app
 from worker.sweep import Sweeper
+from worker.webhook_sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ def score_transferability(self: Task, run_id: str) -> str | None:
 
 
 _sweepers: list[Sweeper] = []
+_webhook_senders: list[WebhookSender] = []
 
 
 @worker_ready.connect
@@ -49,10 +52,17 @@ def start_sweeping(sender: Any = None, **_: Any) -> None:
     _sweepers.append(sweeper.start())
 
 
+@worker_ready.connect
+def start_sending_webhooks(sender: Any = None, **_: Any) -> None:
+    _webhook_senders.append(WebhookSender(get_settings()).start())
+
+
 @worker_shutdown.connect
 def stop_sweeping(**_: Any) -> None:
     while _sweepers:
         _sweepers.pop().stop()
+    while _webhook_senders:
+        _webhook_senders.pop().stop()
 
 
 def _worker(task: Task) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcnow
+from core.webhook_outbox import record_job_deliveries
 from service.crud import storable
 from service.crud.pages import newest_first_page
 from tuning.spec import JobSpec
@@ -20,6 +21,7 @@ def create_job(
     spec: JobSpec,
     queue: str,
     validation: dict[str, Any] | None = None,
+    webhook_url: str | None = None,
     before_commit: Callable[[Job], None] | None = None,
 ) -> Job:
     """Insert and COMMIT a queued job; only after this may the job be sent to a worker.
@@ -37,6 +39,7 @@ def create_job(
         validation_file_id=spec.validation_file,
         queue=queue,
         validation=validation,
+        webhook_url=webhook_url,
     )
     session.add(job)
     if before_commit is not None:
@@ -74,6 +77,7 @@ def cancel_job_not_started(session: Session, *, job: Job) -> bool:
             message="Job cancelled before it started",
             data={"status": JobStatus.CANCELLED.value},
         )
+        record_job_deliveries(session, job.id)  # the outbox: committed with the cancel, or not at all
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

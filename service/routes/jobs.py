@@ -71,6 +71,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         error=error,
         cancel_requested=job.cancel_requested,
         artifacts=[artifact_object(a) for a in artifacts] if job.status == JobStatus.SUCCEEDED else [],
+        webhook_url=job.webhook_url,
     )
 
 

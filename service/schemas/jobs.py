@@ -55,6 +55,7 @@ class JobObject(BaseModel):
     error: JobError | None
     cancel_requested: bool
     artifacts: list[ArtifactObject] = Field(description="The published files, once the job succeeded.")
+    webhook_url: str | None = Field(None, description="Where this job's own webhook goes when it ends.")
 
 
 class JobList(BaseModel):

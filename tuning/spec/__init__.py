@@ -247,12 +247,19 @@ class JobSpec(SpecModel):
 
 
 class JobRequest(JobSpec):
-    """POST /v1/jobs: a job spec, and whether to only validate it (`dry_run`); dry_run is not stored."""
+    """POST /v1/jobs: a job spec, whether to only validate it (`dry_run`, not stored), and where to
+    POST its end (`webhook_url`, stored beside the spec, not in it: the spec says how to train and is
+    copied into every artifact's manifest, which has no business knowing a notification address)."""
 
     dry_run: bool = Field(
         False,
         description="Validate the spec and files and return the report and estimates; queue nothing.",
     )
+    webhook_url: str | None = Field(
+        None,
+        description="An http(s) URL that gets a signed POST when the job succeeds, fails or is cancelled, "
+        "besides the endpoints of POST /v1/webhooks.",
+    )
 
     def job_spec(self) -> JobSpec:
-        return JobSpec.model_validate(self.model_dump(exclude={"dry_run"}))
+        return JobSpec.model_validate(self.model_dump(exclude={"dry_run", "webhook_url"}))
