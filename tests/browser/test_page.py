@@ -101,6 +101,8 @@ def test_a_finished_job_shows_its_curves_events_and_artifacts(
 def test_an_artifact_downloads_with_its_listed_sha256(page: Page, served: Served) -> None:
     listed = served.api(f"/v1/jobs/{served.finished}/artifacts")["data"]
     adapter = next(a for a in listed if a["name"] == "adapter_model.safetensors")
+    page.evaluate(f"location.hash = 'job/{served.finished}'")
+    expect(page.locator("#artifacts a.download")).to_have_count(len(listed))
     with page.expect_download() as started:
         page.click('#artifacts a.download[data-name="adapter_model.safetensors"]')
     download = started.value

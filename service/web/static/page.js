@@ -96,7 +96,16 @@ async function refreshJobs() {
   jobsTimer = setTimeout(refreshJobs, JOBS_REFRESH_MS);
 }
 
+let shownJobs = "";
+
 function renderJobs(jobs, hasMore) {
+  $("jobs-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  // Rebuilt only when something shown changed: no flicker, and a row being clicked stays in place.
+  const shown = JSON.stringify([openJobId, hasMore, jobs.map((job) => [job.id, job.status, job.progress])]);
+  if (shown === shownJobs) {
+    return;
+  }
+  shownJobs = shown;
   const rows = jobs.map((job) =>
     el(
       "tr",
@@ -112,7 +121,6 @@ function renderJobs(jobs, hasMore) {
   document.querySelector("#jobs-table tbody").replaceChildren(...rows);
   $("jobs-empty").hidden = jobs.length > 0;
   $("jobs-more").hidden = !hasMore;
-  $("jobs-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
 // --- one job -----------------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ async function openJob(jobId) {
   following?.abort();
   following = null;
   openJobId = jobId;
-  $("job").hidden = jobId === null;
+  $("job").hidden = jobId === null || !apiKey();
   document.querySelectorAll("#jobs-table tbody tr").forEach((row) => {
     row.className = row.dataset.jobId === jobId ? "selected" : "";
   });
@@ -430,6 +438,7 @@ $("key-forget").addEventListener("click", () => {
   showKeyState();
   openJob(null);
   document.querySelector("#jobs-table tbody").replaceChildren();
+  shownJobs = "";
   refreshJobs();
 });
 $("job-cancel").addEventListener("click", cancelOpenJob);
