@@ -181,3 +181,18 @@ def test_swagger_renders_offline(page: Page, served: Served, outside: list[str])
     operations = sum(len(methods) for methods in served.api("/openapi.json")["paths"].values())
     expect(page.locator(".opblock")).to_have_count(operations)
     assert outside == [], outside
+
+
+def test_a_refused_key_is_said_so_and_shows_nothing(browser: Browser, served: Served) -> None:
+    context = browser.new_context()
+    try:
+        other = context.new_page()
+        other.goto(f"{served.url}/ui")
+        other.fill("#key-input", "dt-not-a-key")
+        other.click("#key-form button")
+        expect(other.locator("#notice")).to_contain_text(
+            "API key refused: invalid API key", timeout=TIMEOUT_MS
+        )
+        expect(other.locator("#jobs-table tbody tr")).to_have_count(0)
+    finally:
+        context.close()
