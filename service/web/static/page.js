@@ -165,6 +165,9 @@ async function openJob(jobId) {
     const job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`, { signal });
     renderJob(job);
     const history = await listAll(`/v1/jobs/${encodeURIComponent(jobId)}/events`, { signal });
+    if (signal.aborted) {
+      return; // another job was opened meanwhile: these events are not its
+    }
     history.forEach(showEvent);
     if (isFinished(job.status)) {
       await finish(job, signal);
@@ -192,6 +195,9 @@ async function follow(jobId, after, signal) {
     after,
     signal,
     onEvent: (event) => {
+      if (signal.aborted) {
+        return;
+      }
       showEvent(event);
       if (event.type !== "message") {
         refreshJob().catch(() => {}); // the next event tries again
