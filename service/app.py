@@ -19,7 +19,7 @@ from core.schema_version import assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
-from service.routes import checkpoints, files, health, jobs, methods, models, transferability, webhooks
+from service.routes import checkpoints, files, health, jobs, methods, models, page, transferability, webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +61,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = FastAPI(title="deltatune", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN; service/routes/page.py serves /docs
+    # from vendored files instead, and there is no /redoc.
+    app = FastAPI(
+        title="deltatune",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
-    for module in (health, files, jobs, checkpoints, methods, models, transferability, webhooks):
+    for module in (health, files, jobs, checkpoints, methods, models, transferability, webhooks, page):
         app.include_router(module.router)
+    app.mount(page.STATIC_URL, page.static_files(), name="static")
     return app
