@@ -19,7 +19,17 @@ from core.schema_version import assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
-from service.routes import checkpoints, files, health, jobs, methods, models, transferability
+from service.routes import (
+    checkpoints,
+    files,
+    fine_tuning,
+    health,
+    jobs,
+    methods,
+    models,
+    pauses,
+    transferability,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
-    for module in (health, files, jobs, checkpoints, methods, models, transferability):
+    for module in (health, files, jobs, pauses, checkpoints, methods, models, transferability, fine_tuning):
         app.include_router(module.router)
     return app
