@@ -249,9 +249,13 @@ def field_path(loc: Sequence[Any], body: Any) -> str | None:
     steps = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     current = body if loc and loc[0] == "body" else None
     path = ""
-    for step in steps:
-        if isinstance(current, dict) and step not in current and current.get("type") == step:
-            continue
+    for index, step in enumerate(steps):
+        if isinstance(current, dict) and current.get("type") == step:
+            # The tag is skipped; a field named like it (OpenAI's `{"type": "supervised", "supervised":
+            # ...}`) follows it in `loc` and is the client's own.
+            following = steps[index + 1] if index + 1 < len(steps) else None
+            if step not in current or following == step:
+                continue
         if isinstance(step, int):
             path += f"[{step}]"
         else:

@@ -35,12 +35,13 @@ def pause_queued(session: Session, *, job: Job) -> bool:
 
 def request_pause(session: Session, *, job: Job) -> bool:
     """Ask a running job to pause (True also when it was asked already); its worker records `paused`."""
+    asked_before = job.pause_requested  # read first: the UPDATE below refreshes the object
     result = session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status == JobStatus.RUNNING, Job.cancel_requested.is_(False))
         .values(pause_requested=True)
     )
-    if result.rowcount and not job.pause_requested:  # type: ignore[attr-defined]
+    if result.rowcount and not asked_before:  # type: ignore[attr-defined]
         # Not a status event: the job stays running until its worker reaches a step boundary.
         add_event(
             session, job_id=job.id, type="message", message="Pause requested", data={"pause_requested": True}

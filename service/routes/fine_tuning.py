@@ -96,7 +96,6 @@ def create_fine_tuning_job(
     idempotency: JsonIdempotency,
 ) -> Response:
     """Create a fine-tuning job (OpenAI's request; deltatune's spec parts may stand beside it)."""
-    request = job_request(session, owner.id, body)
     with idempotent(session, settings, owner_id=owner.id, request=idempotency) as call:
         if call.replay is not None:
             return call.replay
@@ -107,6 +106,7 @@ def create_fine_tuning_job(
             created.append(call.record(JSONResponse(answer, 200)))
 
         try:
+            request = job_request(session, settings, owner.id, body)
             submit_job(
                 session, settings, celery, owner_id=owner.id, request=request, before_commit=keep_response
             )
