@@ -135,42 +135,42 @@ def list_fine_tuning_jobs(
     )
 
 
-@router.get("/{fine_tuning_job_id}")
+@router.get("/{job_id}")
 def retrieve_fine_tuning_job(
-    fine_tuning_job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> FineTuningJob:
     """Get a fine-tuning job."""
-    return openai_job(session, settings, owned_job(session, owner.id, fine_tuning_job_id), owner)
+    return openai_job(session, settings, owned_job(session, owner.id, job_id), owner)
 
 
-@router.post("/{fine_tuning_job_id}/cancel", responses=error_responses(409, 413))
+@router.post("/{job_id}/cancel", responses=error_responses(409, 413))
 def cancel_fine_tuning_job(
-    fine_tuning_job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> FineTuningJob:
     """Cancel a job: a queued or paused one at once, a running one within a few steps."""
-    job = cancel(session, owned_job(session, owner.id, fine_tuning_job_id))
+    job = cancel(session, owned_job(session, owner.id, job_id))
     return openai_job(session, settings, job, owner)
 
 
-@router.post("/{fine_tuning_job_id}/pause", responses=error_responses(409, 413))
+@router.post("/{job_id}/pause", responses=error_responses(409, 413))
 def pause_fine_tuning_job(
-    fine_tuning_job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
 ) -> FineTuningJob:
     """Pause a job: a queued one at once; a running one keeps a resume point at its next step and stops."""
-    job = pause_job(session, owned_job(session, owner.id, fine_tuning_job_id))
+    job = pause_job(session, owned_job(session, owner.id, job_id))
     return openai_job(session, settings, job, owner)
 
 
-@router.post("/{fine_tuning_job_id}/resume", responses=error_responses(409, 413))
+@router.post("/{job_id}/resume", responses=error_responses(409, 413))
 def resume_fine_tuning_job(
-    fine_tuning_job_id: str,
+    job_id: str,
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> FineTuningJob:
     """Resume a paused job: queued again, it goes on from its resume point."""
-    job = resume_job(session, celery, owned_job(session, owner.id, fine_tuning_job_id))
+    job = resume_job(session, celery, owned_job(session, owner.id, job_id))
     return openai_job(session, settings, job, owner)
 
 
@@ -186,16 +186,16 @@ def openai_event(event: JobEvent) -> FineTuningJobEvent:
     )
 
 
-@router.get("/{fine_tuning_job_id}/events")
+@router.get("/{job_id}/events")
 def list_fine_tuning_events(
-    fine_tuning_job_id: str,
+    job_id: str,
     owner: CurrentOwner,
     session: SessionDep,
     limit: Limit = 20,
     after: Annotated[str | None, Query(description="The last event id of the previous page.")] = None,
 ) -> FineTuningJobEventList:
     """List a job's events, newest first."""
-    job = owned_job(session, owner.id, fine_tuning_job_id)
+    job = owned_job(session, owner.id, job_id)
     before = None if after is None else _event_number(after)
     events, has_more = crud.list_events_newest_first(session, job_id=job.id, limit=limit, before=before)
     return FineTuningJobEventList(data=[openai_event(event) for event in events], has_more=has_more)
@@ -220,7 +220,7 @@ def openai_checkpoint(
         id=checkpoint.id,
         created_at=unix_seconds(checkpoint.created_at),
         fine_tuned_model_checkpoint=checkpoint_model(job, owner.name, checkpoint.step),
-        fine_tuning_job_id=job.id,
+        job_id=job.id,
         # deltatune evaluates the whole validation file: valid and full_valid are the same figures.
         metrics=CheckpointMetrics(
             step=checkpoint.step,
@@ -234,16 +234,16 @@ def openai_checkpoint(
     )
 
 
-@router.get("/{fine_tuning_job_id}/checkpoints")
+@router.get("/{job_id}/checkpoints")
 def list_fine_tuning_checkpoints(
-    fine_tuning_job_id: str,
+    job_id: str,
     owner: CurrentOwner,
     session: SessionDep,
     limit: Limit = 10,
     after: Annotated[str | None, Query(description="The last checkpoint id of the previous page.")] = None,
 ) -> FineTuningJobCheckpointList:
     """List a job's kept checkpoints, latest step first."""
-    job = owned_job(session, owner.id, fine_tuning_job_id)
+    job = owned_job(session, owner.id, job_id)
     cursor = None
     if after is not None:
         cursor = checkpoint_crud.get_checkpoint(session, job_id=job.id, checkpoint_id=after)
