@@ -220,7 +220,7 @@ def openai_checkpoint(
         id=checkpoint.id,
         created_at=unix_seconds(checkpoint.created_at),
         fine_tuned_model_checkpoint=checkpoint_model(job, owner.name, checkpoint.step),
-        job_id=job.id,
+        fine_tuning_job_id=job.id,
         # deltatune evaluates the whole validation file: valid and full_valid are the same figures.
         metrics=CheckpointMetrics(
             step=checkpoint.step,

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from openai.types import Model
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from core.models import JobEvent
 from core.settings import Settings
@@ -71,6 +74,7 @@ def test_create_answers_openai_job_on_the_same_job(client: TestClient, auth: dic
         client, auth, method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
     )
     assert set(job) == JOB_KEYS
+    FineTuningJob.model_validate(job)  # the SDK's own type, strictly
     assert job["object"] == "fine_tuning.job" and job["status"] == "queued"
     assert job["model"] == "tiny-bert" and job["fine_tuned_model"] is None and job["result_files"] == []
     assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 16, "learning_rate_multiplier": 1.0}
@@ -225,6 +229,8 @@ def test_events_newest_first_in_openai_words(app: FastAPI, client: TestClient, a
     page = client.get(f"{BASE}/{job['id']}/events", headers=auth, params={"limit": 2}).json()
     assert page["has_more"] is True
     newest, older = page["data"]
+    for event in page["data"]:
+        FineTuningJobEvent.model_validate(event)
     assert newest["object"] == "fine_tuning.job.event" and newest["id"].startswith("ftevent-")
     assert (newest["type"], newest["level"]) == ("metrics", "warn")
     assert older["type"] == "metrics" and older["data"] == {"step": 1}
@@ -256,6 +262,7 @@ def test_checkpoints_latest_first(
     )
     page = client.get(f"{BASE}/{job['id']}/checkpoints", headers=auth, params={"limit": 1}).json()
     (latest,) = page["data"]
+    FineTuningJobCheckpoint.model_validate(latest)
     assert page["has_more"] is True and page["first_id"] == page["last_id"] == latest["id"]
     assert latest["object"] == "fine_tuning.job.checkpoint" and latest["step_number"] == 4
     assert latest["fine_tuning_job_id"] == job["id"]
@@ -287,6 +294,7 @@ def test_succeeded_job_has_result_csv_and_a_usable_model(
     publish_artifact(app, settings, job["id"], {"adapter_model.safetensors": b"w"})
     done = client.get(f"{BASE}/{job['id']}", headers=auth).json()
     assert done["status"] == "succeeded" and done["finished_at"] is not None
+    FineTuningJob.model_validate(done)
     assert done["fine_tuned_model"] == f"ft:tiny-bert:alice:v1:{job['id']}"
     (result_id,) = done["result_files"]
     assert client.get(f"{BASE}/{job['id']}", headers=auth).json()["result_files"] == [result_id]  # one file
@@ -307,7 +315,7 @@ def test_succeeded_job_has_result_csv_and_a_usable_model(
     # The fine-tuned model: GET /v1/models/{id} knows it, and a later job starts from it.
     model = client.get(f"/v1/models/{done['fine_tuned_model']}", headers=auth).json()
     assert model["id"] == done["fine_tuned_model"] and model["owned_by"] == done["organization_id"]
-    assert isinstance(model["created"], int)
+    Model.model_validate(model)
     later = created(client, auth, model=done["fine_tuned_model"])
     assert later["model"] == job["id"]
 
