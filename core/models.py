@@ -35,12 +35,16 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # deltatune's own: stopped at a step boundary with a resume point, until a client resumes it.
+    PAUSED = "paused"
 
 
 # A cancel can still stop these before the job ever runs.
 NOT_STARTED = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED)
-# Not finished yet: may still be cancelled, and may still read their files.
-ACTIVE = (*NOT_STARTED, JobStatus.RUNNING)
+# Not running and not finished: a cancel ends these at once.
+CANCELLABLE_AT_ONCE = (*NOT_STARTED, JobStatus.PAUSED)
+# Not finished yet: may still be cancelled, and may still read their files (a paused one its resume point).
+ACTIVE = (*NOT_STARTED, JobStatus.RUNNING, JobStatus.PAUSED)
 
 
 def utcnow() -> datetime:
@@ -120,6 +124,8 @@ class Job(Base):
     validation_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"), default=None)
     queue: Mapped[str] = mapped_column(String(32))
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Asked of a running job: its worker keeps a resume point at the next step boundary and stops, paused.
+    pause_requested: Mapped[bool] = mapped_column(default=False)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     examples_seen: Mapped[int] = mapped_column(BigInteger, default=0)
     trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

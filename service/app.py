@@ -19,7 +19,19 @@ from core.schema_version import assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
-from service.routes import checkpoints, files, health, jobs, methods, models, page, transferability, webhooks
+from service.routes import (
+    checkpoints,
+    files,
+    fine_tuning,
+    health,
+    jobs,
+    methods,
+    models,
+    page,
+    pauses,
+    transferability,
+    webhooks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +89,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
-    for module in (health, files, jobs, checkpoints, methods, models, transferability, webhooks, page):
+    for module in (
+        health,
+        files,
+        jobs,
+        pauses,
+        checkpoints,
+        methods,
+        models,
+        transferability,
+        fine_tuning,
+        webhooks,
+        page,
+    ):
         app.include_router(module.router)
     app.mount(page.STATIC_URL, page.static_files(), name="static")
     return app

@@ -7,6 +7,7 @@ root's directory serves the checks; the worker exports the job's model itself (w
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,6 +29,7 @@ class JobModel:
     job_id: str
     root_base_model: str  # the catalogue model at the bottom of the chain
     task: str
+    finished_at: datetime | None = None
 
 
 def resolve_base(session: Session, owner_id: str, spec: JobSpec, settings: Settings) -> tuple[JobSpec, Path]:
@@ -61,7 +63,7 @@ def job_models(session: Session, owner_id: str) -> list[JobModel]:
     for job in jobs:
         root = _root_among(by_id, job)
         if root is not None:
-            found.append(JobModel(job.id, root, JobSpec.model_validate(job.spec).task))
+            found.append(JobModel(job.id, root, JobSpec.model_validate(job.spec).task, job.finished_at))
     return found
 
 

@@ -21,6 +21,9 @@ from tuning.spec import CompositionError
 
 logger = logging.getLogger(__name__)
 
+# The OpenAI-compatible routes (service/routes/fine_tuning.py): their invalid requests answer 400.
+OPENAI_PREFIX = "/v1/fine_tuning/"
+
 # `type` groups errors the way OpenAI's API does; `code` says precisely what happened.
 TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -191,33 +194,35 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             status_code=415,
             code="unsupported_media_type",
         )
+    # OpenAI's API answers every invalid request 400; the surface that copies it does the same.
+    status = 400 if request.url.path.startswith(OPENAI_PREFIX) else 422
     param = field_path(first["loc"], exc.body)
     reason = (first.get("ctx") or {}).get("error")
     if isinstance(reason, CompositionError):
         # The spec's own validator names the part at fault, relative to the model that raised it.
         param = f"{param}.{reason.param}" if param else reason.param
-        return error_response(str(reason), status_code=422, param=param, code="invalid_combination")
+        return error_response(str(reason), status_code=status, param=param, code="invalid_combination")
     if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         # Pydantic blames the union (`method`); the field the client got wrong is its tag.
         tag = str((first.get("ctx") or {}).get("discriminator", "type")).strip("'")
         param = f"{param}.{tag}" if param else tag
     if param is None and first["loc"][:1] == ("body",):
         # The body as a whole is at fault (absent, or JSON that is not an object).
-        return _body_error(first, exc.body)
+        return _body_error(first, exc.body, status)
     # A validator's ValueError reads better without pydantic's "Value error, " in front of it.
     detail = str(reason) if isinstance(reason, ValueError) else first["msg"]
     message = f"{param}: {detail}" if param else detail
-    return error_response(message, status_code=422, param=param, code=first.get("type", "invalid_value"))
+    return error_response(message, status_code=status, param=param, code=first.get("type", "invalid_value"))
 
 
-def _body_error(first: Mapping[str, Any], body: Any) -> JSONResponse:
+def _body_error(first: Mapping[str, Any], body: Any, status: int) -> JSONResponse:
     if first.get("type") == "missing":
         message = "request body is missing"
     elif not isinstance(body, dict):
         message = f"request body must be a JSON object, not {_json_kind(body)}"
     else:
         message = f"body: {first['msg']}"
-    return error_response(message, status_code=422, param="body", code=first.get("type", "invalid_value"))
+    return error_response(message, status_code=status, param="body", code=first.get("type", "invalid_value"))
 
 
 def _json_kind(value: Any) -> str:
@@ -244,9 +249,13 @@ def field_path(loc: Sequence[Any], body: Any) -> str | None:
     steps = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     current = body if loc and loc[0] == "body" else None
     path = ""
-    for step in steps:
-        if isinstance(current, dict) and step not in current and current.get("type") == step:
-            continue
+    for index, step in enumerate(steps):
+        if isinstance(current, dict) and current.get("type") == step:
+            # The tag is skipped; a field named like it (OpenAI's `{"type": "supervised", "supervised":
+            # ...}`) follows it in `loc` and is the client's own.
+            following = steps[index + 1] if index + 1 < len(steps) else None
+            if step not in current or following == step:
+                continue
         if isinstance(step, int):
             path += f"[{step}]"
         else:

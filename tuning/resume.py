@@ -70,6 +70,8 @@ class ResumeOptions:
 
     every_steps: int | None = None  # write one after every N optimizer steps
     every_seconds: float | None = None  # ... or when this long has passed since the last one
+    # ... or at the next step boundary while this says so (a worker asked to pause the job).
+    due_now: Callable[[], bool] | None = field(default=None, compare=False)
     on_resume_point: ResumePointSink | None = None
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
@@ -213,6 +215,8 @@ class ResumePointWriter:
             return False
         every_steps, every_seconds = self.options.every_steps, self.options.every_seconds
         if every_steps is not None and step % every_steps == 0:
+            return True
+        if self.options.due_now is not None and self.options.due_now():
             return True
         return every_seconds is not None and self.options.clock() - self.last_time >= every_seconds
 

@@ -69,7 +69,7 @@ def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session],
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if status is not None:
+    if status is not None and status != JobStatus.PAUSED:
         ResumeStore(settings.resume_dir, job_id).remove()  # ended: nothing will resume it
     return status
 
@@ -84,6 +84,11 @@ def _run_claimed(
 ) -> str | None:
     job_id = attempt.row_id
     resume_store = ResumeStore(settings.resume_dir, job_id)
+    keeper = resume_store.keeper(attempt)
+
+    def keep_point(point: ResumePoint) -> None:
+        keeper(point)
+        heartbeat.point_kept(point.step)  # stored first: a pause stops only once it can resume there
 
     def train(point: ResumePoint | None) -> RunResult:
         inputs = load_inputs(sessions, job_id, settings=settings)
@@ -103,7 +108,8 @@ def _run_claimed(
             resume=ResumeOptions(
                 every_steps=settings.resume_every_steps,
                 every_seconds=settings.resume_every_seconds,
-                on_resume_point=resume_store.keeper(attempt),
+                due_now=heartbeat.pause_wanted,
+                on_resume_point=keep_point,
             ),
             resume_from=point.folder if point is not None else None,
         )
@@ -120,8 +126,9 @@ def _run_claimed(
                 logger.warning("%s cannot resume from step %d; starting over", attempt.describe(), point.step)
                 resume_store.remove()
                 result = train(None)
-            if heartbeat.should_stop():
+            if heartbeat.should_stop() and heartbeat.reason is not StopReason.PAUSE_REQUESTED:
                 raise Cancelled()  # asked to stop after the last step: treated as if before it
+            # A pause whose point is the last step's comes too late to matter: the job is done.
             publish_artifact(
                 attempt, out_dir=scratch / "out", artifacts_dir=settings.artifacts_dir, result=result
             )
@@ -132,6 +139,10 @@ def _run_claimed(
             if heartbeat.reason is StopReason.DATABASE_OUTAGE:
                 attempt.fail(database_outage(settings.database_outage_seconds))
                 return JobStatus.FAILED
+            paused_at = heartbeat.paused_at if heartbeat.reason is StopReason.PAUSE_REQUESTED else None
+            if paused_at is not None and attempt.pause(step=paused_at):
+                return JobStatus.PAUSED
+            # Else a cancel, or one asked while it paused: the cancel wins.
             attempt.cancel()
             return JobStatus.CANCELLED
         except LostLease:

@@ -1,9 +1,10 @@
 """The one lifecycle of what a worker runs, jobs and transferability runs alike, with leases.
 
     queued ──claim──▶ running ──finish──▶ succeeded | failed | cancelled
-      ▲                  │
-      └──sweep: lease ───┘   (expired with a cancel asked for: cancelled)
-         expired
+      ▲  ▲               │  │
+      │  └──sweep: lease ┘  └──pause asked──▶ paused (a resume point kept; no lease, never swept)
+      │     expired              (expired with a cancel asked for: cancelled)        │
+      └────────────────────────────── resume (the API) ──────────────────────────────┘
 
 A claim is one conditional UPDATE that takes a row that is queued, or running with an expired lease
 (its worker died or froze), increments its `attempt` and gives it a lease until now + lease_seconds.
@@ -316,6 +317,11 @@ class Lifecycle:
             return Job.cancel_requested.expression
         return false().label("cancel_requested")
 
+    def _pause_requested(self) -> ColumnElement[bool]:
+        if self.table is Job:
+            return Job.pause_requested.expression
+        return false().label("pause_requested")  # transferability runs are short: never paused
+
     def _event(self, session: Session, row_id: str, status: str, message: str, **data: Any) -> None:
         if self.status_events:
             session.add(status_event(row_id, status, message, **data))
@@ -362,6 +368,14 @@ RUNS = Lifecycle(TransferabilityRun, "transferability run", enqueue_transferabil
 
 
 @dataclass(frozen=True)
+class Requests:
+    """What a client asked of a running row, as its heartbeat reads it."""
+
+    cancel: bool = False
+    pause: bool = False
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One claim of a row: every write it makes is fenced by its number and retried through outages."""
 
@@ -397,9 +411,9 @@ class Attempt:
 
         return retry_database(once, outage_seconds=self.outage_seconds, what=f"{self.describe()}: {what}")
 
-    def renew(self) -> bool:
-        """The heartbeat: the lease renewed and the cancel flag read in one round trip; True when a
-        client asked to cancel. LostLease when the attempt no longer holds the row."""
+    def renew(self) -> "Requests":
+        """The heartbeat: the lease renewed and what a client asked of the row read in one round trip.
+        LostLease when the attempt no longer holds the row."""
         table = self.lifecycle.table
         now = utcnow()
         with self.sessions.begin() as session:
@@ -407,12 +421,38 @@ class Attempt:
                 update(table)
                 .where(*self.lifecycle.held_by(self.row_id, self.number))
                 .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-                .returning(self.lifecycle._cancel_requested())
+                .returning(self.lifecycle._cancel_requested(), self.lifecycle._pause_requested())
                 .execution_options(synchronize_session=False)
             ).first()
         if returned is None:
             raise LostLease(f"{self.describe()} lost its lease")
-        return bool(returned[0])
+        return Requests(cancel=bool(returned[0]), pause=bool(returned[1]))
+
+    def pause(self, *, step: int) -> bool:
+        """Running → paused with a resume point of `step` kept: the lease released, nothing finished.
+        False (nothing written) when a cancel was asked meanwhile: the caller records that instead.
+        LostLease when this attempt no longer holds the row."""
+        table = self.lifecycle.table
+
+        def change(session: Session) -> bool:
+            paused = session.execute(
+                update(table)
+                .where(*self.lifecycle.held_by(self.row_id, self.number), ~self.lifecycle._cancel_requested())
+                .values(status=JobStatus.PAUSED, lease_expires_at=None, pause_requested=False)
+                .execution_options(synchronize_session=False)
+            )
+            if paused.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            message = f"paused at step {step}; resume it to go on from there"
+            self.lifecycle._event(
+                session, self.row_id, JobStatus.PAUSED, message, step=step, attempt=self.number
+            )
+            return True
+
+        paused = self.write(change, what="recording paused")
+        if paused:
+            logger.info("%s paused at step %d", self.describe(), step)
+        return paused
 
     def finish(
         self,

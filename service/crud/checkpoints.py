@@ -38,3 +38,14 @@ def owned_checkpoint(session: Session, *, owner_id: str, checkpoint_id: str) -> 
         .where(Checkpoint.id == checkpoint_id, Job.owner_id == owner_id)
     ).first()
     return (row[0], row[1]) if row is not None else None
+
+
+def list_checkpoints_newest_first(
+    session: Session, *, job_id: str, limit: int, after: Checkpoint | None = None
+) -> tuple[list[Checkpoint], bool]:
+    """Latest step first, as OpenAI's API lists them; `after` continues below that checkpoint's step."""
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after is not None:
+        query = query.where(Checkpoint.step < after.step)
+    rows = list(session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit

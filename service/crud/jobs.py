@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.models import NOT_STARTED, Artifact, Job, JobEvent, JobStatus, utcnow
+from core.models import CANCELLABLE_AT_ONCE, Artifact, Job, JobEvent, JobStatus, utcnow
 from core.webhook_outbox import record_job_deliveries
 from service.crud import storable
 from service.crud.pages import newest_first_page
@@ -63,10 +63,12 @@ def list_jobs(
 
 
 def cancel_job_not_started(session: Session, *, job: Job) -> bool:
-    """Queued → cancelled in one conditional UPDATE, so a worker's claim can never win afterwards."""
+    """Queued (or paused) → cancelled in one conditional UPDATE, so a worker's claim can never win
+    afterwards."""
+    before = job.status
     result = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.status.in_(NOT_STARTED))
+        .where(Job.id == job.id, Job.status == before, Job.status.in_(CANCELLABLE_AT_ONCE))
         .values(status=JobStatus.CANCELLED, finished_at=utcnow())
     )
     if result.rowcount:  # type: ignore[attr-defined]
@@ -74,7 +76,9 @@ def cancel_job_not_started(session: Session, *, job: Job) -> bool:
             session,
             job_id=job.id,
             type="status",
-            message="Job cancelled before it started",
+            message="Job cancelled while paused"
+            if before == JobStatus.PAUSED
+            else "Job cancelled before it started",
             data={"status": JobStatus.CANCELLED.value},
         )
         record_job_deliveries(session, job.id)  # the outbox: committed with the cancel, or not at all
@@ -158,3 +162,22 @@ def estimate_ratios(session: Session, *, queue: str, limit: int) -> list[float]:
         if isinstance(measured, int | float) and isinstance(estimated, int | float) and estimated > 0:
             ratios.append(measured / estimated)
     return ratios
+
+
+def list_events_newest_first(
+    session: Session, *, job_id: str, limit: int, before: int | None = None
+) -> tuple[list[JobEvent], bool]:
+    """Newest first, as OpenAI's API lists them; `before` continues below the last event of a page."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if before is not None:
+        query = query.where(JobEvent.id < before)
+    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def metrics_events(session: Session, *, job_id: str) -> list[JobEvent]:
+    """The job's training metrics events, oldest first."""
+    query = (
+        select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics").order_by(JobEvent.id)
+    )
+    return list(session.scalars(query))

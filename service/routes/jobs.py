@@ -70,6 +70,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         validation=job.validation,
         error=error,
         cancel_requested=job.cancel_requested,
+        pause_requested=job.pause_requested and job.status == JobStatus.RUNNING,
         artifacts=[artifact_object(a) for a in artifacts] if job.status == JobStatus.SUCCEEDED else [],
         webhook_url=job.webhook_url,
     )
@@ -153,8 +154,12 @@ def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
 
 @router.post("/{job_id}/cancel", responses=error_responses(404, 409, 413))
 def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
-    """Cancel a job: a queued one never runs, a running one stops within a few steps."""
-    job = owned_job(session, owner.id, job_id)
+    """Cancel a job: a queued or paused one never runs again, a running one stops within a few steps."""
+    return full_job_object(session, cancel(session, owned_job(session, owner.id, job_id)))
+
+
+def cancel(session: Session, job: Job) -> Job:
+    """The job cancelled, or asked to stop; 409 once it has finished. (Also /v1/fine_tuning's cancel.)"""
     # The worker may change the status between our read and our write; each UPDATE is
     # conditional, so a lost race means re-reading and deciding again (at most a few times).
     for _ in range(3):
@@ -163,10 +168,10 @@ def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObje
         session.refresh(job)
         if job.status not in ACTIVE:
             raise Conflict(
-                f"job {job_id!r} already {job.status}; it cannot be cancelled", code="job_finished"
+                f"job {job.id!r} already {job.status}; it cannot be cancelled", code="job_finished"
             )
     session.refresh(job)
-    return full_job_object(session, job)
+    return job
 
 
 def event_object(event: JobEvent) -> JobEventObject:

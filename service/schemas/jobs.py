@@ -54,6 +54,9 @@ class JobObject(BaseModel):
     )
     error: JobError | None
     cancel_requested: bool
+    pause_requested: bool = Field(
+        description="A pause was asked of the running job; it becomes paused at its next step boundary."
+    )
     artifacts: list[ArtifactObject] = Field(description="The published files, once the job succeeded.")
     webhook_url: str | None = Field(None, description="Where this job's own webhook goes when it ends.")
 

@@ -69,6 +69,8 @@ def test_finished_jobs_are_listed_for_their_owner_only(
         assert models[job["id"]] == {
             "id": job["id"],
             "object": "model",
+            "created": models[job["id"]]["created"],
+            "owned_by": models[job["id"]]["owned_by"],
             "source": "job",
             "architecture": tiny["architecture"],
             "parameters": tiny["parameters"],

@@ -31,7 +31,7 @@ def documented(app: FastAPI, operation: Operation) -> set[int]:
 
 
 def filled(path: str, ids: dict[str, str]) -> str:
-    names = ("job_id", "file_id", "name", "checkpoint_id", "run_id", "webhook_id", "delivery_id")
+    names = ("job_id", "file_id", "name", "checkpoint_id", "run_id", "webhook_id", "delivery_id", "model_id")
     return path.format(**{name: ids.get(name, "unknown-id") for name in names})
 
 
