@@ -19,7 +19,8 @@ epochs) layer 5 too, so its cache is computed again one layer lower. The task is
 benchmarks/docstrings.py's, the hyperparameters benchmarks/whole_job.py's (batch 16, lr 1e-3, max
 length 96, seed 42; evaluation on the test set after every epoch and before the first step). Printed
 per job and side: the whole job's wall seconds, the training loop's (`train_seconds`: steps,
-evaluations and the cache), the test accuracy, and reuse's ratios of both times to recompute's.
+evaluations and the cache), the whole job's CPU seconds (steadier than wall time on a shared machine),
+the test accuracy, and reuse's ratios of the three times to recompute's.
 """
 
 import argparse
@@ -56,6 +57,7 @@ JOBS: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class Measured:
     seconds: float  # the whole job: load, cache, train, evaluate, export
+    cpu_seconds: float  # the same, in CPU time of this process: steadier on a shared machine
     train_seconds: float  # the training loop, evaluations and caching included
     accuracy: float  # on the test set, the last evaluation
     cached: str  # what the job's frozen_layers events said, briefly
@@ -76,7 +78,7 @@ def spec(job: str, side: str, epochs: int) -> JobSpec:
 
 def measure(job: str, side: str, data: Path, out_dir: Path, epochs: int) -> Measured:
     events: list[Event] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = run(
         spec(job, side, epochs),
         out_dir,
@@ -84,10 +86,15 @@ def measure(job: str, side: str, data: Path, out_dir: Path, epochs: int) -> Meas
         validation_path=data / "test.jsonl",
         on_event=events.append,
     )
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     frozen = [event.data for event in events if "frozen_layers" in event.data]
-    cached = ", ".join(f"{e['frozen_layers']} below layer {e['frozen_prefix_layers']}" for e in frozen)
-    return Measured(seconds, result.metrics["train_seconds"], result.metrics["val_accuracy"], cached or "-")
+    cached = ", ".join(
+        f"{e['frozen_layers']} below layer {e['frozen_prefix_layers']}"
+        + (f" (cached in {e['cache_seconds']:.1f} s)" if "cache_seconds" in e else "")
+        for e in frozen
+    )
+    metrics = result.metrics
+    return Measured(seconds, cpu_seconds, metrics["train_seconds"], metrics["val_accuracy"], cached or "-")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,22 +118,27 @@ def main(argv: list[str] | None = None) -> int:
                 row = measure(job, side, data, Path(scratch) / f"{job}-{side}", epochs)
                 rows[job][side] = row
                 print(
-                    f"{job} {side}: {row.seconds:.1f} s (training {row.train_seconds:.1f} s), "
+                    f"{job} {side}: {row.seconds:.1f} s (training {row.train_seconds:.1f} s, "
+                    f"CPU {row.cpu_seconds:.1f} s), "
                     f"accuracy {row.accuracy:.3f}; {row.cached}",
                     file=sys.stderr,
                     flush=True,
                 )
     print(f"frozen-prefix reuse, {epochs} epochs; ratios are reuse / recompute (the same training)")
-    print("| job | side | wall seconds | training seconds | test accuracy |")
-    print("|---|---|---:|---:|---:|")
+    print("| job | side | wall seconds | training seconds | CPU seconds | test accuracy |")
+    print("|---|---|---:|---:|---:|---:|")
     for job, sides in rows.items():
         for side, row in sides.items():
-            print(f"| {job} | {side} | {row.seconds:.1f} | {row.train_seconds:.1f} | {row.accuracy:.3f} |")
+            print(
+                f"| {job} | {side} | {row.seconds:.1f} | {row.train_seconds:.1f} | {row.cpu_seconds:.1f} "
+                f"| {row.accuracy:.3f} |"
+            )
     for job, sides in rows.items():
         reuse, recompute, dropout = sides["reuse"], sides["recompute"], sides["dropout"]
         print(
             f"{job}: wall {reuse.seconds / recompute.seconds:.2f}×, "
-            f"training {reuse.train_seconds / recompute.train_seconds:.2f}×; accuracy "
+            f"training {reuse.train_seconds / recompute.train_seconds:.2f}×, "
+            f"CPU {reuse.cpu_seconds / recompute.cpu_seconds:.2f}×; accuracy "
             f"{reuse.accuracy - recompute.accuracy:+.3f} vs recompute, "
             f"{reuse.accuracy - dropout.accuracy:+.3f} vs dropout"
         )

@@ -270,9 +270,10 @@ class FrozenPrefix:
 
     @torch.no_grad()
     def _cut_difference(self, boundary: int) -> float:
-        """On the longest training batch, in eval mode and float32: |cut − full| / |full| of the logits."""
+        """On the longest and shortest training examples (padding included), in eval mode and float32:
+        |cut − full| / |full| of their logits."""
         order = sorted(range(len(self.plain_train)), key=lambda i: -len(self.plain_train.input_ids[i]))
-        batch = to_device(collate(self.plain_train, order[: self.batch_size]), self.device)
+        batch = to_device(collate(self.plain_train, [order[0], order[-1]]), self.device)
         mask = batch["attention_mask"]
         was_training = self.model.training
         self.model.eval()
@@ -331,9 +332,9 @@ def frozen_prefix_for(
     frozen = boundary is not None and boundary >= 1  # gradual unfreezing starts with the head alone
     choice, why = hp.frozen_layers, ""
     if choice == "auto":
-        declined = _auto_declines(spec, task_kind, cut, steps_per_epoch(len(train_set), hp.batch_size))
         if not frozen:
             return None
+        declined = _auto_declines(spec, task_kind, cut, steps_per_epoch(len(train_set), hp.batch_size))
         if declined is not None:
             assert boundary is not None
             part = frozen_part_name(boundary, layers.count)

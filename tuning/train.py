@@ -109,9 +109,9 @@ def train(
     job's frozen layers, brings its own views of the model and data: the frozen part runs without
     dropout and, with reuse, batches carry its outputs, cached again whenever the boundary moves.
     """
-    frozen = frozen_prefix
-    if frozen is not None:
-        model, train_set, validation_set = frozen.model, frozen.train_set, frozen.validation_set
+    if frozen_prefix is not None:
+        model, train_set = frozen_prefix.model, frozen_prefix.train_set
+        validation_set = frozen_prefix.validation_set
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
     optimizer = make_optimizer(optimizer_groups, hp)
     named = _named_parameters(optimizer_groups)
@@ -141,8 +141,8 @@ def train(
         loop.resume(resume_from, before_step)
         step, first_epoch = resume_from.step, resume_from.epoch
         skip, order = resume_from.batches_done, resume_from.order
-    if frozen is not None:  # after a resume's schedule: the boundary is where its stage left it
-        frozen.follow()
+    if frozen_prefix is not None:  # after a resume's schedule: the boundary is where its stage left it
+        frozen_prefix.follow()
     if resume_from is None:
         evaluations.run(0)
         loop.initial_eval = evaluations.latest
@@ -161,8 +161,8 @@ def train(
             # Step: the schedule first, since a stage moves the frozen layers' boundary, then the batch.
             if before_step is not None and (event := before_step(step, epoch)) is not None:
                 on_event(event)
-                if frozen is not None:
-                    frozen.follow()
+                if frozen_prefix is not None:
+                    frozen_prefix.follow()
             batch = collate(train_set, indices)
             lr = learning_rate_at(
                 step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
