@@ -7,7 +7,7 @@ evaluation batches sorted by it, so they do not pay for the longest one in a ran
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -23,14 +23,27 @@ LabelKind = Literal["index", "multi_hot", "value", "tokens"]
 IGNORE_INDEX = -100  # cross_entropy's ignore_index: padding and tokens without a loss
 
 
+class FrozenOutputs(Protocol):
+    """A frozen part's cached outputs per example (tuning.frozen_prefix), padded for a batch."""
+
+    def padded(self, indices: Sequence[int]) -> torch.Tensor | None:
+        """[B, T, hidden] for the chosen examples, zeros past each one's length; None: none cached."""
+        ...
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """Token ids per example and, for labelled data, each example's label (see LabelKind)."""
+    """Token ids per example and, for labelled data, each example's label (see LabelKind).
+
+    With `frozen_outputs` caching them, a batch carries the frozen part's outputs (`frozen_outputs`,
+    for tuning.frozen_prefix's model) in place of `input_ids`.
+    """
 
     input_ids: list[list[int]]
     labels: list[Any] | None
     pad_id: int
     label_kind: LabelKind = "index"
+    frozen_outputs: FrozenOutputs | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -60,6 +73,9 @@ def collate(encoded: Encoded, indices: Sequence[int]) -> Batch:
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention_mask[i, : len(row)] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    cached = encoded.frozen_outputs.padded(indices) if encoded.frozen_outputs is not None else None
+    if cached is not None:
+        batch = {"frozen_outputs": cached, "attention_mask": attention_mask}
     if encoded.labels is not None:
         batch["labels"] = _stack_labels(encoded, indices, width)
     return batch
@@ -129,8 +145,14 @@ def epoch_order(
 
 def batches_of(encoded: Encoded, order: Sequence[int], batch_size: int, *, skip: int = 0) -> Iterator[Batch]:
     """The batches of one epoch's `order`, from batch `skip` on (a resumed epoch skips those it trained)."""
+    for indices in batch_indices(order, batch_size, skip=skip):
+        yield collate(encoded, indices)
+
+
+def batch_indices(order: Sequence[int], batch_size: int, *, skip: int = 0) -> Iterator[Sequence[int]]:
+    """The examples of each of `batches_of`'s batches, for a caller that collates them itself, later."""
     for start in range(skip * batch_size, len(order), batch_size):
-        yield collate(encoded, order[start : start + batch_size])
+        yield order[start : start + batch_size]
 
 
 def steps_per_epoch(examples: int, batch_size: int) -> int:

@@ -32,6 +32,7 @@ from tuning.data import AnyExample, Label, read_data_file
 from tuning.device import pick_device, uses_bf16
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.frozen_prefix import FrozenPrefix, frozen_prefix_for
 from tuning.models import resolve_base_model
 from tuning.optim import parameter_groups
 from tuning.parts.layer_lr import layer_lr_scales
@@ -271,8 +272,23 @@ def train_job(
         save_checkpoint=checkpoints,
         resume_points=resume_points,
         resume_from=resumed,
+        frozen_prefix=_frozen_prefix(job, on_event),
         on_event=on_event,
         should_stop=should_stop,
+    )
+
+
+def _frozen_prefix(job: Prepared, on_event: EventSink) -> FrozenPrefix | None:
+    return frozen_prefix_for(
+        job.spec,
+        model=job.model,
+        layers=job.built.layers,
+        task_kind=job.task.kind,
+        train_set=job.train_set,
+        validation_set=job.validation_set,
+        device=job.device,
+        bf16=uses_bf16(job.device, job.spec.hyperparameters.mixed_precision),
+        on_event=on_event,
     )
 
 

@@ -16,12 +16,13 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from tuning.batching import Batch, Encoded, batches_of, epoch_order, steps_per_epoch
+from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.frozen_prefix import FrozenPrefix
 from tuning.optim import learning_rate_at, make_optimizer, set_learning_rate, warmup_steps
 from tuning.regularizers import Regularizer
 from tuning.spec import CheckpointOptions, EarlyStopping, Hyperparameters
@@ -91,6 +92,7 @@ def train(
     save_checkpoint: CheckpointSink | None = None,
     resume_points: ResumePoints | None = None,
     resume_from: TrainingState | None = None,
+    frozen_prefix: FrozenPrefix | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
 ) -> TrainResult:
@@ -103,8 +105,13 @@ def train(
     `every_steps` steps or at each epoch's end). Then, when `resume_points` says one is due, the loop's
     state goes to it: after everything the step did, and for an epoch's last step after the epoch's
     evaluation and checkpoint. `resume_from`, such a state, continues at its next step: nothing of the
-    steps before it (their events included) happens again.
+    steps before it (their events included) happens again. `frozen_prefix` (tuning.frozen_prefix), the
+    job's frozen layers, brings its own views of the model and data: the frozen part runs without
+    dropout and, with reuse, batches carry its outputs, cached again whenever the boundary moves.
     """
+    if frozen_prefix is not None:
+        model, train_set = frozen_prefix.model, frozen_prefix.train_set
+        validation_set = frozen_prefix.validation_set
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
     optimizer = make_optimizer(optimizer_groups, hp)
     named = _named_parameters(optimizer_groups)
@@ -129,14 +136,16 @@ def train(
         if resume_points is not None and resume_points.due(step):
             resume_points(loop.state(step, epoch, batches_done, order))
 
-    if resume_from is None:
-        evaluations.run(0)
-        loop.initial_eval = evaluations.latest
-        step, first_epoch, skip, order = 0, 0, 0, None
-    else:
+    step, first_epoch, skip, order = 0, 0, 0, None
+    if resume_from is not None:
         loop.resume(resume_from, before_step)
         step, first_epoch = resume_from.step, resume_from.epoch
         skip, order = resume_from.batches_done, resume_from.order
+    if frozen_prefix is not None:  # after a resume's schedule: the boundary is where its stage left it
+        frozen_prefix.follow()
+    if resume_from is None:
+        evaluations.run(0)
+        loop.initial_eval = evaluations.latest
     model.train()
     for epoch in range(first_epoch, hp.epochs):
         if stopper is not None and stopper.should_stop:
@@ -145,13 +154,16 @@ def train(
             progress.new_epoch()
             order = epoch_order(train_set, hp.batch_size, shuffle, group_by_length=grouped)
         assert order is not None
-        for done, batch in enumerate(batches_of(train_set, order, hp.batch_size, skip=skip), start=skip + 1):
+        for done, indices in enumerate(batch_indices(order, hp.batch_size, skip=skip), start=skip + 1):
             if should_stop():
                 raise Cancelled()
             step += 1
-            # Step.
+            # Step: the schedule first, since a stage moves the frozen layers' boundary, then the batch.
             if before_step is not None and (event := before_step(step, epoch)) is not None:
                 on_event(event)
+                if frozen_prefix is not None:
+                    frozen_prefix.follow()
+            batch = collate(train_set, indices)
             lr = learning_rate_at(
                 step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
             )
@@ -372,7 +384,7 @@ class Progress:
     def stepped(self, step: int, batch: Batch, losses: "StepLosses", lr: float, eval_seconds: float) -> None:
         self.window.append(losses)
         self.epoch_losses.append(losses.task)
-        self.examples_seen += len(batch["input_ids"])
+        self.examples_seen += len(batch["attention_mask"])
         self.trained_tokens += int(batch["attention_mask"].sum())
         if step % self.logging_steps == 0 or step == self.total_steps:
             elapsed = time.perf_counter() - self.started

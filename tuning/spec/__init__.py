@@ -102,6 +102,25 @@ class Hyperparameters(SpecModel):
         "bf16 matmuls (AMX or AVX512-BF16), float32 elsewhere; bf16: always; no: float32 everywhere. "
         "Weights, the saved delta and every evaluation stay float32.",
     )
+    frozen_layers: Literal["auto", "reuse", "recompute", "dropout"] = Field(
+        "auto",
+        description="How the layers below the lowest trainable one run (a linear probe, partial's last N "
+        "layers, LoRA on the top layers, gradual unfreezing's early stages). reuse: without dropout, so "
+        "their outputs are a function of the tokens, computed once per example and reused every epoch and "
+        "evaluation (sequence_classification on BERT-style encoders; recomputes above "
+        "frozen_outputs_max_mb); recompute: without dropout, computed again each step (the same training, "
+        "slower); dropout: as in training, dropout on, every step; auto: reuse when at least one layer is "
+        "frozen for 2 epochs or more and there is no kl regularizer, else dropout. The job's events say "
+        "which ran.",
+    )
+    frozen_outputs_max_mb: int = Field(
+        2048,
+        ge=0,
+        le=1_048_576,
+        description="The most memory (MiB, on the training device) reuse may keep the frozen layers' "
+        "outputs in, float32 tokens × hidden size over the training and validation sets; above it they "
+        "are recomputed each step instead, with an event saying so.",
+    )
 
 
 class JobSpec(SpecModel):
@@ -159,7 +178,20 @@ class JobSpec(SpecModel):
                     "regularizers.kl compares class distributions; it is not available for causal_lm",
                     param="regularizers.kl",
                 )
+            if self.hyperparameters.frozen_layers in ("reuse", "recompute"):
+                raise CompositionError(
+                    "hyperparameters.frozen_layers reuse and recompute apply to sequence_classification",
+                    param="hyperparameters.frozen_layers",
+                )
         else:
+            cached = self.hyperparameters.frozen_layers in ("reuse", "recompute")
+            if cached and self.regularizers.kl is not None:
+                raise CompositionError(
+                    "hyperparameters.frozen_layers reuse and recompute change the forward that "
+                    "regularizers.kl compares with its reference model on the same tokens; "
+                    "use dropout or auto",
+                    param="hyperparameters.frozen_layers",
+                )
             if self.problem_type == "regression":
                 for name in ("kl", "ewc"):
                     if getattr(self.regularizers, name) is not None:
