@@ -77,6 +77,10 @@ STATS_FLUSH_SECONDS = 11  # PostgreSQL 15 flushes an idle backend's counters wit
 STATEMENTS_SHOWN = 25
 POLL_SECONDS = 1.0
 STATUS_QUERY = "SELECT status, count(*) FROM jobs GROUP BY status"
+CONNECTIONS_QUERY = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+OWN_QUERIES = frozenset({STATUS_QUERY, CONNECTIONS_QUERY})
 
 
 @dataclass
@@ -155,7 +159,10 @@ def run_fleet(
     time.sleep(STATS_FLUSH_SECONDS)
     idle = counters.window(lambda: time.sleep(options.idle_seconds))
     fleet = Fleet(deployment, rng, options)
-    jobs = counters.window(lambda: fleet.run(spec), after=lambda: settle(deployment))
+    try:
+        jobs = counters.window(lambda: fleet.run(spec), after=lambda: settle(deployment))
+    finally:
+        fleet.close()
     figures: dict[str, Any] = {
         "options": {k: v for k, v in vars(options).items()},
         "settings": FLEET_ENV,
@@ -168,10 +175,17 @@ def run_fleet(
     figures["jobs_per_minute"] = round(figures["succeeded"] / jobs.seconds * 60, 2)
     figures["rows"] = table_rows(deployment, len(fleet.job_ids))
     # The benchmark's own polls out: one commit each, and the rows their scans returned.
-    jobs.database["xact_commit"] -= fleet.polls
+    jobs.database["xact_commit"] -= 2 * fleet.polls  # two autocommitted statements each
+    jobs.database["sessions"] -= 1
     jobs.database["tup_returned"] -= fleet.polled_rows
-    jobs.statements = [entry for entry in jobs.statements if entry["query"] != STATUS_QUERY]
+    jobs.statements = [entry for entry in jobs.statements if entry["query"] not in OWN_QUERIES]
     figures["benchmark_polls"] = fleet.polls
+    figures["connections_held"] = {
+        "max": max(fleet.connections),
+        "mean": round(statistics.fmean(fleet.connections), 1),
+        "workers": options.workers,
+        "api_processes": 1,
+    }
     figures["database"] = per_job_counts(jobs.database, len(fleet.job_ids))
     figures["database_idle_per_worker_second"] = rates(idle.database, idle.seconds * options.workers)
     figures["redis"] = per_job_counts(jobs.redis, len(fleet.job_ids))
@@ -210,6 +224,8 @@ class Fleet:
     restarts: dict[str, float] = field(default_factory=dict)  # name -> when to start it again
     polls: int = 0  # this process's own status queries, taken out of the database's counts
     polled_rows: int = 0  # the rows they scanned (the jobs table is small: a sequential scan)
+    poller: psycopg.Connection[Any] | None = None  # one connection for every poll
+    connections: list[int] = field(default_factory=list)  # the fleet's connections at each poll
 
     def run(self, spec: dict[str, Any]) -> None:
         options = self.options
@@ -256,11 +272,19 @@ class Fleet:
                 del self.restarts[name]
 
     def status_counts(self) -> dict[str, int]:
-        with psycopg.connect(self.deployment.database_url, autocommit=True) as connection:
-            rows = connection.execute(STATUS_QUERY).fetchall()
+        """The jobs by status, and the connections the fleet holds now (sampled into `connections`)."""
+        if self.poller is None:
+            self.poller = psycopg.connect(self.deployment.database_url, autocommit=True)
+        rows = self.poller.execute(STATUS_QUERY).fetchall()
+        (held,) = self.poller.execute(CONNECTIONS_QUERY).fetchone() or (0,)
+        self.connections.append(int(held))
         self.polls += 1
         self.polled_rows += sum(int(count) for _, count in rows)
         return {status: int(count) for status, count in rows}
+
+    def close(self) -> None:
+        if self.poller is not None:
+            self.poller.close()
 
 
 def settle(deployment: Deployment) -> None:
@@ -566,6 +590,7 @@ def print_report(figures: dict[str, Any]) -> None:
         f"attempts {figures['attempts']}, jobs re-run {figures['jobs_rerun']}; "
         f"{figures['jobs_per_minute']} jobs/min over {figures['wall_seconds']} s"
     )
+    print("connections held by the API and the workers:", json.dumps(figures["connections_held"]))
     print(f"\n{'per job (s)':34} {'median':>8} {'p95':>8} {'mean':>8} {'n':>6}")
     for name, row in figures["per_job"].items():
         print(f"{name:34} {row['median']:8.3f} {row['p95']:8.3f} {row['mean']:8.3f} {row['n']:6d}")
