@@ -2,10 +2,13 @@
 
 The API keeps one engine per app (`app.state`); a worker task and a CLI command each build their own
 with `sessions_for` and dispose of it, so a forked pool process never shares a connection with its
-parent.
+parent. The worker's own threads (the sweep, the webhook sender) keep one engine for their lifetime
+with `lasting_sessions`: a fresh engine per pass cost a new connection each time (benchmarks/fleet.py).
 """
 
+import os
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,6 +66,24 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
     )
+
+
+def lasting_sessions(settings: Settings) -> tuple[sessionmaker[Session], Engine]:
+    """A sessionmaker on an engine that lives as long as its owner (dispose of the engine when done).
+
+    A process forked while it exists (a Celery pool process replaced later) drops the inherited pool
+    without closing it, as SQLAlchemy advises: closing would end the parent's connections too.
+    """
+    engine = make_engine(settings.database_url)
+    owned = weakref.ref(engine)
+
+    def forget_in_child() -> None:
+        inherited = owned()
+        if inherited is not None:
+            inherited.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget_in_child)
+    return sessionmaker(engine, expire_on_commit=False), engine
 
 
 @contextmanager

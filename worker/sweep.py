@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import sessions_for
+from core.db import lasting_sessions, sessions_for
 from core.dispatch import make_celery
 from core.settings import Settings
 from worker.lifecycle import JOBS, RUNS
@@ -45,18 +46,26 @@ class SweepReport:
 
 
 def sweep(
-    settings: Settings, celery: Celery, *, at_start: bool = False, expire_leases: bool = True
+    settings: Settings,
+    celery: Celery,
+    *,
+    at_start: bool = False,
+    expire_leases: bool = True,
+    sessions: sessionmaker[Session] | None = None,
 ) -> SweepReport:
     """One sweep of jobs and transferability runs; `at_start` re-sends every queued row and also
-    clears published folders no row names; `expire_leases` False leaves running rows alone."""
+    clears published folders no row names; `expire_leases` False leaves running rows alone. Without
+    `sessions`, on an engine of its own."""
+    if sessions is None:
+        with sessions_for(settings) as own:
+            return sweep(settings, celery, at_start=at_start, expire_leases=expire_leases, sessions=own)
     report = SweepReport()
-    with sessions_for(settings) as sessions:
-        for lifecycle in (JOBS, RUNS):
-            if expire_leases:
-                report.requeued += lifecycle.requeue_expired(sessions, celery)
-            after = None if at_start else settings.resend_after_seconds
-            report.resent += lifecycle.resend_queued(sessions, celery, after_seconds=after)
-        report.removed = [str(path) for path in sweep_leftovers(sessions, settings, artifacts=at_start)]
+    for lifecycle in (JOBS, RUNS):
+        if expire_leases:
+            report.requeued += lifecycle.requeue_expired(sessions, celery)
+        after = None if at_start else settings.resend_after_seconds
+        report.resent += lifecycle.resend_queued(sessions, celery, after_seconds=after)
+    report.removed = [str(path) for path in sweep_leftovers(sessions, settings, artifacts=at_start)]
     return report
 
 
@@ -66,6 +75,7 @@ class Sweeper:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.celery = make_celery(settings)
+        self.sessions, self._engine = lasting_sessions(settings)
         self._clock = clock
         # Leases are expired only from this moment on: infinity while the database is unreachable.
         self._expire_from = 0.0
@@ -80,11 +90,18 @@ class Sweeper:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self._engine.dispose()
 
     def sweep_once(self, *, at_start: bool = False) -> SweepReport | None:
         expire_leases = self._clock() >= self._expire_from
         try:
-            report = sweep(self.settings, self.celery, at_start=at_start, expire_leases=expire_leases)
+            report = sweep(
+                self.settings,
+                self.celery,
+                at_start=at_start,
+                expire_leases=expire_leases,
+                sessions=self.sessions,
+            )
         except Exception:
             # The database or the broker may be down: the next sweep tries again.
             logger.exception("the sweep failed; trying again in %gs", self.settings.sweep_seconds)

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import sessions_for
+from core.db import lasting_sessions
 from core.models import WebhookDelivery, WebhookDeliveryStatus, WebhookSecret, utcnow
 from core.settings import Settings
 from core.webhook_signing import signed_headers
@@ -58,6 +58,7 @@ class WebhookSender:
         self.settings = settings
         self.policy = HostPolicy.from_entries(settings.webhook_allowed_hosts)
         self._resolve = resolve
+        self._sessions, self._engine = lasting_sessions(settings)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="deltatune-webhooks", daemon=True)
 
@@ -71,16 +72,16 @@ class WebhookSender:
             # Not a whole attempt's timeout: shutdown must be quick, and an attempt cut short is made
             # again once its claim runs out (the receiver dedupes on webhook-id).
             self._thread.join(timeout=5)
+        self._engine.dispose()
 
     def send_due(self) -> list[str]:
         """Attempt every due delivery once; the ids this sender attempted (claimed)."""
-        # A fresh engine per pass, as the sweep does: a pool process forked later inherits no connection.
-        with sessions_for(self.settings) as sessions:
-            due = self._due(sessions)
-            if not due:
-                return []
-            with ThreadPoolExecutor(max_workers=min(PARALLEL, len(due))) as pool:
-                attempted = list(pool.map(lambda row: self._attempt(sessions, *row), due))
+        sessions = self._sessions
+        due = self._due(sessions)
+        if not due:
+            return []
+        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(due))) as pool:
+            attempted = list(pool.map(lambda row: self._attempt(sessions, *row), due))
         return [delivery_id for delivery_id in attempted if delivery_id is not None]
 
     def _due(self, sessions: sessionmaker[Session]) -> list[tuple[str, int]]:

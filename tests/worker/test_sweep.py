@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.db import make_engine
 from core.dispatch import RUN_JOB_TASK, make_celery
 from core.models import Job, JobEvent, utcnow
 from core.settings import Settings
@@ -154,11 +155,12 @@ def test_after_an_outage_leases_expire_only_once_live_attempts_had_a_lease_to_re
     expire_lease(sessions, job_id)
     now = [100.0]
     sweeper = Sweeper(settings, clock=lambda: now[0])
-    unreachable = settings.model_copy(update={"database_url": "postgresql+psycopg://127.0.0.1:1/none"})
+    reachable = sweeper.sessions
+    unreachable = make_engine("postgresql+psycopg://127.0.0.1:1/none")
 
-    sweeper.settings = unreachable
+    sweeper.sessions = sessionmaker(unreachable)
     assert sweeper.sweep_once() is None
-    sweeper.settings = settings
+    sweeper.sessions = reachable
     report = sweeper.sweep_once()
     assert report is not None and report.requeued == []
     now[0] += settings.lease_seconds - 0.5
