@@ -19,7 +19,8 @@ from core.schema_version import assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
-from service.routes import checkpoints, files, health, jobs, methods, models, transferability
+from service.routes import checkpoints, event_stream, files, health, jobs, methods, models, transferability
+from service.stream_slots import StreamSlots
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.celery = make_celery(settings)
+    app.state.event_streams = StreamSlots(settings.max_event_streams_per_owner)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
-    for module in (health, files, jobs, checkpoints, methods, models, transferability):
+    for module in (health, files, jobs, event_stream, checkpoints, methods, models, transferability):
         app.include_router(module.router)
     return app

@@ -340,7 +340,12 @@ def disk_full(error: BaseException) -> bool:
 
 
 JOBS = Lifecycle(
-    Job, "job", enqueue_job, status_events=True, error_param=True, requeue_resets={"progress": 0.0}
+    Job,
+    "job",
+    enqueue_job,
+    status_events=True,
+    error_param=True,
+    requeue_resets={"progress": 0.0, "estimated_finish_at": None},
 )
 RUNS = Lifecycle(TransferabilityRun, "transferability run", enqueue_transferability)
 
