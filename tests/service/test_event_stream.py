@@ -6,6 +6,9 @@ open streams.
 """
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,9 +26,11 @@ from core.models import JobEvent, Owner
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
+from tests.integration.server import free_port
 from tests.service.conftest import key_headers
 from tests.service.helpers import create_job, set_job
 from tests.service.live_server import LiveServer
+from tests.worker.processes import clean_environment, wait_for
 
 
 @dataclass
@@ -246,3 +251,49 @@ def test_an_owner_may_hold_only_so_many_streams(
     wait_until(lambda: stream_app.state.event_streams.held(owner_id(stream_app, "alice")) == 0)
     with stream(live, job_id, alice) as again:
         assert again.status_code == 200
+
+
+def test_stopping_the_server_ends_open_streams_at_once(
+    stream_app: FastAPI, stream_settings: Settings, alice: dict[str, str], job_id: str, tmp_path: Path
+) -> None:
+    """`deltatune api` (as `serve` runs it) on this test's database: SIGTERM with a client watching a
+    job that never ends must not wait for the client to leave."""
+    port = free_port()
+    env = clean_environment(
+        DELTATUNE_DATA_DIR=str(stream_settings.data_dir),
+        DELTATUNE_MODEL_DIRS=json.dumps([str(path) for path in stream_settings.model_dirs]),
+        DELTATUNE_EVENT_STREAM_KEEP_ALIVE_SECONDS="0.2",
+    )
+    log = tmp_path / "api.log"
+    with log.open("wb") as output:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "api", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(f"{url}/healthz"), timeout=60, what="deltatune api", log=log.read_text)
+        with httpx.stream(
+            "GET", f"{url}/v1/jobs/{job_id}/events/stream", headers=alice, timeout=10
+        ) as response:
+            received = messages(response)
+            assert next(received).comments == ["keep-alive"]
+            api.send_signal(signal.SIGTERM)
+            # uvicorn waits for open responses to end: without the drain it would wait for ever here.
+            assert api.wait(timeout=20) == 0, log.read_text()
+            # The connection closed with the server (mid-body, so the client reconnects), no `end` sent.
+            with pytest.raises(httpx.RemoteProtocolError):
+                assert not [m for m in received if m.fields]
+    finally:
+        if api.poll() is None:
+            api.kill()
+            api.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
