@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from service.client.api import DeltatuneClient, RequestRefused, ServerUnreachable
 
@@ -76,13 +76,13 @@ class WatchView:
             TextColumn("{task.fields[loss]}"),
             TextColumn("{task.fields[eval]}"),
             TextColumn("{task.fields[eta]}"),
-            TimeElapsedColumn(),
             console=console,
             disable=not self.live,
         )
         self.task: TaskID = self.progress.add_task(
             job["id"], total=None, status=job["status"], step="", loss="", eval="", eta=""
         )
+        self.elapsed = ""  # the job's training time at its latest logging step
         console.print(f"watching job {job['id']}: {job['method']['type']} on {job['base_model']}")
 
     def __enter__(self) -> "WatchView":
@@ -108,7 +108,7 @@ class WatchView:
 
     def ended(self, job: dict[str, Any]) -> None:
         status = job["status"]
-        self.progress.update(self.task, status=status, eta="")
+        self.progress.update(self.task, status=status, eta=self.elapsed)
         if status == SUCCEEDED:
             self.progress.update(self.task, completed=self.progress.tasks[0].total or 1)
         self.progress.stop()
@@ -120,7 +120,10 @@ class WatchView:
             self.progress.update(self.task, completed=step, total=total, step=f"step {step}/{total}")
             elapsed = data.get("elapsed_seconds")
             if isinstance(elapsed, int | float) and step > 0:
-                self.progress.update(self.task, eta=f"ETA {_duration((total - step) * elapsed / step)}")
+                # The job's own clock, not the watch's: a watch started late still shows the truth.
+                left = (total - step) * elapsed / step
+                self.elapsed = f"{_duration(elapsed)} elapsed"
+                self.progress.update(self.task, eta=f"{self.elapsed}, {_duration(left)} left")
         loss = data.get("train_loss")
         self.progress.update(
             self.task, loss=f"loss {loss:.4f}" if isinstance(loss, int | float) else "loss -"

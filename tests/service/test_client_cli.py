@@ -26,7 +26,7 @@ from service.app import create_app
 from service.cli import main
 from service.client.api import DeltatuneClient
 from service.client.connection import KEY_FILE_NAME
-from service.client.watch import watch_job
+from service.client.watch import WatchView, watch_job
 from tests.integration.server import ServeProcess, free_port
 from tests.service.conftest import key_headers
 from tests.service.helpers import create_job, set_job
@@ -294,3 +294,27 @@ def test_watch_of_a_failed_job_exits_1_with_its_error(
         code, _, err = run(capsys, "jobs", "watch", job_id)
     assert code == 1
     assert f"job {job_id} failed (invalid_data): line 3: label missing [param: training_file]" in err
+
+
+def test_on_a_terminal_watch_draws_a_bar_with_step_loss_validation_and_time_left(live_app: FastAPI) -> None:
+    with TestClient(live_app) as client:
+        headers = key_headers(live_app, "alice")
+        job_id = create_job(client, headers)["id"]
+    set_job(live_app, job_id, status="running")
+    add_event(live_app, job_id, "eval", step=0, val_accuracy=0.25)
+    add_event(live_app, job_id, "metrics", step=3, total_steps=12, train_loss=0.5, elapsed_seconds=6.0)
+    end_job(live_app, job_id, "cancelled")
+    screen = Console(file=io.StringIO(), force_terminal=True, width=160)
+    with (
+        LiveServer(live_app) as live,
+        DeltatuneClient(live.url, headers["Authorization"].split()[1]) as api,
+    ):
+        job = watch_job(api, job_id, screen)
+    drawn = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert job["status"] == "cancelled"
+    assert "step 3/12" in drawn and "loss 0.5000" in drawn and "val accuracy 0.25" in drawn
+    assert "0:00:06 elapsed" in drawn and f"job {job_id} cancelled" in drawn
+
+    view = WatchView(screen, job)
+    view.show({"type": "metrics", "data": {"step": 3, "total_steps": 12, "elapsed_seconds": 6.0}})
+    assert view.progress.tasks[0].fields["eta"] == "0:00:06 elapsed, 0:00:18 left"  # 9 steps at 2 s
