@@ -225,7 +225,6 @@ def test_a_client_that_leaves_stops_its_stream_and_frees_its_slot(
     add_event(stream_app, job_id, step=1)
     with stream(live, job_id, alice) as response:
         next(messages(response))
-        assert slots.held(owner) == 1
     # The client closed the connection: the generator is cancelled, its slot given back...
     wait_until(lambda: slots.held(owner) == 0)
     # ... and it reads the database no more (it polled every 0.05 s while open).
