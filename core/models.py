@@ -129,6 +129,8 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     examples_seen: Mapped[int] = mapped_column(BigInteger, default=0)
     trained_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # When the running attempt expects its last step, from its rate so far (worker/progress.py).
+    estimated_finish_at: Mapped[datetime | None] = mapped_column(default=None)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The validating_files report (tuning.validation), made with the base model's tokenizer at POST.
     validation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     resume_every_seconds: float | None = Field(
         300.0, gt=0, description="... and when this long has passed since its last one (null: never)."
     )
+    # The live event stream (GET /v1/jobs/{id}/events/stream, service/routes/event_stream.py).
+    event_stream_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often an open event stream reads the database for new events."
+    )
+    event_stream_keep_alive_seconds: float = Field(
+        15.0, gt=0, le=3600, description="An event stream with nothing to send sends a keep-alive this often."
+    )
+    max_event_streams_per_owner: int = Field(
+        16, ge=1, description="Event streams one owner may hold open at once on one API process."
+    )
     # Measured: a forward+backward of all-MiniLM-L6-v2 (22.7M parameters), batch 16 × 128 tokens, took
     # 0.88-1.19 s on this project's 2-core CPU build machine, i.e. 6·P·tokens/s ≈ 2.3-3.2e11.
     worker_flops: float = Field(
@@ -173,3 +183,18 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class ClientSettings(BaseSettings):
+    """What the `deltatune` client commands read from the environment: where the server is and which
+    key to send. Apart from `Settings` because a client runs without any server configuration (on
+    another machine, say), and a server variable it has no use for must not stop it; kept here so
+    that this module stays the only one that reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DELTATUNE_", extra="ignore")
+
+    url: str = Field("http://127.0.0.1:8000", description="The deltatune server's base URL.")
+    api_key: str | None = Field(None, description="The key sent as `Authorization: Bearer <key>`.")
+    data_dir: Path = Field(
+        Path(".deltatune"), description="The embedded default's data dir, where `serve` saves its key."
+    )

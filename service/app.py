@@ -21,6 +21,7 @@ from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
 from service.routes import (
     checkpoints,
+    event_stream,
     files,
     fine_tuning,
     health,
@@ -32,6 +33,7 @@ from service.routes import (
     transferability,
     webhooks,
 )
+from service.stream_slots import StreamSlots
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.celery = make_celery(settings)
+    app.state.event_streams = StreamSlots(settings.max_event_streams_per_owner)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimit)
     for module in (
         health,
         files,
         jobs,
+        event_stream,
         pauses,
         checkpoints,
         methods,

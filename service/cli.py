@@ -1,6 +1,7 @@
-"""The `deltatune` command: the embedded default (`serve`), the distributed processes, keys and migrations.
+"""The `deltatune` command: the embedded default (`serve`), the distributed processes, keys and migrations,
+and the client commands (`files`, `jobs`, `models`, in service/client/) that talk to a running server.
 
-This is the only place that prints to stdout for the user; everything else logs.
+This and service/client/ are the only places that print for the user; everything else logs.
 """
 
 import argparse
@@ -22,11 +23,12 @@ from core.schema_version import SchemaNotAtHead, assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
 from core.worker_process import DEFAULT_QUEUES, start_worker, stop_worker, worker_command
 from service.auth import create_api_key, list_api_keys, owner_for_key, revoke_api_key
+from service.client.commands import add_client_commands, run_client
+from service.client.connection import KEY_FILE_NAME
 
 logger = logging.getLogger("deltatune")
 
 LOCAL_OWNER = "local"
-KEY_FILE_NAME = "api-key"
 
 SERVE_HELP = """\
 Start deltatune on its embedded default: a SQLite database, uploads and artifacts under
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(run=_keys_revoke)
+
+    add_client_commands(commands)
     return parser
 
 
@@ -101,8 +105,12 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if hasattr(args, "client"):
+        # A client needs no server settings, and its output is its own (no INFO log of each request).
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return run_client(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run: Callable[[argparse.Namespace, Settings], int] = args.run
     try:
         return run(args, get_settings())

@@ -34,6 +34,7 @@ TYPE_BY_STATUS = {
     413: "request_too_large",
     415: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     503: "service_unavailable",
     507: "insufficient_storage",
 }
@@ -46,6 +47,7 @@ CODE_BY_STATUS = {
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "too_many_requests",
     503: "not_ready",
     507: "insufficient_storage",
 }

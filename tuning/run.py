@@ -73,7 +73,8 @@ def run(
         on_event=on_event,
         should_stop=should_stop,
     )
-    on_event(Event("message", f"exporting the artifact to {out_dir.name}", {}))
+    # Said in the user's words: the scratch folder's name means nothing to a client.
+    on_event(Event("message", "training finished; writing the artifact", {}))
     files = write_artifact(out_dir, fitted.job)
     result = fitted.result
     return RunResult(

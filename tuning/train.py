@@ -390,7 +390,10 @@ class Progress:
             elapsed = time.perf_counter() - self.started
             speed = self.examples_seen / max(elapsed - eval_seconds, 1e-9)
             epoch = step / self.per_epoch
-            self.on_event(_metrics_event(step, self.total_steps, epoch, self.window, lr, speed, elapsed))
+            event = _metrics_event(step, self.total_steps, epoch, self.window, lr, speed, elapsed)
+            # The running totals ride along, so the job shows them while it trains, not only at its end.
+            event.data.update(examples_seen=self.examples_seen, trained_tokens=self.trained_tokens)
+            self.on_event(event)
             self.window = []
 
 

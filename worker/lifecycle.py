@@ -361,7 +361,7 @@ JOBS = Lifecycle(
     enqueue_job,
     status_events=True,
     error_param=True,
-    requeue_resets={"progress": 0.0},
+    requeue_resets={"progress": 0.0, "estimated_finish_at": None},
     on_end=record_job_deliveries,
 )
 RUNS = Lifecycle(TransferabilityRun, "transferability run", enqueue_transferability)

@@ -5,20 +5,25 @@ client polling the job sees progress while it trains and a stale attempt adds no
 carries the latest progress, metrics and counters alongside. When an attempt resumes from step k
 (the `resumed from step k` event), the step events of earlier attempts after k go in the same
 transaction: the job's events read as one continuous series of steps.
+
+At each logging step the job row also gets the examples and tokens trained so far and an estimated
+finish: the steps left at the rate of the steps so far. The training loop's clock (elapsed_seconds)
+leaves out loading the model and carries on across a resume, so neither skews the rate.
 """
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from core.models import Job, JobEvent
+from core.models import Job, JobEvent, utcnow
 from tuning.events import Event
 from worker.lifecycle import Attempt
 
-# Event fields that describe the run's position rather than a measurement.
-_NOT_METRICS = frozenset({"total_steps"})
+# Event fields that describe the run's position rather than a measurement (the counters are columns).
+_NOT_METRICS = frozenset({"total_steps", "examples_seen", "trained_tokens"})
 _COUNTERS = ("examples_seen", "trained_tokens")
 
 
@@ -61,6 +66,21 @@ class ProgressRecorder:
         for counter in _COUNTERS:
             if isinstance(data.get(counter), int):
                 setattr(job, counter, data[counter])
+        if event_type == "metrics":
+            seconds_left = _seconds_left(data)
+            if seconds_left is not None:
+                job.estimated_finish_at = utcnow() + timedelta(seconds=seconds_left)
+
+
+def _seconds_left(data: dict[str, Any]) -> float | None:
+    """The seconds the steps left take at the rate of the steps so far; None without a rate."""
+    step, total, elapsed = data.get("step"), data.get("total_steps"), data.get("elapsed_seconds")
+    if (
+        not (isinstance(step, int) and isinstance(total, int) and isinstance(elapsed, int | float))
+        or step <= 0
+    ):
+        return None
+    return max(total - step, 0) * float(elapsed) / step
 
 
 def forget_steps_after(session: Session, job_id: str, step: int) -> None:

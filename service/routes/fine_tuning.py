@@ -43,8 +43,12 @@ from service.schemas.fine_tuning import (
 from service.submit import submit_job
 from tuning.spec import JobSpec
 
+# Invalid requests answer 400 here, as OpenAI's do (service.errors); 422 is declared only so that
+# FastAPI documents no HTTPValidationError shape of its own.
 router = APIRouter(
-    prefix="/v1/fine_tuning/jobs", tags=["fine_tuning"], responses=error_responses(400, 401, 404, 500, 503)
+    prefix="/v1/fine_tuning/jobs",
+    tags=["fine_tuning"],
+    responses=error_responses(400, 401, 404, 422, 500, 503),
 )
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
@@ -69,6 +73,9 @@ def openai_job(session: Session, settings: Settings, job: Job, owner: Owner) -> 
         id=job.id,
         created_at=unix_seconds(job.created_at),
         error=error,
+        estimated_finish=optional_unix_seconds(job.estimated_finish_at)
+        if job.status == JobStatus.RUNNING
+        else None,
         fine_tuned_model=fine_tuned_model(job, owner.name),
         finished_at=optional_unix_seconds(job.finished_at),
         hyperparameters=hyperparameters,

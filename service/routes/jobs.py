@@ -63,6 +63,10 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
         created_at=unix_seconds(job.created_at),
         started_at=optional_unix_seconds(job.started_at),
         finished_at=optional_unix_seconds(job.finished_at),
+        # OpenAI's meaning: an estimate only while the job runs (a finished job's is history, not news).
+        estimated_finish=optional_unix_seconds(job.estimated_finish_at)
+        if job.status == JobStatus.RUNNING
+        else None,
         examples_seen=job.examples_seen,
         trained_tokens=job.trained_tokens,
         progress=min(max(job.progress, 0.0), 1.0),

@@ -13,7 +13,7 @@ from service.schemas.common import error_responses, unix_seconds
 from service.schemas.models import ModelList, ModelObject
 from tuning.models import BaseModelInfo, list_base_models
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 500, 503))
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401, 422, 500, 503))
 
 SYSTEM = "system"  # OpenAI's owned_by for the models a server offers everyone
 

@@ -25,6 +25,7 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is over the size limit.",
     415: "The body is not of the expected media type.",
     422: "A field or a line of the uploaded file is invalid.",
+    429: "Too many at once (e.g. open event streams of one owner); retry after `Retry-After` seconds.",
     500: "Unexpected server error; details are in the server log, never in the response.",
     503: "The database (for /readyz also the broker, or a data folder that cannot be written) is "
     "unavailable; retry after `Retry-After` seconds.",
@@ -40,7 +41,7 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries declaring the error shape for each status code."""
     return {
         code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]}
-        | ({"headers": RETRY_AFTER} if code == 503 else {})
+        | ({"headers": RETRY_AFTER} if code in (429, 503) else {})
         for code in status_codes
     }
 

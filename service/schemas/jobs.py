@@ -45,9 +45,16 @@ class JobObject(BaseModel):
     created_at: int
     started_at: int | None
     finished_at: int | None
-    examples_seen: int
-    trained_tokens: int
-    progress: float = Field(ge=0.0, le=1.0)
+    estimated_finish: int | None = Field(
+        None,
+        description="While running: when the last training step is expected (unix seconds), from the rate "
+        "of the steps so far; null before the first logging step and once the job is no longer running.",
+    )
+    examples_seen: int = Field(description="Training examples seen so far, updated at each logging step.")
+    trained_tokens: int = Field(
+        description="Training tokens so far (padding excluded), at each logging step."
+    )
+    progress: float = Field(ge=0.0, le=1.0, description="Steps done / total steps, at each logging step.")
     metrics: dict[str, Any] = Field(description="The latest training and evaluation metrics.")
     validation: dict[str, Any] | None = Field(
         None, description="The validating_files report: per file, examples, token counts and what was found."

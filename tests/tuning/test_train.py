@@ -77,8 +77,11 @@ def test_events_carry_progress_and_evaluation_each_epoch(
             "learning_rate",
             "examples_per_second",
             "elapsed_seconds",
+            "examples_seen",
+            "trained_tokens",
         }
         assert data["total_steps"] == total
+        assert data["examples_seen"] == 8 * data["step"] and data["trained_tokens"] > data["examples_seen"]
         assert data["epoch"] == pytest.approx(data["step"] / per_epoch, abs=1e-4)
         assert data["examples_per_second"] > 0 and data["elapsed_seconds"] > 0
     assert [d["elapsed_seconds"] for d in metric_events] == sorted(
@@ -94,7 +97,7 @@ def test_events_carry_progress_and_evaluation_each_epoch(
     messages = [event.message for event in events if event.type == "message"]
     assert any("64 training and 32 validation" in m for m in messages)
     assert any(m.startswith("training started") for m in messages)
-    assert any(m.startswith("exporting") for m in messages)
+    assert any(m.startswith("training finished; writing the artifact") for m in messages)
 
 
 def test_eval_steps_evaluates_every_n_steps_and_at_the_end(

@@ -1,16 +1,18 @@
 """Every training event becomes a job event at once, and the job carries the latest progress."""
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.dispatch import make_celery
 from core.models import JobEvent
 from core.settings import Settings
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.events import Event
-from worker.lifecycle import LostLease
+from worker.lifecycle import JOBS, LostLease, aware
 from worker.progress import ProgressRecorder
 
 
@@ -96,3 +98,33 @@ def test_a_resumed_attempt_replaces_the_steps_its_predecessor_trained_past_the_p
     steps = [(e.type, e.data["step"]) for e in events_of(sessions, job_id) if "step" in e.data]
     assert steps == [("metrics", 2), ("metrics", 4), ("eval", 4), ("metrics", 6)]
     assert [e.message for e in events_of(sessions, job_id) if e.type == "message"] == ["resumed from step 4"]
+
+
+def test_a_logging_step_sets_the_counters_and_an_estimated_finish(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    job_id = add_job(sessions, settings)
+    record = ProgressRecorder(claim(sessions, job_id))
+    record(Event("message", "loading", {}))
+    assert job_row(sessions, job_id).estimated_finish_at is None  # no rate yet
+
+    before = datetime.now(UTC)
+    data = {"step": 4, "total_steps": 12, "elapsed_seconds": 10.0, "examples_seen": 32, "trained_tokens": 400}
+    record(Event("metrics", "step 4/12", data))
+    job = job_row(sessions, job_id)
+    assert (job.examples_seen, job.trained_tokens, job.progress) == (32, 400, 4 / 12)
+    # 8 steps left at 2.5 s a step.
+    left = (aware(job.estimated_finish_at) - before).total_seconds()  # type: ignore[arg-type]
+    assert 20.0 <= left < 21.0
+    assert "examples_seen" not in job.metrics and "trained_tokens" not in job.metrics  # columns, not metrics
+
+
+def test_a_job_queued_again_forgets_its_estimate(sessions: sessionmaker[Session], settings: Settings) -> None:
+    job_id = add_job(sessions, settings)
+    ProgressRecorder(claim(sessions, job_id))(
+        Event("metrics", "step 1/4", {"step": 1, "total_steps": 4, "elapsed_seconds": 1.0})
+    )
+    assert job_row(sessions, job_id).estimated_finish_at is not None
+    expire_lease(sessions, job_id)
+    JOBS.requeue_expired(sessions, make_celery(settings))
+    assert job_row(sessions, job_id).estimated_finish_at is None

@@ -1,0 +1,1 @@
+"""The `deltatune` client commands: files, jobs and models over the REST API, with live progress."""
