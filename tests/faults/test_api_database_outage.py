@@ -63,6 +63,9 @@ def test_every_route_answers_503_while_the_database_is_down_then_2xx_without_a_r
             "name": "adapter_config.json",
             "checkpoint_id": "ckpt-unknown",
             "run_id": "tfrun-unknown",
+            "model_id": "tiny-bert",
+            "webhook_id": "wh-unknown",
+            "delivery_id": "whdel-unknown",
         }
         operations = requests_for_every_operation(client, ids)
         # Deleting the file first would make the other requests' 2xx depend on the order.
