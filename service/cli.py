@@ -148,11 +148,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     settings = _listening(settings, args)
-    _prepare_schema(settings, migrate=settings.auto_migrate)
-    # SIGTERM (a container stop) or Ctrl-C after uvicorn's graceful shutdown is a clean exit, not a kill.
+    # Checked before the schema: a refused command leaves nothing behind (no SQLite file created).
     processes = args.processes if args.processes is not None else settings.api_processes
     if processes < 0:
         raise _CommandError(f"--processes must be 0 (one per CPU core) or more, not {processes}")
+    _prepare_schema(settings, migrate=settings.auto_migrate)
+    # SIGTERM (a container stop) or Ctrl-C after uvicorn's graceful shutdown is a clean exit, not a kill.
     with contextlib.suppress(_Stop, KeyboardInterrupt), _stop_on_sigterm():
         _run_uvicorn(settings, processes=processes or os.cpu_count() or 1)
     return 0

@@ -168,8 +168,10 @@ def test_api_processes_share_the_port_and_stop_together(empty_database: str, tmp
     assert not alive, [child.cmdline() for child in alive]
 
 
-def test_api_refuses_a_negative_process_count() -> None:
-    result = deltatune("api", "--processes", "-1", database_url="sqlite:///unused.db")
+def test_api_refuses_a_negative_process_count(tmp_path: Path) -> None:
+    database = tmp_path / "unused.db"
+    result = deltatune("api", "--processes", "-1", database_url=f"sqlite:///{database}")
 
     assert result.returncode == 2
     assert "--processes must be 0 (one per CPU core) or more" in result.stderr
+    assert not database.exists(), "a refused command created its database"
