@@ -5,6 +5,7 @@ worker would while a client reads the stream over a real socket, and reads the a
 open streams.
 """
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -282,9 +283,14 @@ def test_stopping_the_server_ends_open_streams_at_once(
             api.send_signal(signal.SIGTERM)
             # uvicorn waits for open responses to end: without the drain it would wait for ever here.
             assert api.wait(timeout=20) == 0, log.read_text()
-            # The connection closed with the server (mid-body, so the client reconnects), no `end` sent.
-            with pytest.raises(httpx.RemoteProtocolError):
-                assert not [m for m in received if m.fields]
+            # The stream closed with the server and sent no `end`, so the client reconnects. Whether
+            # uvicorn cuts the body or sse-starlette ends it first differs between their releases; a
+            # client (EventSource, `jobs watch`) reconnects after either.
+            after_stop: list[Message] = []
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                for message in received:
+                    after_stop.append(message)
+            assert not [m for m in after_stop if m.fields.get("event") == "end"]
     finally:
         if api.poll() is None:
             api.kill()
