@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.crud import jobs as crud
-from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
+from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
 from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
@@ -24,7 +24,7 @@ from service.schemas.jobs import (
     JobList,
     JobObject,
 )
-from service.storage import artifact_file, stream_tar_gz
+from service.storage import artifact_key, stored_file_response, stream_tar_gz
 from service.stored_specs import stored_spec
 from service.submit import submit_job
 from tuning.spec import JobRequest
@@ -219,7 +219,7 @@ def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> Art
     responses={200: {"content": {"application/gzip": {}}}, **error_responses(404, 409)},
 )
 def download_archive(
-    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep
 ) -> StreamingResponse:
     """Download the whole artifact as one .tar.gz, streamed."""
     job = owned_job(session, owner.id, job_id)
@@ -227,14 +227,12 @@ def download_archive(
         raise Conflict(
             f"job {job_id!r} is {job.status}; only a succeeded job has an artifact", code="job_not_succeeded"
         )
-    members = [
-        (a.name, artifact_file(settings, job, a.name)) for a in crud.list_artifacts(session, job_id=job.id)
-    ]
-    missing = [name for name, path in members if not path.is_file()]
+    members = [(a.name, artifact_key(job, a.name)) for a in crud.list_artifacts(session, job_id=job.id)]
+    missing = [name for name, key in members if storage.stat(key) is None]
     if missing:
         raise _missing_artifact(job.id, missing[0])
     return StreamingResponse(
-        stream_tar_gz(members, root=job.id),
+        stream_tar_gz(storage, members, root=job.id),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{job.id}.tar.gz"'},
     )
@@ -246,8 +244,8 @@ def download_archive(
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404)},
 )
 def download_artifact(
-    job_id: str, name: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
+    job_id: str, name: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep
+) -> Response:
     """Download one artifact file, streamed, its sha256 in `X-Content-SHA256`."""
     job = owned_job(session, owner.id, job_id)
     # Looked up by exact name in the table: a client's name is never joined into a path unchecked.
@@ -256,13 +254,14 @@ def download_artifact(
         raise NotFound(
             f"job {job_id!r} has no artifact named {name!r}", param="name", code="artifact_not_found"
         )
-    path = artifact_file(settings, job, artifact.name)
-    if not path.is_file():
+    key = artifact_key(job, artifact.name)
+    if storage.stat(key) is None:
         raise _missing_artifact(job.id, artifact.name)
-    return FileResponse(
-        path,
+    return stored_file_response(
+        storage,
+        key,
         media_type="application/octet-stream",
-        filename=path.name,
+        filename=key.rsplit("/", 1)[-1],
         headers={"X-Content-SHA256": artifact.sha256},
     )
 
