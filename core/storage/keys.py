@@ -24,15 +24,24 @@ def file_key(file_id: str) -> str:
     return join(FILES, file_id)
 
 
+def job_artifacts(job_id: str) -> str:
+    """The folder of a job's artifact folders, one per attempt that published."""
+    return join(ARTIFACTS, job_id)
+
+
 def artifact_prefix(job_id: str, attempt: int) -> str:
     """Where the attempt that published a job's artifact put it, one folder per attempt (attempt 0:
     the layout from before leases, `artifacts/<job>/` itself; see core.models.artifact_folder)."""
-    job = join(ARTIFACTS, job_id)
+    job = job_artifacts(job_id)
     return job if attempt == 0 else f"{job}/attempt-{attempt}"
 
 
+def job_checkpoints(job_id: str) -> str:
+    return join(CHECKPOINTS, job_id)
+
+
 def checkpoint_prefix(job_id: str, checkpoint_id: str) -> str:
-    return join(join(CHECKPOINTS, job_id), checkpoint_id)
+    return join(job_checkpoints(job_id), checkpoint_id)
 
 
 def resume_prefix(job_id: str) -> str:

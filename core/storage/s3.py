@@ -17,7 +17,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from core.storage import CHUNK_BYTES, ObjectInfo, upload_order
+from core.storage import CHUNK_BYTES, MANIFEST, ObjectInfo, upload_order
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +129,13 @@ class S3Storage:
 
     def remove_folder(self, prefix: str) -> None:
         keys = self._list(prefix)
+        # Manifests first, the reverse of publishing: a removal cut short leaves no manifest naming
+        # files that are gone.
+        manifests = {key for key in keys if key.rsplit("/", 1)[-1] == MANIFEST}
+        self._delete(sorted(manifests))
+        self._delete([key for key in keys if key not in manifests])
+
+    def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": self._key(key)} for key in keys[start : start + DELETE_BATCH]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

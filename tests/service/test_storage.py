@@ -41,7 +41,8 @@ def test_an_archive_member_that_shrank_stops_the_archive(tmp_path: Path) -> None
 
 def test_artifact_key_stays_inside_the_job_folder() -> None:
     job = Job(id="ftjob-1", attempt=2)
-    assert artifact_key(job, "merged/model.safetensors") == "artifacts/ftjob-1/attempt-2/merged/model.safetensors"
+    key = artifact_key(job, "merged/model.safetensors")
+    assert key == "artifacts/ftjob-1/attempt-2/merged/model.safetensors"
     for name in ("../attempt-1/adapter.bin", "../../ftjob-2/adapter.bin", "/etc/passwd", ".", ""):
         with pytest.raises(ValueError, match="escapes"):
             artifact_key(job, name)

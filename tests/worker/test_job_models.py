@@ -9,6 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import tuning
 from core.models import artifact_folder
 from core.settings import Settings
+from core.storage import open_storage
 from tests.worker.jobs import add_job, job_row, sentiment_lines
 from worker.job_models import job_models_dir, materialize_job_model
 from worker.job_runner import run_job
@@ -45,7 +46,7 @@ def test_a_lora_jobs_exported_model_reproduces_its_logits(
 ) -> None:
     source = succeeded_job(sessions, settings)
 
-    folder = materialize_job_model(sessions, settings, source)
+    folder = materialize_job_model(sessions, settings, open_storage(settings), source)
 
     assert folder == job_models_dir(settings) / source
     expected = artifact_logits(settings, source, TEXTS)
@@ -56,7 +57,7 @@ def test_a_lora_jobs_exported_model_reproduces_its_logits(
     assert not any("lora" in name for name in state)
     # Done once: a second call finds the folder and writes nothing.
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    materialize_job_model(sessions, settings, source)
+    materialize_job_model(sessions, settings, open_storage(settings), source)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in job_models_dir(settings).iterdir()) == [source]
 

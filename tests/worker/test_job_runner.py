@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Artifact, Job, JobEvent, artifact_folder
 from core.settings import Settings
+from core.storage import local as local_storage
 from tests.worker.jobs import add_job, data_path, job_row, sentiment_lines
-from worker import publish
 from worker.job_runner import run_job
 
 
@@ -171,7 +171,7 @@ def test_an_unexpected_error_fails_as_internal_error(
     def rename_fails(source: Path, target: Path) -> None:
         raise OSError("simulated: rename refused")
 
-    monkeypatch.setattr(publish.os, "rename", rename_fails)
+    monkeypatch.setattr(local_storage.os, "rename", rename_fails)
 
     assert run_job(job_id, settings=settings, sessions=sessions, worker="w1") == "failed"
 

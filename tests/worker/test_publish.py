@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Artifact, artifact_folder
 from core.settings import Settings
+from core.storage import local as local_storage
+from core.storage import open_storage
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.run import RunResult
-from worker import publish
 from worker.lifecycle import Attempt, LostLease
 from worker.publish import publish_artifact
 
@@ -55,7 +56,7 @@ def test_publish_moves_the_folder_and_records_it(
     publish_artifact(
         attempt,
         out_dir=tmp_path / "scratch" / "out",
-        artifacts_dir=settings.artifacts_dir,
+        storage=open_storage(settings),
         result=RESULT,
     )
 
@@ -84,12 +85,12 @@ def test_a_failure_before_the_rename_publishes_nothing(
     def rename_fails(source: Path, target: Path) -> None:
         raise OSError("simulated: the disk went away before the rename")
 
-    monkeypatch.setattr(publish.os, "rename", rename_fails)
+    monkeypatch.setattr(local_storage.os, "rename", rename_fails)
     with pytest.raises(OSError, match="simulated"):
         publish_artifact(
             attempt,
             out_dir=tmp_path / "out",
-            artifacts_dir=settings.artifacts_dir,
+            storage=open_storage(settings),
             result=RESULT,
         )
 
@@ -116,7 +117,7 @@ def test_a_failed_transaction_takes_the_folder_back_out(
         publish_artifact(
             attempt,
             out_dir=tmp_path / "out",
-            artifacts_dir=settings.artifacts_dir,
+            storage=open_storage(settings),
             result=RESULT,
         )
 
@@ -134,13 +135,13 @@ def test_a_stale_attempt_publishes_nothing_and_leaves_the_current_ones_folder(
     current = claim(sessions, job_id, worker="alive")
     contents = built_artifact(tmp_path / "current")
     publish_artifact(
-        current, out_dir=tmp_path / "current", artifacts_dir=settings.artifacts_dir, result=RESULT
+        current, out_dir=tmp_path / "current", storage=open_storage(settings), result=RESULT
     )
     built_artifact(tmp_path / "stale")
 
     with pytest.raises(LostLease):
         publish_artifact(
-            stale, out_dir=tmp_path / "stale", artifacts_dir=settings.artifacts_dir, result=RESULT
+            stale, out_dir=tmp_path / "stale", storage=open_storage(settings), result=RESULT
         )
 
     published = artifact_folder(settings.artifacts_dir, job_id, current.number)
@@ -168,7 +169,7 @@ def test_a_commit_lost_in_flight_is_settled_by_reading_the_row_back(
             raise OperationalError("COMMIT", {}, Exception("server closed the connection"), True)
 
     monkeypatch.setattr(Connection, "_commit_impl", commit_then_lose_the_connection)
-    publish_artifact(attempt, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT)
+    publish_artifact(attempt, out_dir=tmp_path / "out", storage=open_storage(settings), result=RESULT)
 
     published = artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)
     assert lost and {path.name: path.read_bytes() for path in published.iterdir()} == contents
@@ -184,7 +185,7 @@ def test_a_job_that_stopped_running_is_not_published(
 
     with pytest.raises(LostLease):
         publish_artifact(
-            attempt, out_dir=tmp_path / "out", artifacts_dir=settings.artifacts_dir, result=RESULT
+            attempt, out_dir=tmp_path / "out", storage=open_storage(settings), result=RESULT
         )
 
     assert not (settings.artifacts_dir / attempt.row_id).exists() or not any(
