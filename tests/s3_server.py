@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -37,17 +38,26 @@ class S3Bucket:
     def settings_fields(self) -> dict[str, str]:
         return {name.removeprefix("DELTATUNE_").lower(): value for name, value in self.environment().items()}
 
-    def keys(self) -> list[str]:
+    def object_keys(self) -> list[str]:
         """Every key in the bucket, the prefix included."""
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        pages = _client(self.endpoint_url).get_paginator("list_objects_v2").paginate(Bucket=self.name)
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def new_bucket(endpoint_url: str) -> S3Bucket:
+    bucket = S3Bucket(endpoint_url, f"deltatune-{uuid.uuid4().hex[:12]}")
+    _client(endpoint_url).create_bucket(Bucket=bucket.name)
+    return bucket
+
+
+def _client(endpoint_url: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,15 +73,7 @@ def s3_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3_bucket(s3_endpoint: str) -> S3Bucket:
-    bucket = S3Bucket(s3_endpoint, f"deltatune-{uuid.uuid4().hex[:12]}")
-    boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    ).create_bucket(Bucket=bucket.name)
-    return bucket
+    return new_bucket(s3_endpoint)
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> Path:

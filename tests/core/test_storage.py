@@ -105,7 +105,7 @@ def test_an_interrupted_s3_publish_leaves_nothing(s3_bucket: S3Bucket, tmp_path:
     finally:
         storage.client.upload_file = real_upload
     assert len(uploads) == 1
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []
     assert source.is_dir()  # nothing was lost: the caller still has it
 
 
@@ -121,7 +121,7 @@ def test_an_interrupted_local_copy_leaves_nothing(tmp_path: Path) -> None:
 def test_s3_keys_sit_under_the_prefix(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     storage = open_storage(Settings(data_dir=tmp_path, **s3_bucket.settings_fields()))
     storage.put_bytes(b"x", file_key("file-1"))
-    assert s3_bucket.keys() == [f"{s3_bucket.prefix}/files/file-1"]
+    assert s3_bucket.object_keys() == [f"{s3_bucket.prefix}/files/file-1"]
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "", "a//b", "./a"])
