@@ -65,6 +65,9 @@ class Storage(Protocol):
     def remove_folder(self, prefix: str) -> None:
         """Remove everything under `prefix`; nothing happens when there is nothing."""
 
+    def problem(self) -> str | None:
+        """Why the store cannot be used now (unreachable, no such bucket, refused), or None."""
+
 
 def upload_order(folder: Path) -> list[Path]:
     """A folder's files, each manifest.json after the files beside it: a reader that finds a manifest

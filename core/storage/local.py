@@ -86,6 +86,9 @@ class LocalStorage:
     def remove(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def problem(self) -> str | None:
+        return None  # the readiness check writes a probe into each of its folders instead
+
     def remove_folder(self, prefix: str) -> None:
         folder = self.path(prefix)
         if not folder.exists():

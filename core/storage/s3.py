@@ -140,6 +140,15 @@ class S3Storage:
             batch = [{"Key": self._key(key)} for key in keys[start : start + DELETE_BATCH]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
+    def problem(self) -> str | None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            return f"bucket {self.bucket!r}: {error.response.get('Error', {}).get('Code', 'error')}"
+        except Exception as error:  # no connection, no credentials: botocore's own errors
+            return f"bucket {self.bucket!r}: {type(error).__name__}"
+        return None
+
     def _list(self, prefix: str) -> list[str]:
         """Every key under `prefix/`, without the engine's own prefix."""
         start = self._key(prefix) + "/"
