@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from core.models import Job
 from core.settings import Settings
 from core.storage import Storage
-from core.storage.keys import artifact_prefix, file_key, join
+from core.storage.keys import artifact_prefix, file_key, job_artifacts, job_checkpoints, join, resume_prefix
 from service.errors import ApiError, InsufficientStorage, TooLarge
 
 if TYPE_CHECKING:  # a typing-only name in python-multipart
@@ -80,6 +80,12 @@ def artifact_key(job: Job, name: str) -> str:
     keys.join is a second guard: even a bad row cannot point outside the job's folder.
     """
     return join(artifact_prefix(job.id, job.attempt), name)
+
+
+def remove_job_objects(storage: Storage, job_id: str) -> None:
+    """Everything a job stored: the artifact of every attempt, its checkpoints, its resume points."""
+    for prefix in (job_artifacts(job_id), job_checkpoints(job_id), resume_prefix(job_id)):
+        storage.remove_folder(prefix)
 
 
 def stored_file_response(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import ACTIVE, Job, JobStatus
 from core.settings import Settings
 from core.storage import Storage, open_storage
-from core.storage.keys import ARTIFACTS, RESUME, job_artifacts, job_checkpoints, join
+from core.storage.keys import ARTIFACTS, CHECKPOINTS, RESUME, job_artifacts, job_checkpoints, join
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,16 @@ def sweep_leftovers(
 ) -> list[str]:
     """Remove this host's scratch folders of attempts that are not current, the stored resume folders
     of jobs that ended, and (with `artifacts`, at worker start: it lists every job's folder) published
-    folders no row names. Returns what it removed (paths, and storage keys)."""
+    folders no row names and the checkpoints of jobs that are gone (a deletion cut short). Returns
+    what it removed (paths, and storage keys)."""
     storage = open_storage(settings)
     removed: list[str] = []
     scratch = {path: match for path in _children(settings.work_dir) if (match := _SCRATCH.match(path.name))}
     resume = storage.folders(RESUME)
     jobs_published = storage.folders(ARTIFACTS) if artifacts else []
     published = [job for job in jobs_published if any(_attempts(storage, job_artifacts(job)))]
-    ids = {m["job"] for m in scratch.values()} | set(resume) | set(published)
+    checkpointed = storage.folders(CHECKPOINTS) if artifacts else []
+    ids = {m["job"] for m in scratch.values()} | set(resume) | set(published) | set(checkpointed)
     rows = _rows(sessions, ids)
     for path, match in scratch.items():
         status, attempt = rows.get(match["job"], (None, None))
@@ -74,6 +76,10 @@ def sweep_leftovers(
         status, attempt = rows.get(job_id, (None, None))
         keep = attempt if status in (JobStatus.SUCCEEDED, JobStatus.RUNNING) else None
         removed += _remove_attempt_folders(storage, job_artifacts(job_id), keep=keep, below=None)
+    for job_id in checkpointed:
+        if job_id not in rows:  # only a job that exists writes checkpoints: this one was deleted
+            storage.remove_folder(job_checkpoints(job_id))
+            removed.append(job_checkpoints(job_id))
     for what in removed:
         logger.info("removed %s, left by an attempt that is no longer current", what)
     return removed

@@ -1,4 +1,4 @@
-"""/v1/jobs: create a fine-tuning job, follow it, cancel it, and download what it produced."""
+"""/v1/jobs: create a fine-tuning job, follow it, cancel it, download what it produced, delete it."""
 
 import logging
 from typing import Annotated
@@ -18,13 +18,14 @@ from service.schemas.jobs import (
     ArtifactList,
     ArtifactObject,
     DryRun,
+    JobDeleted,
     JobError,
     JobEventList,
     JobEventObject,
     JobList,
     JobObject,
 )
-from service.storage import artifact_key, stored_file_response, stream_tar_gz
+from service.storage import artifact_key, remove_job_objects, stored_file_response, stream_tar_gz
 from service.stored_specs import stored_spec
 from service.submit import submit_job
 from tuning.spec import JobRequest
@@ -160,6 +161,32 @@ def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
 def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
     """Cancel a job: a queued or paused one never runs again, a running one stops within a few steps."""
     return full_job_object(session, cancel(session, owned_job(session, owner.id, job_id)))
+
+
+@router.delete("/{job_id}", responses=error_responses(404, 409))
+def delete_job(job_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep) -> JobDeleted:
+    """Delete a finished job with its events, artifact and checkpoints; refused while it is unfinished
+    or another job needs it (builds on its model, or starts from its checkpoint)."""
+    job = owned_job(session, owner.id, job_id)
+    if job.status in ACTIVE:
+        raise Conflict(
+            f"job {job_id!r} is {job.status}; cancel it and wait for it to end first",
+            param="job_id",
+            code="job_not_finished",
+        )
+    needing = crud.jobs_needing(session, job=job)
+    if needing:
+        raise Conflict(
+            f"job {job_id!r} is needed by job {needing[0].id!r} (its base model or checkpoint); "
+            "delete that one first",
+            param="job_id",
+            code="job_in_use",
+        )
+    crud.delete_job(session, job=job)
+    # After the commit: a crash in between leaves objects no row names, which a worker's sweep at its
+    # start removes; never a row whose artifact is gone.
+    remove_job_objects(storage, job_id)
+    return JobDeleted(id=job_id, deleted=True)
 
 
 def cancel(session: Session, job: Job) -> Job:

@@ -86,8 +86,8 @@ def test_a_job_is_validated_from_the_file_in_the_bucket(
     assert list((settings.data_dir / "uploads").iterdir()) == []  # the copy went with the validation
 
 
-def test_a_published_artifact_downloads_from_the_bucket(
-    app: FastAPI, client: TestClient, settings: Settings, tmp_path: Path
+def test_a_published_artifact_downloads_from_the_bucket_and_goes_with_its_job(
+    app: FastAPI, client: TestClient, settings: Settings, tmp_path: Path, s3_bucket: S3Bucket
 ) -> None:
     auth = key_headers(app, "alice")
     job_id = client.post("/v1/jobs", headers=auth, json=job_body(upload(client, auth).json()["id"])).json()[
@@ -118,6 +118,9 @@ def test_a_published_artifact_downloads_from_the_bucket(
     with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as opened:
         members = {m.name: opened.extractfile(m).read() for m in opened.getmembers()}  # type: ignore[union-attr]
     assert members == {f"{job_id}/{name}": content for name, content in files.items()}
+
+    assert client.delete(f"/v1/jobs/{job_id}", headers=auth).status_code == 200
+    assert [key for key in s3_bucket.object_keys() if "/artifacts/" in key] == []
 
 
 def test_readiness_asks_the_bucket(client: TestClient, tmp_path: Path, s3_bucket: S3Bucket) -> None:
