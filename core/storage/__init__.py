@@ -23,6 +23,10 @@ CHUNK_BYTES = 1024 * 1024
 MANIFEST = "manifest.json"
 
 
+class StoreUnavailable(OSError):
+    """The object store cannot be reached, or answered with a server error: a retry may succeed."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     bytes: int

@@ -31,7 +31,8 @@ def job_artifacts(job_id: str) -> str:
 
 def artifact_prefix(job_id: str, attempt: int) -> str:
     """Where the attempt that published a job's artifact put it, one folder per attempt (attempt 0:
-    the layout from before leases, `artifacts/<job>/` itself; see core.models.artifact_folder)."""
+    the layout from before leases, `artifacts/<job>/` itself; a succeeded job's `attempt` is the one
+    that published)."""
     job = job_artifacts(job_id)
     return job if attempt == 0 else f"{job}/attempt-{attempt}"
 

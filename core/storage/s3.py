@@ -10,14 +10,16 @@ until its manifest is there (resume points).
 import logging
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from core.storage import CHUNK_BYTES, MANIFEST, ObjectInfo, upload_order
+from core.storage import CHUNK_BYTES, MANIFEST, ObjectInfo, StoreUnavailable, upload_order
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class S3Storage:
             region_name=region or None,
             aws_access_key_id=access_key_id or None,
             aws_secret_access_key=secret_access_key or None,
-            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+            config=Config(retries={"mode": "standard"}, connect_timeout=10),
         )
 
     def _key(self, key: str) -> str:
@@ -53,27 +55,35 @@ class S3Storage:
 
     def put_file(self, source: Path, key: str) -> None:
         # boto3 switches to a multipart upload above 8 MiB and aborts it if a part fails.
-        self.client.upload_file(str(source), self.bucket, self._key(key))
+        with _store_errors(f"storing {key}"):
+            self.client.upload_file(str(source), self.bucket, self._key(key))
         source.unlink(missing_ok=True)
 
     def put_bytes(self, data: bytes, key: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        with _store_errors(f"storing {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def publish_folder(self, source: Path, prefix: str, *, move: bool) -> None:
         try:
-            for path in upload_order(source):
-                name = path.relative_to(source).as_posix()
-                self.client.upload_file(str(path), self.bucket, self._key(f"{prefix}/{name}"))
+            with _store_errors(f"storing {prefix}"):
+                for path in upload_order(source):
+                    name = path.relative_to(source).as_posix()
+                    self.client.upload_file(str(path), self.bucket, self._key(f"{prefix}/{name}"))
         except BaseException:
             # Nothing else uses this prefix yet (see the module's docstring): take back what landed.
-            self.remove_folder(prefix)
+            # If the store is gone that fails too; no row names the leftovers, and sweeps clear them.
+            try:
+                self.remove_folder(prefix)
+            except Exception:
+                logger.warning("could not take back the partial upload of %s", prefix, exc_info=True)
             raise
         if move:
             shutil.rmtree(source, ignore_errors=True)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with _store_errors(f"reading {key}"):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as error:
             if _missing(error):
                 return None
@@ -82,13 +92,15 @@ class S3Storage:
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with _store_errors(f"reading {key}"):
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except ClientError as error:
             if _missing(error):
                 raise FileNotFoundError(key) from None
             raise
         try:
-            yield from body.iter_chunks(CHUNK_BYTES)
+            with _store_errors(f"reading {key}"):
+                yield from body.iter_chunks(CHUNK_BYTES)
         finally:
             body.close()
 
@@ -100,7 +112,8 @@ class S3Storage:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             # boto3 downloads beside the target and renames: a target that exists is whole.
-            self.client.download_file(self.bucket, self._key(key), str(target))
+            with _store_errors(f"reading {key}"):
+                self.client.download_file(self.bucket, self._key(key), str(target))
         except ClientError as error:
             if _missing(error):
                 raise FileNotFoundError(key) from None
@@ -118,14 +131,18 @@ class S3Storage:
     def folders(self, prefix: str) -> list[str]:
         start = self._key(prefix) + "/"
         names = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(
+        pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=start, Delimiter="/"
-        ):
-            names += [common["Prefix"][len(start) :].rstrip("/") for common in page.get("CommonPrefixes", [])]
+        )
+        with _store_errors(f"listing {prefix}"):
+            for page in pages:
+                found = (common["Prefix"] for common in page.get("CommonPrefixes", []))
+                names += [name[len(start) :].rstrip("/") for name in found]
         return sorted(names)
 
     def remove(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with _store_errors(f"removing {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def remove_folder(self, prefix: str) -> None:
         keys = self._list(prefix)
@@ -138,7 +155,8 @@ class S3Storage:
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), DELETE_BATCH):
             batch = [{"Key": self._key(key)} for key in keys[start : start + DELETE_BATCH]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            with _store_errors(f"removing {batch[0]['Key']}..."):
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def problem(self) -> str | None:
         try:
@@ -154,10 +172,35 @@ class S3Storage:
         start = self._key(prefix) + "/"
         skip = len(self._key(""))
         keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
-            keys += [item["Key"][skip:] for item in page.get("Contents", [])]
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start)
+        with _store_errors(f"listing {prefix}"):
+            for page in pages:
+                keys += [item["Key"][skip:] for item in page.get("Contents", [])]
         return keys
 
 
 def _missing(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in MISSING
+
+
+@contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """The store's outages as StoreUnavailable (the API answers 503 with Retry-After), whatever
+    boto3 call met them; a refusal (no such key, access denied) stays what it is."""
+    try:
+        yield
+    except Exception as error:
+        if _unavailable(error):
+            raise StoreUnavailable(f"the object store is unavailable ({what}): {error}") from error
+        raise
+
+
+def _unavailable(error: BaseException | None) -> bool:
+    # boto3's transfers wrap the botocore error they met (S3UploadFailedError): follow the chain.
+    while error is not None:
+        if isinstance(error, BotoConnectionError | HTTPClientError):
+            return True
+        if isinstance(error, ClientError):
+            return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+        error = error.__cause__ or error.__context__
+    return False

@@ -133,3 +133,21 @@ def test_readiness_asks_the_bucket(client: TestClient, tmp_path: Path, s3_bucket
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["param"] == "storage" and "no-such-bucket" in error["message"]
+
+
+def test_an_unreachable_store_answers_503_and_keeps_nothing(tmp_path: Path, s3_bucket: S3Bucket) -> None:
+    # Nothing listens on port 1: the store is down.
+    down = Settings(
+        data_dir=tmp_path / "api", **(s3_bucket.settings_fields() | {"s3_endpoint_url": "http://127.0.0.1:1"})
+    )
+    down.data_dir.mkdir(parents=True)
+    upgrade_to_head(down.database_url)
+    app = create_app(down)
+    with TestClient(app) as client:
+        response = upload(client, key_headers(app, "alice"))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "storage_unavailable"
+        assert response.headers["retry-after"] == str(down.retry_after_seconds)
+        assert client.get("/v1/files", headers=key_headers(app, "alice")).json()["data"] == []
+        assert list((down.data_dir / "uploads").iterdir()) == []
+        assert client.get("/readyz").json()["error"]["param"] == "storage"

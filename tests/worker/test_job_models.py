@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tuning
-from core.models import artifact_folder
 from core.settings import Settings
 from core.storage import open_storage
+from core.storage.keys import artifact_prefix
 from tests.worker.jobs import add_job, job_row, sentiment_lines
 from worker.job_models import job_models_dir, materialize_job_model
 from worker.job_runner import run_job
@@ -36,7 +36,7 @@ def plain_logits(model_dir: Path, texts: list[str]) -> torch.Tensor:
 def artifact_logits(settings: Settings, job_id: str, texts: list[str]) -> torch.Tensor:
     model_dirs = [job_models_dir(settings), *settings.model_dirs]
     loaded = tuning.load_artifact(
-        artifact_folder(settings.artifacts_dir, job_id, 1), model_dirs, device=torch.device("cpu")
+        settings.data_dir / artifact_prefix(job_id, 1), model_dirs, device=torch.device("cpu")
     )
     return tuning.predict_logits(loaded, texts)
 

@@ -10,10 +10,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact, artifact_folder
+from core.models import Artifact
 from core.settings import Settings
 from core.storage import local as local_storage
 from core.storage import open_storage
+from core.storage.keys import artifact_prefix
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.run import RunResult
 from worker.lifecycle import Attempt, LostLease
@@ -60,7 +61,7 @@ def test_publish_moves_the_folder_and_records_it(
         result=RESULT,
     )
 
-    published = artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)
+    published = settings.data_dir / artifact_prefix(attempt.row_id, attempt.number)
     assert not (tmp_path / "scratch" / "out").exists()
     assert {path.name: path.read_bytes() for path in published.iterdir()} == contents
     rows = artifact_rows(sessions, attempt.row_id)
@@ -94,7 +95,7 @@ def test_a_failure_before_the_rename_publishes_nothing(
             result=RESULT,
         )
 
-    assert not (artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)).exists()
+    assert not (settings.data_dir / artifact_prefix(attempt.row_id, attempt.number)).exists()
     assert artifact_rows(sessions, attempt.row_id) == []
     assert job_row(sessions, attempt.row_id).status == "running"
 
@@ -121,7 +122,7 @@ def test_a_failed_transaction_takes_the_folder_back_out(
             result=RESULT,
         )
 
-    assert not (artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)).exists()
+    assert not (settings.data_dir / artifact_prefix(attempt.row_id, attempt.number)).exists()
     assert artifact_rows(sessions, attempt.row_id) == []
     assert job_row(sessions, attempt.row_id).status == "running"
 
@@ -134,17 +135,13 @@ def test_a_stale_attempt_publishes_nothing_and_leaves_the_current_ones_folder(
     expire_lease(sessions, job_id)
     current = claim(sessions, job_id, worker="alive")
     contents = built_artifact(tmp_path / "current")
-    publish_artifact(
-        current, out_dir=tmp_path / "current", storage=open_storage(settings), result=RESULT
-    )
+    publish_artifact(current, out_dir=tmp_path / "current", storage=open_storage(settings), result=RESULT)
     built_artifact(tmp_path / "stale")
 
     with pytest.raises(LostLease):
-        publish_artifact(
-            stale, out_dir=tmp_path / "stale", storage=open_storage(settings), result=RESULT
-        )
+        publish_artifact(stale, out_dir=tmp_path / "stale", storage=open_storage(settings), result=RESULT)
 
-    published = artifact_folder(settings.artifacts_dir, job_id, current.number)
+    published = settings.data_dir / artifact_prefix(job_id, current.number)
     assert {path.name: path.read_bytes() for path in published.iterdir()} == contents
     assert [path.name for path in (settings.artifacts_dir / job_id).iterdir()] == ["attempt-2"]
     assert len(artifact_rows(sessions, job_id)) == len(contents)
@@ -171,7 +168,7 @@ def test_a_commit_lost_in_flight_is_settled_by_reading_the_row_back(
     monkeypatch.setattr(Connection, "_commit_impl", commit_then_lose_the_connection)
     publish_artifact(attempt, out_dir=tmp_path / "out", storage=open_storage(settings), result=RESULT)
 
-    published = artifact_folder(settings.artifacts_dir, attempt.row_id, attempt.number)
+    published = settings.data_dir / artifact_prefix(attempt.row_id, attempt.number)
     assert lost and {path.name: path.read_bytes() for path in published.iterdir()} == contents
     assert job_row(sessions, attempt.row_id).status == "succeeded"
     assert len(artifact_rows(sessions, attempt.row_id)) == len(contents)
@@ -184,9 +181,7 @@ def test_a_job_that_stopped_running_is_not_published(
     built_artifact(tmp_path / "out")
 
     with pytest.raises(LostLease):
-        publish_artifact(
-            attempt, out_dir=tmp_path / "out", storage=open_storage(settings), result=RESULT
-        )
+        publish_artifact(attempt, out_dir=tmp_path / "out", storage=open_storage(settings), result=RESULT)
 
     assert not (settings.artifacts_dir / attempt.row_id).exists() or not any(
         (settings.artifacts_dir / attempt.row_id).iterdir()
