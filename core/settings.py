@@ -146,6 +146,7 @@ class Settings(BaseSettings):
                 f"({self.lease_seconds}), or every lease expires before it is renewed"
             )
         check_host_entries(self.webhook_allowed_hosts)
+        self._check_object_store()
         if len(self.webhook_retry_seconds) > MAX_WEBHOOK_RETRIES or any(
             delay < 0 for delay in self.webhook_retry_seconds
         ):
@@ -161,6 +162,19 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = "filesystem://"
         return self
+
+    def _check_object_store(self) -> None:
+        # An endpoint or keys without a bucket would quietly keep everything in this host's data_dir,
+        # where the API or the other workers never find it.
+        if self.s3_bucket:
+            return
+        given = [
+            name
+            for name in ("s3_endpoint_url", "s3_prefix", "s3_access_key_id", "s3_secret_access_key")
+            if getattr(self, name)
+        ]
+        if given:
+            raise ValueError(f"s3_bucket: required with {', '.join(given)} (DELTATUNE_S3_BUCKET is unset)")
 
     @property
     def files_dir(self) -> Path:

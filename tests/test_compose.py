@@ -289,7 +289,11 @@ def check_object_store(compose: Compose) -> list[str]:
     problems = []
     stores = set()
     for name, service in built_services(compose).items():
-        settings = settings_for(image_env(service) | deltatune_env(service))
+        try:
+            settings = settings_for(image_env(service) | deltatune_env(service))
+        except ValidationError as error:
+            problems.append(f"{name}: {error}")
+            continue
         if not settings.s3_bucket:
             problems.append(f"{name}: no DELTATUNE_S3_BUCKET: it would keep files in its own /data")
             continue

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from core.settings import Settings
 from core.storage import Storage, open_storage, upload_order
@@ -133,3 +134,8 @@ def test_a_name_cannot_climb_out_of_its_folder(name: str) -> None:
 def test_without_a_bucket_the_data_folder_is_the_store(tmp_path: Path) -> None:
     storage = open_storage(Settings(data_dir=tmp_path, s3_bucket=""))
     assert isinstance(storage, LocalStorage) and storage.root == tmp_path.resolve()
+
+
+def test_an_endpoint_without_a_bucket_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="s3_bucket: required with s3_endpoint_url"):
+        Settings(data_dir=tmp_path, s3_endpoint_url="http://objects.internal:9000")
