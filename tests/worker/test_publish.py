@@ -15,6 +15,7 @@ from core.settings import Settings
 from core.storage import local as local_storage
 from core.storage import open_storage
 from core.storage.keys import artifact_prefix
+from tests.s3_server import S3Bucket
 from tests.worker.jobs import add_job, claim, expire_lease, job_row
 from tuning.run import RunResult
 from worker.lifecycle import Attempt, LostLease
@@ -187,3 +188,34 @@ def test_a_job_that_stopped_running_is_not_published(
         (settings.artifacts_dir / attempt.row_id).iterdir()
     )
     assert artifact_rows(sessions, attempt.row_id) == []
+
+
+def test_on_s3_a_publish_whose_rows_are_refused_leaves_no_object(
+    sessions: sessionmaker[Session], settings: Settings, attempt: Attempt, tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    # A worker of another host: its artifact goes to the bucket, and back out when its rows are refused.
+    storage = open_storage(settings.model_copy(update=s3_bucket.settings_fields()))
+    built_artifact(tmp_path / "out")
+    expire_lease(sessions, attempt.row_id)
+    claim(sessions, attempt.row_id, worker="other")  # the job is another attempt's now
+
+    with pytest.raises(LostLease):
+        publish_artifact(attempt, out_dir=tmp_path / "out", storage=storage, result=RESULT)
+
+    assert s3_bucket.object_keys() == []
+    assert artifact_rows(sessions, attempt.row_id) == []
+
+
+def test_on_s3_a_published_artifact_is_every_file_under_the_attempts_key(
+    sessions: sessionmaker[Session], settings: Settings, attempt: Attempt, tmp_path: Path, s3_bucket: S3Bucket
+) -> None:
+    storage = open_storage(settings.model_copy(update=s3_bucket.settings_fields()))
+    contents = built_artifact(tmp_path / "out")
+    publish_artifact(attempt, out_dir=tmp_path / "out", storage=storage, result=RESULT)
+    prefix = f"deltatune/{artifact_prefix(attempt.row_id, attempt.number)}"
+    assert s3_bucket.object_keys() == sorted(f"{prefix}/{name}" for name in contents)
+    rows = artifact_rows(sessions, attempt.row_id)
+    assert {row.name: row.sha256 for row in rows} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in contents.items()
+    }
+    assert not (tmp_path / "out").exists()  # moved: the scratch copy is gone
