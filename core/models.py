@@ -8,7 +8,6 @@ Every file, job, event and artifact query is scoped to an owner. Schema changes 
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -167,17 +166,8 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-def artifact_folder(artifacts_dir: Path, job_id: str, attempt: int) -> Path:
-    """Where the attempt that published a job's artifact put it: `<job_id>/attempt-<n>/`, one folder per
-    attempt, so no attempt ever replaces or deletes another's; attempt 0 is the layout from before
-    leases, `<job_id>/` itself (a succeeded job's `attempt` is the one that published)."""
-    if attempt == 0:
-        return artifacts_dir / job_id
-    return artifacts_dir / job_id / f"attempt-{attempt}"
-
-
 class Artifact(Base):
-    """One published file of a job; the bytes live in artifact_folder(artifacts_dir, job, attempt)."""
+    """One published file of a job; the bytes live under core.storage.keys.artifact_prefix(job, attempt)."""
 
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)
@@ -191,7 +181,7 @@ class Artifact(Base):
 
 
 class Checkpoint(Base):
-    """One kept checkpoint of a job; its files live at checkpoints_dir/<job_id>/<id>/."""
+    """One kept checkpoint of a job; its files live under core.storage.keys.checkpoint_prefix(job, id)."""
 
     __tablename__ = "checkpoints"
     __table_args__ = (UniqueConstraint("job_id", "step"),)

@@ -24,6 +24,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path(".deltatune"), description="Root of the embedded database, files and artifacts."
     )
+    # Object storage (core/storage/): with a bucket, files, artifacts, checkpoints and resume points
+    # live in an S3-compatible store, so the API and workers may run on separate hosts.
+    s3_bucket: str | None = Field(
+        None, description="S3 bucket for files, artifacts, checkpoints and resume points; unset: data_dir."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The store's URL (MinIO, Ceph, ...); unset: AWS S3 itself."
+    )
+    s3_prefix: str = Field("", description="Keys are stored under this prefix in the bucket.")
+    s3_region: str | None = Field(None, description="The bucket's region; unset: boto3's default.")
+    s3_access_key_id: str | None = Field(
+        None, description="With s3_secret_access_key; unset: boto3's own chain (AWS_* variables, a role)."
+    )
+    s3_secret_access_key: str | None = Field(None, description="The secret of s3_access_key_id.")
     database_url: str = Field(
         "",
         validation_alias=AliasChoices("DATABASE_URL", "DELTATUNE_DATABASE_URL"),
@@ -132,6 +146,7 @@ class Settings(BaseSettings):
                 f"({self.lease_seconds}), or every lease expires before it is renewed"
             )
         check_host_entries(self.webhook_allowed_hosts)
+        self._check_object_store()
         if len(self.webhook_retry_seconds) > MAX_WEBHOOK_RETRIES or any(
             delay < 0 for delay in self.webhook_retry_seconds
         ):
@@ -147,6 +162,19 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = "filesystem://"
         return self
+
+    def _check_object_store(self) -> None:
+        # An endpoint or keys without a bucket would quietly keep everything in this host's data_dir,
+        # where the API or the other workers never find it.
+        if self.s3_bucket:
+            return
+        given = [
+            name
+            for name in ("s3_endpoint_url", "s3_prefix", "s3_access_key_id", "s3_secret_access_key")
+            if getattr(self, name)
+        ]
+        if given:
+            raise ValueError(f"s3_bucket: required with {', '.join(given)} (DELTATUNE_S3_BUCKET is unset)")
 
     @property
     def files_dir(self) -> Path:

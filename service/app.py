@@ -17,6 +17,7 @@ from core.db import make_engine
 from core.dispatch import make_celery, prepare_broker
 from core.schema_version import assert_at_head, upgrade_to_head
 from core.settings import Settings, get_settings
+from core.storage import open_storage
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
 from service.routes import (
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.storage = open_storage(settings)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
     app.state.celery = make_celery(settings)

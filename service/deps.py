@@ -1,4 +1,4 @@
-"""Request dependencies as `Annotated` aliases: `SettingsDep`, `SessionDep`, `CurrentOwner`.
+"""Request dependencies as `Annotated` aliases: `SettingsDep`, `SessionDep`, `StorageDep`, `CurrentOwner`.
 
 Settings and the sessionmaker come from `app.state`, set by `create_app`, so two apps built with
 different settings (as the tests do) never share a database.
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.models import Owner
 from core.settings import Settings
+from core.storage import Storage
 from service.auth import owner_for_key
 from service.errors import Unauthorized
 
@@ -26,6 +27,11 @@ bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `delta
 async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -43,6 +49,7 @@ async def get_celery(request: Request) -> Celery:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 

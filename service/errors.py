@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from core.db import database_unavailable
+from core.storage import StoreUnavailable
 from tuning.spec import CompositionError
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # DBAPIError covers OperationalError and InterfaceError; TimeoutError is the pool's.
     app.add_exception_handler(sa_exc.DBAPIError, _database_error)
     app.add_exception_handler(sa_exc.TimeoutError, _database_error)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)
 
@@ -153,6 +155,18 @@ def database_unavailable_response(retry_after: int) -> JSONResponse:
         f"the database is unreachable right now; retry in {retry_after} seconds",
         status_code=503,
         code="database_unavailable",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Like a database outage: the request may well succeed once the object store answers again.
+    logger.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    retry_after = request.app.state.settings.retry_after_seconds
+    return error_response(
+        f"the object store is unreachable right now; retry in {retry_after} seconds",
+        status_code=503,
+        code="storage_unavailable",
         headers={"Retry-After": str(retry_after)},
     )
 

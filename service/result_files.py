@@ -11,7 +11,6 @@ Columns: step, epoch, train_loss, learning_rate, then valid_<metric> for each ev
 import csv
 import hashlib
 import io
-import os
 from typing import Any
 
 from sqlalchemy import select
@@ -20,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from core.models import File, Job, JobEvent, JobStatus, is_job_id
 from core.settings import Settings
+from core.storage import open_storage
+from core.storage.keys import file_key
 from service.crud import files as file_crud
-from service.storage import file_blob
 
 PURPOSE = "fine-tune-results"
 TRAIN_COLUMNS = ("step", "epoch", "train_loss", "learning_rate")
@@ -78,13 +78,8 @@ def metrics_csv(session: Session, job_id: str) -> tuple[bytes, int]:
 
 def _create(session: Session, settings: Settings, job: Job, file_id: str) -> None:
     content, count = metrics_csv(session, job.id)
-    target = file_blob(settings, file_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed: a reader never sees half a CSV.
-    partial = target.with_name(f".{file_id}.{os.getpid()}.partial")
-    partial.write_bytes(content)
-    os.chmod(partial, 0o644)
-    os.replace(partial, target)
+    # Whole or not at all (written aside and renamed, or one PUT): a reader never sees half a CSV.
+    open_storage(settings).put_bytes(content, file_key(file_id))
     session.add(
         File(
             id=file_id,

@@ -1,9 +1,11 @@
-"""Blob storage under `data_dir`: uploads streamed in, files published by rename, artifacts out.
+"""The API's side of storage (core.storage): uploads streamed in and stored, files and artifacts out.
 
 An upload is parsed from the raw request stream rather than through Starlette's form parser,
 which would first spool the whole file to the system temp folder with no size limit; here every
 chunk is counted, hashed and written to `data_dir/uploads/` as it arrives, and the limit stops the
-request the moment it is crossed. `uploads/` sits beside `files/` so publishing is one rename.
+request the moment it is crossed. The file is validated there (every line is read), then stored: on
+the local engine `uploads/` sits beside `files/` so that is one rename; on S3 it is uploaded under
+the file's new id, a key nothing reads until the File row commits.
 """
 
 import errno
@@ -17,15 +19,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
+from urllib.parse import quote
 
 from fastapi import Request
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from core.models import Job, artifact_folder
+from core.models import Job
 from core.settings import Settings
+from core.storage import Storage
+from core.storage.keys import artifact_prefix, file_key, job_artifacts, job_checkpoints, join, resume_prefix
 from service.errors import ApiError, InsufficientStorage, TooLarge
 
 if TYPE_CHECKING:  # a typing-only name in python-multipart
@@ -33,7 +39,6 @@ if TYPE_CHECKING:  # a typing-only name in python-multipart
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024
 # What a full disk (or an exhausted quota) raises on write: the server's condition, answered 507.
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Multipart framing (boundaries, part headers, the purpose field) on top of the file itself; a
@@ -57,35 +62,51 @@ def uploads_dir(settings: Settings) -> Path:
     return settings.data_dir / "uploads"
 
 
-def file_blob(settings: Settings, file_id: str) -> Path:
-    return settings.files_dir / file_id
+def publish_upload(upload: ReceivedUpload, storage: Storage, file_id: str) -> str:
+    """Store a validated upload as `files/<file_id>`; returns its key."""
+    key = file_key(file_id)
+    storage.put_file(upload.path, key)
+    return key
 
 
-def publish_upload(upload: ReceivedUpload, settings: Settings, file_id: str) -> Path:
-    """Move a validated upload to `files/<file_id>` in one rename (same filesystem)."""
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
-    target = file_blob(settings, file_id)
-    # mkstemp made it private to us; a stored file is read by workers, maybe as another user.
-    os.chmod(upload.path, 0o644)
-    os.replace(upload.path, target)
-    return target
+def remove_upload(upload: ReceivedUpload) -> None:
+    upload.path.unlink(missing_ok=True)
 
 
-def remove_blob(path: Path) -> None:
-    path.unlink(missing_ok=True)
-
-
-def artifact_file(settings: Settings, job: Job, name: str) -> Path:
+def artifact_key(job: Job, name: str) -> str:
     """The stored bytes of artifact `name`; callers look `name` up in the Artifact table first. They
-    live in the folder of the attempt that published them (core.models.artifact_folder).
+    live in the folder of the attempt that published them (core.storage.keys.artifact_prefix).
 
-    The containment check is a second guard: even a bad row cannot point outside the job's folder.
+    keys.join is a second guard: even a bad row cannot point outside the job's folder.
     """
-    job_dir = artifact_folder(settings.artifacts_dir, job.id, job.attempt).resolve()
-    path = (job_dir / name).resolve()
-    if not path.is_relative_to(job_dir) or path == job_dir:
-        raise ValueError(f"artifact name {name!r} escapes its job folder")
-    return path
+    return join(artifact_prefix(job.id, job.attempt), name)
+
+
+def remove_job_objects(storage: Storage, job_id: str) -> None:
+    """Everything a job stored: the artifact of every attempt, its checkpoints, its resume points."""
+    for prefix in (job_artifacts(job_id), job_checkpoints(job_id), resume_prefix(job_id)):
+        storage.remove_folder(prefix)
+
+
+def stored_file_response(
+    storage: Storage, key: str, *, filename: str, media_type: str, headers: dict[str, str] | None = None
+) -> Response:
+    """A download of one stored object, streamed: from the local file as Starlette serves files, or
+    chunk by chunk from the object store. The caller checked that it is there (Storage.stat)."""
+    path = storage.local_path(key)
+    if path is not None:
+        return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
+    info = storage.stat(key)
+    if info is None:
+        raise FileNotFoundError(key)
+    response = StreamingResponse(storage.read_chunks(key), media_type=media_type, headers=headers)
+    response.headers["Content-Length"] = str(info.bytes)
+    # As FileResponse words it: a plain name quoted, any other encoded (RFC 6266).
+    quoted = quote(filename)
+    plain = quoted == filename
+    disposition = f'filename="{filename}"' if plain else f"filename*=utf-8''{quoted}"
+    response.headers["Content-Disposition"] = f"attachment; {disposition}"
+    return response
 
 
 async def receive_upload(
@@ -273,31 +294,35 @@ class _MultipartReader:
         return None
 
 
-def stream_tar_gz(members: Sequence[tuple[str, Path]], *, root: str) -> Iterator[bytes]:
-    """A .tar.gz of `(name, path)` members under `root/`, produced chunk by chunk.
+def stream_tar_gz(storage: Storage, members: Sequence[tuple[str, str]], *, root: str) -> Iterator[bytes]:
+    """A .tar.gz of `(name, key)` members under `root/`, produced chunk by chunk.
 
     Written by hand from tarfile's header blocks so that nothing larger than one chunk is ever held
     in memory: tarfile's own writer only hands output back after a whole member is written.
     """
     gzip = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: deflate in a gzip container
-    for name, path in members:
+    for name, key in members:
         info = tarfile.TarInfo(f"{root}/{name}")
-        status = path.stat()
-        info.size, info.mtime, info.mode = status.st_size, int(status.st_mtime), 0o644
+        stored = storage.stat(key)
+        if stored is None:
+            raise FileNotFoundError(f"{key} vanished while being archived")
+        info.size, info.mtime, info.mode = stored.bytes, int(stored.modified), 0o644
         yield gzip.compress(info.tobuf(format=tarfile.PAX_FORMAT))
-        yield from _compressed_content(gzip, path, info.size)
+        yield from _compressed_content(gzip, storage.read_chunks(key), key, info.size)
         yield gzip.compress(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
     yield gzip.compress(tarfile.NUL * (2 * tarfile.BLOCKSIZE))  # end of archive: two zero blocks
     yield gzip.flush()
 
 
-def _compressed_content(gzip: "zlib._Compress", path: Path, size: int) -> Iterator[bytes]:
+def _compressed_content(
+    gzip: "zlib._Compress", chunks: Iterator[bytes], key: str, size: int
+) -> Iterator[bytes]:
     remaining = size
-    with path.open("rb") as source:
-        while remaining:
-            chunk = source.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                # The header already promised `size` bytes; a shorter member would corrupt the archive.
-                raise OSError(f"{path} shrank while being archived")
-            remaining -= len(chunk)
-            yield gzip.compress(chunk)
+    for chunk in chunks:
+        if len(chunk) > remaining:
+            raise OSError(f"{key} grew while being archived")
+        remaining -= len(chunk)
+        yield gzip.compress(chunk)
+    if remaining:
+        # The header already promised `size` bytes; a shorter member would corrupt the archive.
+        raise OSError(f"{key} shrank while being archived")

@@ -9,6 +9,7 @@ check is an ApiError naming the field at fault; nothing is stored before all of 
 
 import logging
 import statistics
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,14 @@ from sqlalchemy.orm import Session
 from core.dispatch import enqueue_job
 from core.models import Job
 from core.settings import Settings
+from core.storage import open_storage
 from service.base_models import resolve_base
 from service.crud import checkpoints as checkpoint_crud
 from service.crud import jobs as job_crud
 from service.crud import webhooks as webhook_crud
 from service.errors import ApiError, NotFound
 from service.schemas.jobs import DryRun
+from service.storage import uploads_dir
 from service.usable_files import check_data_file
 from service.validation_slots import validation_slot
 from service.webhook_urls import checked_webhook_url
@@ -43,11 +46,11 @@ CALIBRATION_JOBS = 20
 
 @dataclass(frozen=True)
 class JobFiles:
-    """The stored blobs of a job's files, each checked usable."""
+    """The storage keys of a job's files, each checked usable."""
 
-    training: Path
-    validation: Path | None
-    fisher: Path | None
+    training: str
+    validation: str | None
+    fisher: str | None
 
 
 def submit_job(
@@ -65,14 +68,14 @@ def submit_job(
     webhook_url = _checked_webhook_url(session, settings, owner_id, request.webhook_url)
     spec, base_path = resolve_base(session, owner_id, request.job_spec(), settings)
     _check_fits_model(spec, base_path)
-    files = _job_files(session, settings, owner_id, spec)
+    files = _job_files(session, owner_id, spec)
     check_from_checkpoint(session, owner_id, spec)
     # The reads so far are done: the pooled connection goes back while the files are read.
     session.commit()
     with validation_slot(
         limit=settings.validation_concurrency, wait_seconds=settings.validation_wait_seconds
     ):
-        report = _validation_report(spec, base_path, files)
+        report = _validation_report(settings, spec, base_path, files)
     if request.dry_run:
         return dry_run(session, settings, spec, base_path, report)
     job = job_crud.create_job(
@@ -109,13 +112,13 @@ def _check_fits_model(spec: JobSpec, base_path: Path) -> None:
         raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
 
 
-def _job_files(session: Session, settings: Settings, owner_id: str, spec: JobSpec) -> JobFiles:
-    def optional(file_id: str | None, param: str) -> Path | None:
-        return None if file_id is None else check_data_file(session, settings, owner_id, file_id, param)
+def _job_files(session: Session, owner_id: str, spec: JobSpec) -> JobFiles:
+    def optional(file_id: str | None, param: str) -> str | None:
+        return None if file_id is None else check_data_file(session, owner_id, file_id, param)
 
     ewc = spec.regularizers.ewc
     return JobFiles(
-        training=check_data_file(session, settings, owner_id, spec.training_file, "training_file"),
+        training=check_data_file(session, owner_id, spec.training_file, "training_file"),
         validation=optional(spec.validation_file, "validation_file"),
         fisher=optional(ewc.fisher_file if ewc is not None else None, "regularizers.ewc.fisher_file"),
     )
@@ -156,15 +159,23 @@ def spec_differences(trained: JobSpec, new: JobSpec) -> list[str]:
     return [name for name, (before, after) in parts.items() if before != after]
 
 
-def _validation_report(spec: JobSpec, base_path: Path, files: JobFiles) -> dict[str, Any] | None:
-    """The validating_files report stored with the job; 422 naming the file and line that cannot train it."""
-    paths = {"training_file": files.training}
+def _validation_report(
+    settings: Settings, spec: JobSpec, base_path: Path, files: JobFiles
+) -> dict[str, Any] | None:
+    """The validating_files report stored with the job; 422 naming the file and line that cannot train it.
+
+    The files are read where they are stored, or from a copy downloaded for this validation alone."""
+    keys = {"training_file": files.training}
     if files.validation is not None:
-        paths["validation_file"] = files.validation
-    try:
-        return validate_files(spec, base_path, paths)
-    except (DataError, SpecError) as error:
-        raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
+        keys["validation_file"] = files.validation
+    storage = open_storage(settings)
+    uploads_dir(settings).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="validate-", dir=uploads_dir(settings)) as scratch:
+        paths = {param: storage.local_file(key, Path(scratch)) for param, key in keys.items()}
+        try:
+            return validate_files(spec, base_path, paths)
+        except (DataError, SpecError) as error:
+            raise ApiError(error.message, param=error.param, code=error.code, status_code=422) from None
 
 
 def _with_estimate(

@@ -1,17 +1,14 @@
 """The one check every route that names an uploaded file makes: it is the owner's, and processed."""
 
-from pathlib import Path
-
 from sqlalchemy.orm import Session
 
-from core.settings import Settings
+from core.storage.keys import file_key
 from service.crud import files as file_crud
 from service.errors import ApiError
-from service.storage import file_blob
 
 
-def check_data_file(session: Session, settings: Settings, owner_id: str, file_id: str, param: str) -> Path:
-    """The stored blob of a usable file; ApiError naming `param` otherwise (another owner's is unknown)."""
+def check_data_file(session: Session, owner_id: str, file_id: str, param: str) -> str:
+    """The storage key of a usable file; ApiError naming `param` otherwise (another owner's is unknown)."""
     file = file_crud.get_file(session, owner_id=owner_id, file_id=file_id)
     if file is None:
         raise ApiError(f"{param}: no file with id {file_id!r}", param=param, code="file_not_found")
@@ -21,4 +18,4 @@ def check_data_file(session: Session, settings: Settings, owner_id: str, file_id
             param=param,
             code="file_not_ready",
         )
-    return file_blob(settings, file.id)
+    return file_key(file.id)

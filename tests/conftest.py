@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.services import POSTGRES_ADMIN_URL, REDIS_URL, require_postgres, require_redis
+from tests.s3_server import s3_bucket, s3_endpoint  # noqa: F401  (fixtures: a real S3 endpoint)
 from tests.tiny_models import make_tiny_bert, make_tiny_gpt2, make_tiny_roberta
 
 # A test needs the local PostgreSQL or Redis, or starts servers of its own (the fault suite's

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -283,14 +284,43 @@ def check_cpu_workers(compose: Compose) -> list[str]:
     return problems
 
 
+def check_object_store(compose: Compose) -> list[str]:
+    """Every deltatune service stores into one bucket, of the compose file's own S3 service."""
+    problems = []
+    stores = set()
+    for name, service in built_services(compose).items():
+        try:
+            settings = settings_for(image_env(service) | deltatune_env(service))
+        except ValidationError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        if not settings.s3_bucket:
+            problems.append(f"{name}: no DELTATUNE_S3_BUCKET: it would keep files in its own /data")
+            continue
+        host = urlsplit(settings.s3_endpoint_url or "").hostname
+        if host not in compose["services"]:
+            problems.append(f"{name}: the S3 endpoint {settings.s3_endpoint_url!r} is no service here")
+        stores.add((settings.s3_endpoint_url, settings.s3_bucket, settings.s3_prefix))
+    if len(stores) > 1:
+        problems.append(f"services store into different buckets: {sorted(map(str, stores))}")
+    return problems
+
+
 def check_startup_order(compose: Compose) -> list[str]:
-    """migrate waits for a healthy postgres; api and workers wait for migrate to finish."""
+    """migrate waits for a healthy postgres; api and workers wait for migrate to finish and the bucket
+    to exist."""
     services = compose["services"]
     problems = []
+    ready = {
+        "migrate": "service_completed_successfully",
+        "redis": "service_healthy",
+        "bucket": "service_completed_successfully",
+    }
     expected = {
         "migrate": {"postgres": "service_healthy"},
-        "api": {"migrate": "service_completed_successfully", "redis": "service_healthy"},
-        "worker": {"migrate": "service_completed_successfully", "redis": "service_healthy"},
+        "bucket": {"minio": "service_healthy"},
+        "api": ready,
+        "worker": ready,
     }
     for name, conditions in expected.items():
         depends_on = services.get(name, {}).get("depends_on") or {}
@@ -298,7 +328,7 @@ def check_startup_order(compose: Compose) -> list[str]:
             actual = depends_on.get(dependency, {}).get("condition") if isinstance(depends_on, dict) else None
             if actual != condition:
                 problems.append(f"{name} should wait for {dependency} to be {condition}, not {actual}")
-    for name in ("postgres", "redis"):
+    for name in ("postgres", "redis", "minio"):
         if "healthcheck" not in services.get(name, {}):
             problems.append(f"{name} has no healthcheck")
     return problems
@@ -315,6 +345,7 @@ CHECKS: list[Check] = [
     check_queues,
     check_cpu_workers,
     check_startup_order,
+    check_object_store,
 ]
 
 
@@ -328,7 +359,7 @@ def test_compose_file_passes(check: Check) -> None:
 
 def test_compose_runs_the_expected_processes() -> None:
     services = load_compose()["services"]
-    assert {"postgres", "redis", "migrate", "api", "worker", "worker-cpu"} <= set(services)
+    assert {"postgres", "redis", "minio", "bucket", "migrate", "api", "worker", "worker-cpu"} <= set(services)
     assert deltatune_args(services["migrate"])[0] == "migrate"
     assert deltatune_args(services["api"])[0] == "api"
     assert environment(services["api"])["DELTATUNE_AUTO_MIGRATE"] == "false"
@@ -384,6 +415,10 @@ BREAKAGES: list[tuple[str, Callable[[Compose], None], Check]] = [
     ("CPU worker not in a profile", _delete(["services", "worker-cpu", "profiles"]), check_cpu_workers),
     ("api before migrate", _delete(["services", "api", "depends_on", "migrate"]), check_startup_order),
     ("postgres without healthcheck", _delete(["services", "postgres", "healthcheck"]), check_startup_order),
+    ("worker before bucket", _delete(["services", "worker", "depends_on", "bucket"]), check_startup_order),
+    ("no bucket", _with_env("worker-cpu", DELTATUNE_S3_BUCKET=""), check_object_store),
+    ("another bucket", _with_env("api", DELTATUNE_S3_BUCKET="elsewhere"), check_object_store),
+    ("unknown store", _with_env("worker", DELTATUNE_S3_ENDPOINT_URL="http://s3:9000"), check_object_store),
 ]
 
 

@@ -1,7 +1,8 @@
 """Finished jobs' models as base models: made loadable on the worker before a job that builds on one.
 
 A job whose base_model is another job's id trains on that job's merged model, saved once into
-`data_dir/job-models/<job id>/` as a plain transformers model. A directory model's id is its folder
+`data_dir/job-models/<job id>/` as a plain transformers model (each worker host keeps its own: it is
+made again from the stored artifact wherever it is missing). A directory model's id is its folder
 name, so with that folder first in the model directories `tuning.run` finds the job id like any
 other base model. The source may itself build on a job (a chain): its base is made first.
 """
@@ -13,8 +14,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import MAX_JOB_CHAIN, Job, JobStatus, artifact_folder, is_job_id
+from core.models import MAX_JOB_CHAIN, Job, JobStatus, is_job_id
 from core.settings import Settings
+from core.storage import Storage
+from core.storage.keys import artifact_prefix
 from tuning.artifacts.plain_model import export_plain_model
 from tuning.spec import JobSpec
 from worker.lifecycle import JobFailure
@@ -26,21 +29,25 @@ def job_models_dir(settings: Settings) -> Path:
     return settings.data_dir / "job-models"
 
 
-def base_model_dirs(sessions: sessionmaker[Session], settings: Settings, spec: JobSpec) -> list[Path]:
+def base_model_dirs(
+    sessions: sessionmaker[Session], settings: Settings, storage: Storage, spec: JobSpec
+) -> list[Path]:
     """The model directories `tuning.run` searches for `spec.base_model`."""
     if not is_job_id(spec.base_model):
         return list(settings.model_dirs)
-    materialize_job_model(sessions, settings, spec.base_model)
+    materialize_job_model(sessions, settings, storage, spec.base_model)
     return [job_models_dir(settings), *settings.model_dirs]
 
 
-def materialize_job_model(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> Path:
+def materialize_job_model(
+    sessions: sessionmaker[Session], settings: Settings, storage: Storage, job_id: str
+) -> Path:
     """The folder of `job_id`'s plain model, exported first if no worker has done it yet."""
     chain = _chain(sessions, job_id)
     model_dirs = [job_models_dir(settings), *settings.model_dirs]
     # The root's first: each job's artifact is rebuilt on the model of the job before it.
     for link, attempt in reversed(chain):
-        _export_once(settings, link, attempt, model_dirs)
+        _export_once(settings, storage, link, attempt, model_dirs)
     return job_models_dir(settings) / job_id
 
 
@@ -65,7 +72,9 @@ def _chain(sessions: sessionmaker[Session], job_id: str) -> list[tuple[str, int]
     raise JobFailure("invalid_base_model", f"base model {job_id!r} builds on too long a chain of jobs")
 
 
-def _export_once(settings: Settings, job_id: str, attempt: int, model_dirs: list[Path]) -> None:
+def _export_once(
+    settings: Settings, storage: Storage, job_id: str, attempt: int, model_dirs: list[Path]
+) -> None:
     target = job_models_dir(settings) / job_id
     if (target / "config.json").is_file():
         return
@@ -74,9 +83,14 @@ def _export_once(settings: Settings, job_id: str, attempt: int, model_dirs: list
     scratch = Path(tempfile.mkdtemp(prefix=f".{job_id}-", dir=target.parent))
     try:
         logger.info("exporting job %s's model as a base model", job_id)
-        export_plain_model(
-            artifact_folder(settings.artifacts_dir, job_id, attempt), scratch / "model", model_dirs
-        )
+        artifact = storage.local_folder(artifact_prefix(job_id, attempt), scratch / "artifact")
+        if artifact is None:
+            raise JobFailure(
+                "invalid_base_model",
+                f"base model {job_id!r}: its artifact is missing from storage",
+                param="base_model",
+            )
+        export_plain_model(artifact, scratch / "model", model_dirs)
         try:
             (scratch / "model").rename(target)
         except OSError:

@@ -3,9 +3,12 @@
 Everything is re-read from the database by id, so a repeated delivery is harmless (the claim loses)
 and the worker needs nothing but the id. The attempt holds a lease its heartbeat renews; every write
 it makes is fenced by its number (worker.lifecycle), and one that lost its job stops and writes
-nothing. Training writes resume points into the job's resume folder (worker.resume_store), and an
-attempt after one that died goes on from the latest. Every claimed job that keeps its attempt ends
-in a recorded status, whatever goes wrong, and the attempt's scratch folder is always removed.
+nothing. The job's files, its checkpoints, resume points and artifact live in the store
+(core.storage), which may be another host's: what training reads is fetched into the scratch folder
+first. Training writes resume points into the job's resume folder (worker.resume_store), and an
+attempt after one that died, here or on another host, goes on from the latest. Every claimed job
+that keeps its attempt ends in a recorded status, whatever goes wrong, and the attempt's scratch
+folder is always removed.
 """
 
 import logging
@@ -19,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 import tuning
 from core.models import Job, JobStatus
 from core.settings import Settings
+from core.storage import Storage, open_storage
+from core.storage.keys import file_key
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.resume import ResumeOptions, ResumePoint
 from tuning.run import RunResult
@@ -60,17 +65,23 @@ def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session],
         return None
     if attempt.number > 1:
         clear_dead_attempts(settings, job_id, current=attempt.number)
+    storage = open_storage(settings)
     scratch = scratch_folder(settings, job_id, attempt.number)
     scratch.mkdir(parents=True)
     try:
         with Heartbeat(attempt, every_seconds=settings.heartbeat_seconds) as heartbeat:
             status = _run_claimed(
-                attempt, settings=settings, sessions=sessions, scratch=scratch, heartbeat=heartbeat
+                attempt,
+                settings=settings,
+                storage=storage,
+                sessions=sessions,
+                scratch=scratch,
+                heartbeat=heartbeat,
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if status is not None and status != JobStatus.PAUSED:
-        ResumeStore(settings.resume_dir, job_id).remove()  # ended: nothing will resume it
+        ResumeStore(storage, job_id).remove()  # ended: nothing will resume it
     return status
 
 
@@ -78,12 +89,13 @@ def _run_claimed(
     attempt: Attempt,
     *,
     settings: Settings,
+    storage: Storage,
     sessions: sessionmaker[Session],
     scratch: Path,
     heartbeat: Heartbeat,
 ) -> str | None:
     job_id = attempt.row_id
-    resume_store = ResumeStore(settings.resume_dir, job_id)
+    resume_store = ResumeStore(storage, job_id)
     keeper = resume_store.keeper(attempt)
 
     def keep_point(point: ResumePoint) -> None:
@@ -91,7 +103,7 @@ def _run_claimed(
         heartbeat.point_kept(point.step)  # stored first: a pause stops only once it can resume there
 
     def train(point: ResumePoint | None) -> RunResult:
-        inputs = load_inputs(sessions, job_id, settings=settings)
+        inputs = load_inputs(sessions, job_id, settings=settings, storage=storage, scratch=scratch / "inputs")
         if point is not None:
             logger.info("%s resumes from step %d", attempt.describe(), point.step)
         return tuning.run(
@@ -102,7 +114,7 @@ def _run_claimed(
             fisher_path=inputs.fisher_path,
             model_dirs=inputs.model_dirs,
             start_from=inputs.start_from,
-            on_checkpoint=CheckpointPublisher(attempt, checkpoints_dir=settings.checkpoints_dir),
+            on_checkpoint=CheckpointPublisher(attempt, storage=storage),
             on_event=ProgressRecorder(attempt),
             should_stop=heartbeat.should_stop,
             resume=ResumeOptions(
@@ -116,7 +128,7 @@ def _run_claimed(
 
     try:
         try:
-            point = resume_store.latest()
+            point = resume_store.latest(scratch / "resume-from")
             try:
                 result = train(point)
             except ResumeMismatch:
@@ -129,9 +141,7 @@ def _run_claimed(
             if heartbeat.should_stop() and heartbeat.reason is not StopReason.PAUSE_REQUESTED:
                 raise Cancelled()  # asked to stop after the last step: treated as if before it
             # A pause whose point is the last step's comes too late to matter: the job is done.
-            publish_artifact(
-                attempt, out_dir=scratch / "out", artifacts_dir=settings.artifacts_dir, result=result
-            )
+            publish_artifact(attempt, out_dir=scratch / "out", storage=storage, result=result)
             return JobStatus.SUCCEEDED
         except Cancelled:
             if heartbeat.reason is StopReason.LOST_LEASE:
@@ -162,9 +172,11 @@ def _run_claimed(
         return None
 
 
-def load_inputs(sessions: sessionmaker[Session], job_id: str, *, settings: Settings) -> JobInputs:
-    """The job's spec, re-validated as stored, the paths of its data files, and where its base is."""
-    files_dir = settings.files_dir
+def load_inputs(
+    sessions: sessionmaker[Session], job_id: str, *, settings: Settings, storage: Storage, scratch: Path
+) -> JobInputs:
+    """The job's spec, re-validated as stored, local paths of its data files (the stored ones, or
+    downloads into `scratch`), and where its base is."""
     with sessions() as session:
         job = session.get(Job, job_id)
         stored_spec = job.spec if job is not None else None
@@ -175,29 +187,30 @@ def load_inputs(sessions: sessionmaker[Session], job_id: str, *, settings: Setti
         spec = JobSpec.model_validate(stored_spec)
     except ValidationError as error:
         raise JobFailure("invalid_spec", f"the stored job spec is no longer valid: {error}") from error
-    training_path = _file_path(files_dir, spec.training_file, param="training_file")
-    validation_path = (
-        _file_path(files_dir, spec.validation_file, param="validation_file") if spec.validation_file else None
-    )
+
+    def data_file(file_id: str | None, param: str) -> Path | None:
+        return None if file_id is None else _file_path(storage, file_id, scratch, param=param)
+
     ewc = spec.regularizers.ewc
-    fisher_path = (
-        _file_path(files_dir, ewc.fisher_file, param="regularizers.ewc.fisher_file")
-        if ewc is not None and ewc.fisher_file is not None
+    start_from = (
+        checkpoint_folder(sessions, storage, spec.from_checkpoint, scratch=scratch)
+        if spec.from_checkpoint
         else None
     )
-    start_from = checkpoint_folder(sessions, settings, spec.from_checkpoint) if spec.from_checkpoint else None
     return JobInputs(
         spec,
-        training_path,
-        validation_path,
-        fisher_path,
+        _file_path(storage, spec.training_file, scratch, param="training_file"),
+        data_file(spec.validation_file, "validation_file"),
+        data_file(ewc.fisher_file if ewc is not None else None, "regularizers.ewc.fisher_file"),
         start_from,
-        base_model_dirs(sessions, settings, spec),
+        base_model_dirs(sessions, settings, storage, spec),
     )
 
 
-def _file_path(files_dir: Path, file_id: str, *, param: str) -> Path:
-    path = files_dir / file_id
-    if not path.is_file():
-        raise JobFailure("file_not_found", f"file {file_id} is missing from the file store", param=param)
-    return path
+def _file_path(storage: Storage, file_id: str, scratch: Path, *, param: str) -> Path:
+    try:
+        return storage.local_file(file_key(file_id), scratch)
+    except FileNotFoundError:
+        raise JobFailure(
+            "file_not_found", f"file {file_id} is missing from the file store", param=param
+        ) from None

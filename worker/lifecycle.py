@@ -34,12 +34,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import database_unavailable
 from core.dispatch import enqueue_job, enqueue_transferability
 from core.models import Base, Job, JobEvent, JobStatus, TransferabilityRun, utcnow
+from core.storage import StoreUnavailable
 from core.webhook_outbox import record_job_deliveries
 from tuning.errors import TuningError
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = "internal_error"
+STORAGE_UNAVAILABLE = "storage_unavailable"
 DISK_FULL = "disk_full"
 DATABASE_UNAVAILABLE = "database_unavailable"
 # A re-sent message waits resend_after_seconds · 2^n before the next one, n capped here (64×).
@@ -303,6 +305,9 @@ class Lifecycle:
             return JobFailure(error.code, error.message, param=error.param)
         if database_unavailable(error):
             return JobFailure(DATABASE_UNAVAILABLE, "the database could not be reached while the job ran")
+        if isinstance(error, StoreUnavailable):
+            # No endpoint in the message either: where the store is is the server's business.
+            return JobFailure(STORAGE_UNAVAILABLE, "the object store could not be reached while the job ran")
         logger.error("%s %s hit an unexpected error", self.noun, row_id, exc_info=error)
         return JobFailure(
             INTERNAL_ERROR, f"the worker hit an unexpected error: {type(error).__name__}: {error}"

@@ -1,22 +1,22 @@
 """Publishing a finished job's artifact: complete or absent, never half of one, never another's.
 
-The artifact is written in the attempt's scratch folder, on the same filesystem as the artifact
-store, so one `os.rename` makes the whole folder appear at once, at a path only this attempt uses:
-`artifacts/<job>/attempt-<n>/` (core.models.artifact_folder). The Artifact rows and the `succeeded`
-status are then committed in one transaction fenced by the attempt. If the commit is refused (the
-attempt lost the job) the folder is taken back out; if its outcome is unknown (the connection lost
-during the commit) the row is read back to settle it. No attempt ever deletes a folder it did not
-publish itself.
+The artifact is written in the attempt's scratch folder and stored (core.storage) at a key only this
+attempt uses, `artifacts/<job>/attempt-<n>/`: in the data folder by one `os.rename` (the scratch folder
+is on the same filesystem), in S3 object by object. Either way nothing reads it until the Artifact rows
+and the `succeeded` status are committed, in one transaction fenced by the attempt: that commit is the
+publish. If the commit is refused (the attempt lost the job) the folder is taken back out; if its
+outcome is unknown (the connection lost during the commit) the row is read back to settle it. No
+attempt ever deletes a folder it did not publish itself.
 """
 
 import hashlib
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.models import Artifact, JobStatus, artifact_folder
+from core.models import Artifact, JobStatus
+from core.storage import Storage
+from core.storage.keys import artifact_prefix
 from tuning.run import RunResult
 from worker.lifecycle import Attempt, OutcomeUnknown
 from worker.progress import json_safe
@@ -34,13 +34,12 @@ class ArtifactFile:
 
 
 def publish_artifact(
-    attempt: Attempt, *, out_dir: Path, artifacts_dir: Path, result: RunResult
+    attempt: Attempt, *, out_dir: Path, storage: Storage, result: RunResult
 ) -> list[ArtifactFile]:
     """Move `out_dir` to the attempt's artifact folder and mark the job succeeded with its rows."""
     files = describe_files(out_dir)  # hashed before publishing: nothing half-read is ever recorded
-    target = artifact_folder(artifacts_dir, attempt.row_id, attempt.number)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(out_dir, target)  # the attempt's own name: no earlier folder can be there
+    target = artifact_prefix(attempt.row_id, attempt.number)
+    storage.publish_folder(out_dir, target, move=True)  # the attempt's own key: nothing earlier there
     try:
         _record_success(attempt, files, result)
     except OutcomeUnknown:
@@ -48,7 +47,7 @@ def publish_artifact(
         logger.warning("%s: whether the publish committed is unknown; %s kept", attempt.describe(), target)
         raise
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # ours: the rows that would name it never landed
+        storage.remove_folder(target)  # ours: the rows that would name it never landed
         raise
     logger.info("%s published %d files to %s", attempt.describe(), len(files), target)
     return files

@@ -1,17 +1,20 @@
-"""A job's latest resume point, kept across its attempts in `resume/<job_id>/step-<k>/`.
+"""A job's latest resume point, kept across its attempts in the store at `resume/<job_id>/step-<k>/`.
 
 tuning.run writes each point in the attempt's scratch folder, complete or absent (tuning.resume);
-`ResumeStore.keep` is its `on_resume_point`: fenced by the attempt (a stale attempt stops there,
-with LostLease, and stores nothing), it renames the point into the job's folder and only then
-deletes the older ones, so a kill at any moment leaves the latest complete point there. The next
-attempt of the job resumes from `latest()`; the folder goes when the job ends.
+`ResumeStore.keeper` gives its `on_resume_point`: fenced by the attempt (a stale attempt stops there,
+with LostLease, and stores nothing), it stores the point (one rename in the data folder; in S3 its
+manifest.json last, so a point without its manifest is one cut short) and only then deletes the older
+ones, so a kill at any moment leaves the latest complete point there. The next attempt of the job,
+on this host or another, resumes from `latest()`; the folder goes when the job ends.
 """
 
 import logging
-import os
+import re
 import shutil
 from pathlib import Path
 
+from core.storage import MANIFEST, Storage
+from core.storage.keys import join, resume_prefix
 from tuning.errors import ResumeMismatch
 from tuning.resume import ResumePoint
 from worker.lifecycle import Attempt
@@ -19,35 +22,40 @@ from worker.lifecycle import Attempt
 logger = logging.getLogger(__name__)
 
 PREFIX = "step-"
+_STEP = re.compile(rf"^{PREFIX}(?P<step>\d+)$")
 
 
 class ResumeStore:
-    def __init__(self, root: Path, job_id: str) -> None:
-        self.folder = root / job_id
+    def __init__(self, storage: Storage, job_id: str) -> None:
+        self.storage = storage
+        self.prefix = resume_prefix(job_id)
 
-    def points(self) -> list[ResumePoint]:
-        """The complete points stored, oldest first (a hidden name is a rename cut short)."""
-        found = []
-        for path in self.folder.glob(f"{PREFIX}*") if self.folder.is_dir() else []:
+    def stored(self) -> list[tuple[int, str]]:
+        """The (step, folder name) of the points stored, complete or not, oldest first."""
+        found = (_STEP.match(name) for name in self.storage.folders(self.prefix))
+        return sorted((int(match["step"]), match.string) for match in found if match)
+
+    def point_key(self, name: str) -> str:
+        return join(self.prefix, name)
+
+    def is_complete(self, name: str) -> bool:
+        return self.storage.stat(join(self.point_key(name), MANIFEST)) is not None
+
+    def latest(self, scratch: Path) -> ResumePoint | None:
+        """The newest complete point, read where it is stored or from a download into `scratch`."""
+        for _, name in reversed(self.stored()):
+            folder = self.storage.local_folder(self.point_key(name), scratch)
             try:
-                found.append(ResumePoint.read(path))
+                return ResumePoint.read(folder) if folder is not None else None
             except (ResumeMismatch, ValueError, KeyError):
-                logger.warning("ignoring %s: not a complete resume point", path.name)
-        return sorted(found, key=lambda point: point.step)
-
-    def latest(self) -> ResumePoint | None:
-        points = self.points()
-        return points[-1] if points else None
+                logger.warning("ignoring %s of %s: not a complete resume point", name, self.prefix)
+        return None
 
     def keeper(self, attempt: Attempt) -> "PointKeeper":
         return PointKeeper(self, attempt)
 
     def remove(self) -> None:
-        if self.folder.exists():
-            aside = self.folder.with_name(f".{self.folder.name}-removed")
-            shutil.rmtree(aside, ignore_errors=True)
-            os.rename(self.folder, aside)
-            shutil.rmtree(aside, ignore_errors=True)
+        self.storage.remove_folder(self.prefix)
 
 
 class PointKeeper:
@@ -58,16 +66,15 @@ class PointKeeper:
 
     def __call__(self, point: ResumePoint) -> None:
         # The fence renews the lease: no other attempt can claim the job for lease_seconds, far
-        # longer than the rename and the deletes below take.
+        # longer than storing the point and the deletes below take.
         self.attempt.write(lambda session: None, what=f"keeping the resume point of step {point.step}")
-        folder = self.store.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / point.folder.name
-        if target.exists():  # this step kept before, by an attempt that died after it: the same state
+        store, name = self.store, point.folder.name
+        if store.is_complete(name):  # kept before, by an attempt that died after it: the same state
             shutil.rmtree(point.folder, ignore_errors=True)
         else:
-            os.rename(point.folder, target)
-        for older in self.store.points():
-            if older.step < point.step:
-                shutil.rmtree(older.folder, ignore_errors=True)
+            store.storage.remove_folder(store.point_key(name))  # an upload cut short, if any
+            store.storage.publish_folder(point.folder, store.point_key(name), move=True)
+        for step, older in store.stored():
+            if step < point.step:
+                store.storage.remove_folder(store.point_key(older))
         logger.info("%s: resume point of step %d kept", self.attempt.describe(), point.step)

@@ -1,11 +1,12 @@
 """Where attempts write, and clearing what dead attempts left behind.
 
-An attempt trains in `work/<job_id>.attempt-<n>/` (a name only it uses) and publishes into
-`artifacts/<job_id>/attempt-<n>/`. An attempt that dies (SIGKILL, a lost machine) leaves its scratch
-folder, perhaps a published folder whose rows never landed, a checkpoint copy under a hidden name,
-and the job's resume folder. Only folders of attempts that are not current are removed: an attempt
-is current while its row is running under its number, and a succeeded row's attempt is the one
-whose artifact it names. Nothing another attempt may still use, or has published, is touched.
+An attempt trains in `work/<job_id>.attempt-<n>/` (a name only it uses, in this host's data folder)
+and publishes into `artifacts/<job_id>/attempt-<n>/` in the store (core.storage). An attempt that
+dies (SIGKILL, a lost machine) leaves its scratch folder, perhaps a published folder whose rows never
+landed, a checkpoint copy under a hidden name, and the job's resume folder. Only folders of attempts
+that are not current are removed: an attempt is current while its row is running under its number,
+and a succeeded row's attempt is the one whose artifact it names. Nothing another attempt may still
+use, or has published, is touched.
 """
 
 import logging
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import ACTIVE, Job, JobStatus
 from core.settings import Settings
+from core.storage import Storage, open_storage
+from core.storage.keys import ARTIFACTS, CHECKPOINTS, RESUME, job_artifacts, job_checkpoints, join
 
 logger = logging.getLogger(__name__)
 
@@ -37,38 +40,48 @@ def clear_dead_attempts(settings: Settings, job_id: str, *, current: int) -> Non
     succeeded row is never claimed)."""
     for attempt in range(1, current):
         _remove(scratch_folder(settings, job_id, attempt))
-    _remove_attempt_folders(settings.artifacts_dir / job_id, keep=None, below=current)
-    checkpoints = settings.checkpoints_dir / job_id
-    for partial in checkpoints.glob(".*-incoming") if checkpoints.is_dir() else []:
-        _remove(partial)
+    storage = open_storage(settings)
+    _remove_attempt_folders(storage, job_artifacts(job_id), keep=None, below=current)
+    for name in storage.folders(job_checkpoints(job_id)):
+        if name.startswith("."):  # a copy cut short (the local engine's hidden staging names)
+            storage.remove_folder(join(job_checkpoints(job_id), name))
 
 
 def sweep_leftovers(
     sessions: sessionmaker[Session], settings: Settings, *, artifacts: bool = False
-) -> list[Path]:
-    """Remove the scratch folders of attempts that are not current, the resume folders of jobs that
-    ended, and (with `artifacts`, at worker start: it lists every job's folder) published folders no
-    row names. Returns what it removed."""
-    removed: list[Path] = []
+) -> list[str]:
+    """Remove this host's scratch folders of attempts that are not current, the stored resume folders
+    of jobs that ended, and (with `artifacts`, at worker start: it lists every job's folder) published
+    folders no row names and the checkpoints of jobs that are gone (a deletion cut short). Returns
+    what it removed (paths, and storage keys)."""
+    storage = open_storage(settings)
+    removed: list[str] = []
     scratch = {path: match for path in _children(settings.work_dir) if (match := _SCRATCH.match(path.name))}
-    resume = _children(settings.resume_dir)
-    published = [p for p in _children(settings.artifacts_dir) if any(_attempts(p))] if artifacts else []
-    ids = {m["job"] for m in scratch.values()} | {p.name for p in resume} | {p.name for p in published}
+    resume = storage.folders(RESUME)
+    jobs_published = storage.folders(ARTIFACTS) if artifacts else []
+    published = [job for job in jobs_published if any(_attempts(storage, job_artifacts(job)))]
+    checkpointed = storage.folders(CHECKPOINTS) if artifacts else []
+    ids = {m["job"] for m in scratch.values()} | set(resume) | set(published) | set(checkpointed)
     rows = _rows(sessions, ids)
     for path, match in scratch.items():
         status, attempt = rows.get(match["job"], (None, None))
         if not (status == JobStatus.RUNNING and attempt == int(match["attempt"])):
-            removed += _remove(path)
-    for path in resume:
-        status, _ = rows.get(path.name, (None, None))
-        if path.name.startswith(".") or status not in ACTIVE:
-            removed += _remove(path)
-    for path in published:
-        status, attempt = rows.get(path.name, (None, None))
+            removed += [str(path) for path in _remove(path)]
+    for job_id in resume:
+        status, _ = rows.get(job_id, (None, None))
+        if job_id.startswith(".") or status not in ACTIVE:
+            storage.remove_folder(join(RESUME, job_id))
+            removed.append(join(RESUME, job_id))
+    for job_id in published:
+        status, attempt = rows.get(job_id, (None, None))
         keep = attempt if status in (JobStatus.SUCCEEDED, JobStatus.RUNNING) else None
-        removed += _remove_attempt_folders(path, keep=keep, below=None)
-    for path in removed:
-        logger.info("removed %s, left by an attempt that is no longer current", path)
+        removed += _remove_attempt_folders(storage, job_artifacts(job_id), keep=keep, below=None)
+    for job_id in checkpointed:
+        if job_id not in rows:  # only a job that exists writes checkpoints: this one was deleted
+            storage.remove_folder(job_checkpoints(job_id))
+            removed.append(job_checkpoints(job_id))
+    for what in removed:
+        logger.info("removed %s, left by an attempt that is no longer current", what)
     return removed
 
 
@@ -82,17 +95,20 @@ def _rows(sessions: sessionmaker[Session], ids: Iterable[str]) -> dict[str, tupl
     return found
 
 
-def _attempts(job_folder: Path) -> Iterable[tuple[int, Path]]:
-    for path in _children(job_folder):
-        if match := _ATTEMPT.match(path.name):
-            yield int(match["attempt"]), path
+def _attempts(storage: Storage, job_folder: str) -> Iterable[tuple[int, str]]:
+    for name in storage.folders(job_folder):
+        if match := _ATTEMPT.match(name):
+            yield int(match["attempt"]), join(job_folder, name)
 
 
-def _remove_attempt_folders(job_folder: Path, *, keep: int | None, below: int | None) -> list[Path]:
+def _remove_attempt_folders(
+    storage: Storage, job_folder: str, *, keep: int | None, below: int | None
+) -> list[str]:
     removed = []
-    for attempt, path in list(_attempts(job_folder)):
+    for attempt, key in list(_attempts(storage, job_folder)):
         if attempt != keep and (below is None or attempt < below):
-            removed += _remove(path)
+            storage.remove_folder(key)
+            removed.append(key)
     return removed
 
 

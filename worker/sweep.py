@@ -65,7 +65,7 @@ def sweep(
             report.requeued += lifecycle.requeue_expired(sessions, celery)
         after = None if at_start else settings.resend_after_seconds
         report.resent += lifecycle.resend_queued(sessions, celery, after_seconds=after)
-    report.removed = [str(path) for path in sweep_leftovers(sessions, settings, artifacts=at_start)]
+    report.removed = sweep_leftovers(sessions, settings, artifacts=at_start)
     return report
 
 

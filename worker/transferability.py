@@ -6,12 +6,16 @@ attempt holds a lease its heartbeat renews, and every claimed run it keeps ends 
 """
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import JobStatus, TransferabilityRun
 from core.settings import Settings
+from core.storage import open_storage
+from core.storage.keys import file_key
 from tuning.models import resolve_base_model
 from tuning.spec.transferability import TransferabilityRequest
 from tuning.transferability import Candidate, read_scoring_data, score_candidates
@@ -51,10 +55,15 @@ def score_run(run_id: str, *, settings: Settings, sessions: sessionmaker[Session
 
 def _score(sessions: sessionmaker[Session], run_id: str, settings: Settings) -> list[dict[str, Any]]:
     request = _load_request(sessions, run_id)
-    path = settings.files_dir / request.training_file
-    if not path.is_file():
-        raise JobFailure("file_not_found", f"file {request.training_file} is missing from the file store")
-    texts, labels = read_scoring_data(path, request.task, max_examples=request.max_examples)
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{run_id}-", dir=settings.work_dir) as scratch:
+        try:
+            path = open_storage(settings).local_file(file_key(request.training_file), Path(scratch))
+        except FileNotFoundError:
+            raise JobFailure(
+                "file_not_found", f"file {request.training_file} is missing from the file store"
+            ) from None
+        texts, labels = read_scoring_data(path, request.task, max_examples=request.max_examples)
     candidates = [
         Candidate(name, resolve_base_model(name, settings.model_dirs)) for name in request.base_models
     ]

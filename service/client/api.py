@@ -82,6 +82,9 @@ class DeltatuneClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{_segment(job_id)}/cancel")
 
+    def delete_job(self, job_id: str) -> dict[str, Any]:
+        return self._json("DELETE", f"/v1/jobs/{_segment(job_id)}")
+
     def list_artifacts(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{_segment(job_id)}/artifacts")
 

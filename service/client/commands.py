@@ -65,7 +65,7 @@ def _add_files(commands: Subcommands, connection: argparse.ArgumentParser) -> No
 
 
 def _add_jobs(commands: Subcommands, connection: argparse.ArgumentParser) -> None:
-    jobs = commands.add_parser("jobs", help="client: create, follow, cancel and download jobs")
+    jobs = commands.add_parser("jobs", help="client: create, follow, cancel, download and delete jobs")
     job_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="JOBS_COMMAND")
 
     create = job_commands.add_parser(
@@ -109,6 +109,12 @@ def _add_jobs(commands: Subcommands, connection: argparse.ArgumentParser) -> Non
     cancel = job_commands.add_parser("cancel", parents=[connection], help="cancel a queued or running job")
     cancel.add_argument("job_id")
     cancel.set_defaults(client=_jobs_cancel)
+
+    delete = job_commands.add_parser(
+        "delete", parents=[connection], help="delete a finished job with its artifact and checkpoints"
+    )
+    delete.add_argument("job_id")
+    delete.set_defaults(client=_jobs_delete)
 
     download = job_commands.add_parser(
         "download", parents=[connection], help="download a succeeded job's artifact, checking each sha256"
@@ -306,6 +312,12 @@ def _jobs_cancel(client: DeltatuneClient, args: argparse.Namespace, console: Con
         console.print(f"job {job['id']} cancelled")
     else:
         console.print(f"job {job['id']} is {job['status']}: its worker stops it within a few steps")
+    return EXIT_OK
+
+
+def _jobs_delete(client: DeltatuneClient, args: argparse.Namespace, console: Console) -> int:
+    deleted = client.delete_job(args.job_id)
+    console.print(f"job {deleted['id']} deleted, with its artifact and checkpoints")
     return EXIT_OK
 
 

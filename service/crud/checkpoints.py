@@ -1,17 +1,10 @@
 """Checkpoints kept while a job trains: the rows behind /v1/jobs/{id}/checkpoints, scoped through the job."""
 
-from pathlib import Path
-
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Checkpoint, Job
 from service.crud import storable
-
-
-def checkpoint_dir(checkpoints_dir: Path, job_id: str, checkpoint_id: str) -> Path:
-    """Where a checkpoint's files live under Settings.checkpoints_dir (the worker writes them there)."""
-    return checkpoints_dir / job_id / checkpoint_id
 
 
 def list_checkpoints(session: Session, *, job_id: str) -> list[Checkpoint]:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.models import CANCELLABLE_AT_ONCE, Artifact, Job, JobEvent, JobStatus, utcnow
+from core.models import ACTIVE, CANCELLABLE_AT_ONCE, Artifact, Checkpoint, Job, JobEvent, JobStatus, utcnow
 from core.webhook_outbox import record_job_deliveries
 from service.crud import storable
 from service.crud.pages import newest_first_page
@@ -102,6 +102,30 @@ def request_cancel(session: Session, *, job: Job) -> bool:
         )
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def jobs_needing(session: Session, *, job: Job) -> list[Job]:
+    """The owner's jobs that need `job` kept: any that builds on its model (a chain is rebuilt from
+    every link's artifact), and the unfinished ones that start from one of its checkpoints."""
+    building_on = select(Job).where(Job.owner_id == job.owner_id, Job.base_model == job.id)
+    needing = list(session.scalars(building_on.order_by(Job.id)))
+    checkpoints = set(session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job.id)))
+    if checkpoints:
+        active = select(Job).where(Job.owner_id == job.owner_id, Job.status.in_(ACTIVE))
+        needing += [j for j in session.scalars(active) if _starts_from(j) in checkpoints]
+    return needing
+
+
+def _starts_from(job: Job) -> str | None:
+    checkpoint = (job.spec or {}).get("from_checkpoint")
+    return checkpoint if isinstance(checkpoint, str) else None
+
+
+def delete_job(session: Session, *, job: Job) -> None:
+    """Forget a finished job: its row, and with it (ON DELETE CASCADE) its events, artifact and
+    checkpoint rows and webhook deliveries."""
+    session.delete(job)
+    session.commit()
 
 
 def add_event(

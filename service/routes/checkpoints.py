@@ -1,22 +1,22 @@
 """/v1/jobs/{id}/checkpoints: the checkpoints a job keeps while it trains, each a loadable artifact."""
 
 import logging
-from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from core.models import Checkpoint
-from core.settings import Settings
+from core.storage import Storage
+from core.storage.keys import checkpoint_prefix, join
 from service.crud import checkpoints as crud
-from service.deps import CurrentOwner, SessionDep, SettingsDep
+from service.deps import CurrentOwner, SessionDep, StorageDep
 from service.errors import ApiError, NotFound
 from service.routes.jobs import owned_job
 from service.schemas.checkpoints import CheckpointFile, CheckpointList, CheckpointObject
 from service.schemas.common import error_responses, unix_seconds
-from service.storage import stream_tar_gz
+from service.storage import stored_file_response, stream_tar_gz
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ def list_checkpoints(job_id: str, owner: CurrentOwner, session: SessionDep) -> C
     responses={200: {"content": {"application/gzip": {}}}},
 )
 def download_checkpoint_archive(
-    job_id: str, checkpoint_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, checkpoint_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep
 ) -> StreamingResponse:
     """Download a whole checkpoint as one .tar.gz, streamed; it loads like a job's artifact."""
     checkpoint = _owned_checkpoint(session, owner.id, job_id, checkpoint_id)
-    members = [(f["name"], _stored_file(settings, checkpoint, f["name"])) for f in checkpoint.files]
+    members = [(f["name"], _stored_file(storage, checkpoint, f["name"])) for f in checkpoint.files]
     return StreamingResponse(
-        stream_tar_gz(members, root=checkpoint.id),
+        stream_tar_gz(storage, members, root=checkpoint.id),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{checkpoint.id}.tar.gz"'},
     )
@@ -81,8 +81,8 @@ def download_checkpoint_file(
     name: str,
     owner: CurrentOwner,
     session: SessionDep,
-    settings: SettingsDep,
-) -> FileResponse:
+    storage: StorageDep,
+) -> Response:
     """Download one file of a checkpoint, streamed, its sha256 in `X-Content-SHA256`."""
     checkpoint = _owned_checkpoint(session, owner.id, job_id, checkpoint_id)
     # Looked up by exact name in the row: a client's name is never joined into a path unchecked.
@@ -91,11 +91,12 @@ def download_checkpoint_file(
         raise NotFound(
             f"checkpoint {checkpoint_id!r} has no file named {name!r}", param="name", code="file_not_found"
         )
-    path = _stored_file(settings, checkpoint, name)
-    return FileResponse(
-        path,
+    key = _stored_file(storage, checkpoint, name)
+    return stored_file_response(
+        storage,
+        key,
         media_type="application/octet-stream",
-        filename=path.name,
+        filename=key.rsplit("/", 1)[-1],
         headers={"X-Content-SHA256": recorded["sha256"]},
     )
 
@@ -112,12 +113,10 @@ def _owned_checkpoint(session: Session, owner_id: str, job_id: str, checkpoint_i
     return checkpoint
 
 
-def _stored_file(settings: Settings, checkpoint: Checkpoint, name: str) -> Path:
-    folder = crud.checkpoint_dir(settings.checkpoints_dir, checkpoint.job_id, checkpoint.id).resolve()
-    path = (folder / name).resolve()
-    if not path.is_relative_to(folder) or path == folder:  # a second guard: even a bad row stays inside
-        raise ValueError(f"checkpoint file {name!r} escapes its folder")
-    if not path.is_file():
+def _stored_file(storage: Storage, checkpoint: Checkpoint, name: str) -> str:
+    # keys.join is a second guard: even a bad row stays inside the checkpoint's folder.
+    key = join(checkpoint_prefix(checkpoint.job_id, checkpoint.id), name)
+    if storage.stat(key) is None:
         # Storage lost a file the database says was kept: the server's fault, said plainly.
         logger.error("file %s of checkpoint %s is recorded but missing from storage", name, checkpoint.id)
         raise ApiError(
@@ -125,4 +124,4 @@ def _stored_file(settings: Settings, checkpoint: Checkpoint, name: str) -> Path:
             status_code=500,
             code="checkpoint_file_missing",
         )
-    return path
+    return key

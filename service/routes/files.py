@@ -11,13 +11,21 @@ from starlette.concurrency import run_in_threadpool
 
 from core.models import ACTIVE, File, new_id
 from core.settings import Settings
+from core.storage import Storage
+from core.storage.keys import file_key
 from service.crud import files as crud
-from service.deps import CurrentOwner, SessionDep, SettingsDep
+from service.deps import CurrentOwner, SessionDep, SettingsDep, StorageDep
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import IdempotentRequest, KeyHeader, idempotent, request_hash
 from service.schemas.common import error_responses, unix_seconds
 from service.schemas.files import FileDeleted, FileList, FileObject
-from service.storage import ReceivedUpload, file_blob, publish_upload, receive_upload, remove_blob
+from service.storage import (
+    ReceivedUpload,
+    publish_upload,
+    receive_upload,
+    remove_upload,
+    stored_file_response,
+)
 from tuning.data import validate_file
 from tuning.errors import DataError
 
@@ -91,6 +99,7 @@ async def upload_file(
     owner: CurrentOwner,
     session: SessionDep,
     settings: SettingsDep,
+    storage: StorageDep,
     idempotency_key: KeyHeader = None,
 ) -> Response:
     """Upload a JSONL file (multipart `file` and `purpose`); every line is validated.
@@ -108,9 +117,11 @@ async def upload_file(
                 code="invalid_purpose",
             )
         keyed = None if idempotency_key is None else _upload_request(request, idempotency_key, upload)
-        return await run_in_threadpool(_store_upload, session, settings, owner.id, upload, purpose, keyed)
+        return await run_in_threadpool(
+            _store_upload, session, settings, storage, owner.id, upload, purpose, keyed
+        )
     finally:
-        remove_blob(upload.path)  # already gone when the upload was published
+        remove_upload(upload)  # already gone when the upload was stored
 
 
 def _upload_request(request: Request, key: str, upload: ReceivedUpload) -> IdempotentRequest:
@@ -123,6 +134,7 @@ def _upload_request(request: Request, key: str, upload: ReceivedUpload) -> Idemp
 def _store_upload(
     session: Session,
     settings: Settings,
+    storage: Storage,
     owner_id: str,
     upload: ReceivedUpload,
     purpose: str,
@@ -137,7 +149,7 @@ def _store_upload(
             # In the File row's transaction: the key's response exists exactly when the file does.
             created.append(call.record(JSONResponse(file_object(file).model_dump(mode="json"), 201)))
 
-        file = _register_upload(session, settings, owner_id, upload, purpose, keep_response)
+        file = _register_upload(session, storage, owner_id, upload, purpose, keep_response)
         if file.status == crud.ERROR:
             raise ApiError(
                 file.status_details or "invalid file", status_code=422, param="file", code="invalid_file"
@@ -147,13 +159,13 @@ def _store_upload(
 
 def _register_upload(
     session: Session,
-    settings: Settings,
+    storage: Storage,
     owner_id: str,
     upload: ReceivedUpload,
     purpose: str,
     before_commit: Callable[[File], None],
 ) -> File:
-    """Validate every line; store a good file under files/, record a bad one as `error` without a blob."""
+    """Validate every line; store a good file as files/<id>, record a bad one as `error` without a blob."""
     file = File(
         id=new_id("file"),
         owner_id=owner_id,
@@ -171,14 +183,16 @@ def _register_upload(
         session.commit()
         return file
     file.status, file.examples, file.format = crud.PROCESSED, report.examples, report.format
-    stored = publish_upload(upload, settings, file.id)
+    # Stored before its row: a crash between the two leaves a blob no row names (and no client sees),
+    # never a row without its blob.
+    stored = publish_upload(upload, storage, file.id)
     try:
         session.add(file)
         session.flush()
         before_commit(file)
         session.commit()
     except BaseException:
-        remove_blob(stored)  # no row, no blob
+        storage.remove(stored)  # no row, no blob
         raise
     logger.info("stored file %s (%d bytes, %d examples)", file.id, file.bytes, report.examples)
     return file
@@ -212,21 +226,19 @@ def get_file(file_id: str, owner: CurrentOwner, session: SessionDep) -> FileObje
     response_class=FileResponse,
     responses={200: {"content": {"application/jsonl": {}}}, **error_responses(404, 409)},
 )
-def download_file(
-    file_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
+def download_file(file_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep) -> Response:
     """Download a processed file's content, streamed."""
     file = owned_file(session, owner.id, file_id)
     if file.status != crud.PROCESSED:
         raise Conflict(f"file {file_id!r} has no content: {file.status_details}", code="file_not_ready")
     headers = {"X-Content-SHA256": file.sha256} if file.sha256 else None
-    return FileResponse(
-        file_blob(settings, file.id), media_type="application/jsonl", filename=file.filename, headers=headers
+    return stored_file_response(
+        storage, file_key(file.id), media_type="application/jsonl", filename=file.filename, headers=headers
     )
 
 
 @router.delete("/{file_id}", responses=error_responses(404, 409))
-def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep) -> FileDeleted:
+def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep) -> FileDeleted:
     """Delete a file; refused while a queued or running job uses it."""
     file = owned_file(session, owner.id, file_id)
     active = [job for job in crud.jobs_using_file(session, file_id=file.id) if job.status in ACTIVE]
@@ -237,5 +249,5 @@ def delete_file(file_id: str, owner: CurrentOwner, session: SessionDep, settings
             code="file_in_use",
         )
     crud.delete_file(session, file=file)
-    remove_blob(file_blob(settings, file_id))
+    storage.remove(file_key(file_id))  # after the row: a crash between leaves a blob nothing names
     return FileDeleted(id=file_id, deleted=True)

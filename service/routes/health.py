@@ -1,5 +1,5 @@
 """/healthz (the process lives) and /readyz (the database and the broker answer, the data folder takes
-a write); no auth."""
+a write, the object store answers when there is one); no auth."""
 
 import logging
 import tempfile
@@ -10,7 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
-from service.deps import CeleryDep, SessionDep, SettingsDep
+from core.storage import Storage
+from core.storage.local import LocalStorage
+from service.deps import CeleryDep, SessionDep, SettingsDep, StorageDep
 from service.errors import ApiError
 from service.schemas.common import error_responses
 from service.schemas.health import Health, Readiness
@@ -31,13 +33,13 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", responses=error_responses(503))
-def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> Readiness:
+def readyz(session: SessionDep, settings: SettingsDep, storage: StorageDep, celery: CeleryDep) -> Readiness:
     """Check that the database and the broker are reachable and the data folder writable; 503 names
     what is not."""
     problems = {
         "database": _database_problem(session),
         "broker": _broker_problem(settings, celery),
-        "storage": _storage_problem(settings),
+        "storage": _storage_problem(settings, storage),
     }
     down = {name: problem for name, problem in problems.items() if problem}
     if down:
@@ -76,15 +78,12 @@ def _broker_problem(settings: Settings, celery: Celery) -> str | None:
     return None
 
 
-def _storage_problem(settings: Settings) -> str | None:
+def _storage_problem(settings: Settings, storage: Storage) -> str | None:
     """The first folder of the data dir that cannot take a small write, named relative to it (the
-    server's paths are not the client's business)."""
-    folders = {
-        "data folder": settings.data_dir,
-        "files/": settings.files_dir,
-        "artifacts/": settings.artifacts_dir,
-        "work/": settings.work_dir,
-    }
+    server's paths are not the client's business), or what keeps the object store from answering."""
+    folders = {"data folder": settings.data_dir, "work/": settings.work_dir}
+    if isinstance(storage, LocalStorage):  # else files and artifacts live in the object store
+        folders |= {"files/": settings.files_dir, "artifacts/": settings.artifacts_dir}
     for name, folder in folders.items():
         try:
             folder.mkdir(parents=True, exist_ok=True)  # a fresh data dir makes them on first use too
@@ -94,7 +93,7 @@ def _storage_problem(settings: Settings) -> str | None:
         except OSError as error:
             logger.warning("readiness: %s is not writable: %s", folder, error)
             return f"{name}: {error.strerror or type(error).__name__}"
-    return None
+    return storage.problem()
 
 
 def _folder_problem(settings: Settings) -> str | None:

@@ -1,4 +1,4 @@
-"""/v1/jobs: create a fine-tuning job, follow it, cancel it, and download what it produced."""
+"""/v1/jobs: create a fine-tuning job, follow it, cancel it, download what it produced, delete it."""
 
 import logging
 from typing import Annotated
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.crud import jobs as crud
-from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
+from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
 from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
@@ -18,13 +18,14 @@ from service.schemas.jobs import (
     ArtifactList,
     ArtifactObject,
     DryRun,
+    JobDeleted,
     JobError,
     JobEventList,
     JobEventObject,
     JobList,
     JobObject,
 )
-from service.storage import artifact_file, stream_tar_gz
+from service.storage import artifact_key, remove_job_objects, stored_file_response, stream_tar_gz
 from service.stored_specs import stored_spec
 from service.submit import submit_job
 from tuning.spec import JobRequest
@@ -162,6 +163,32 @@ def cancel_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObje
     return full_job_object(session, cancel(session, owned_job(session, owner.id, job_id)))
 
 
+@router.delete("/{job_id}", responses=error_responses(404, 409))
+def delete_job(job_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep) -> JobDeleted:
+    """Delete a finished job with its events, artifact and checkpoints; refused while it is unfinished
+    or another job needs it (builds on its model, or starts from its checkpoint)."""
+    job = owned_job(session, owner.id, job_id)
+    if job.status in ACTIVE:
+        raise Conflict(
+            f"job {job_id!r} is {job.status}; cancel it and wait for it to end first",
+            param="job_id",
+            code="job_not_finished",
+        )
+    needing = crud.jobs_needing(session, job=job)
+    if needing:
+        raise Conflict(
+            f"job {job_id!r} is needed by job {needing[0].id!r} (its base model or checkpoint); "
+            "delete that one first",
+            param="job_id",
+            code="job_in_use",
+        )
+    crud.delete_job(session, job=job)
+    # After the commit: a crash in between leaves objects no row names, which a worker's sweep at its
+    # start removes; never a row whose artifact is gone.
+    remove_job_objects(storage, job_id)
+    return JobDeleted(id=job_id, deleted=True)
+
+
 def cancel(session: Session, job: Job) -> Job:
     """The job cancelled, or asked to stop; 409 once it has finished. (Also /v1/fine_tuning's cancel.)"""
     # The worker may change the status between our read and our write; each UPDATE is
@@ -219,7 +246,7 @@ def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> Art
     responses={200: {"content": {"application/gzip": {}}}, **error_responses(404, 409)},
 )
 def download_archive(
-    job_id: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
+    job_id: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep
 ) -> StreamingResponse:
     """Download the whole artifact as one .tar.gz, streamed."""
     job = owned_job(session, owner.id, job_id)
@@ -227,14 +254,12 @@ def download_archive(
         raise Conflict(
             f"job {job_id!r} is {job.status}; only a succeeded job has an artifact", code="job_not_succeeded"
         )
-    members = [
-        (a.name, artifact_file(settings, job, a.name)) for a in crud.list_artifacts(session, job_id=job.id)
-    ]
-    missing = [name for name, path in members if not path.is_file()]
+    members = [(a.name, artifact_key(job, a.name)) for a in crud.list_artifacts(session, job_id=job.id)]
+    missing = [name for name, key in members if storage.stat(key) is None]
     if missing:
         raise _missing_artifact(job.id, missing[0])
     return StreamingResponse(
-        stream_tar_gz(members, root=job.id),
+        stream_tar_gz(storage, members, root=job.id),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{job.id}.tar.gz"'},
     )
@@ -246,8 +271,8 @@ def download_archive(
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404)},
 )
 def download_artifact(
-    job_id: str, name: str, owner: CurrentOwner, session: SessionDep, settings: SettingsDep
-) -> FileResponse:
+    job_id: str, name: str, owner: CurrentOwner, session: SessionDep, storage: StorageDep
+) -> Response:
     """Download one artifact file, streamed, its sha256 in `X-Content-SHA256`."""
     job = owned_job(session, owner.id, job_id)
     # Looked up by exact name in the table: a client's name is never joined into a path unchecked.
@@ -256,13 +281,14 @@ def download_artifact(
         raise NotFound(
             f"job {job_id!r} has no artifact named {name!r}", param="name", code="artifact_not_found"
         )
-    path = artifact_file(settings, job, artifact.name)
-    if not path.is_file():
+    key = artifact_key(job, artifact.name)
+    if storage.stat(key) is None:
         raise _missing_artifact(job.id, artifact.name)
-    return FileResponse(
-        path,
+    return stored_file_response(
+        storage,
+        key,
         media_type="application/octet-stream",
-        filename=path.name,
+        filename=key.rsplit("/", 1)[-1],
         headers={"X-Content-SHA256": artifact.sha256},
     )
 

@@ -66,7 +66,7 @@ def create_run(
     celery: CeleryDep,
 ) -> TransferabilityObject:
     """Score each candidate base model on a training file without fine-tuning; runs on a worker."""
-    check_data_file(session, settings, owner.id, request.training_file, "training_file")
+    check_data_file(session, owner.id, request.training_file, "training_file")
     check_base_models(settings, request.base_models)
     run = crud.create_run(session, owner_id=owner.id, request=request, queue=settings.job_queue)
     # Only after COMMIT: a worker that receives the id must find the row.

@@ -32,6 +32,12 @@ class ArtifactList(BaseModel):
     archive_url: str = Field(description="The whole artifact as one .tar.gz, relative to the server root.")
 
 
+class JobDeleted(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    deleted: bool
+
+
 class JobObject(BaseModel):
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"

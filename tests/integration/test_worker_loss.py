@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 import tuning
 from core.db import make_engine
 from core.dispatch import enqueue_job, make_celery
-from core.models import JobEvent, artifact_folder
+from core.models import JobEvent
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
+from core.storage.keys import artifact_prefix
 from tests.integration.services import flushed_redis, fresh_database
 from tests.worker.jobs import add_job, data_path, job_row
 from tests.worker.processes import WorkerProcess, clean_environment, wait_for
@@ -182,7 +183,7 @@ def test_a_killed_workers_job_is_taken_back_and_resumed_by_another(cluster: Clus
     resumed = [e for e in events if e.data.get("resumed_from_step") is not None]
     assert [e.message for e in resumed] == [f"resumed from step {resumed_from}"]
 
-    ours = artifact_tensors(artifact_folder(settings.artifacts_dir, job_id, 2))
+    ours = artifact_tensors(settings.data_dir / artifact_prefix(job_id, 2))
     theirs = uninterrupted_weights(settings, job_id, tmp_path / "uninterrupted")
     assert ours.keys() == theirs.keys() and ours
     worst = max((ours[name] - theirs[name]).abs().max().item() for name in ours)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
+from core.storage import open_storage
 from tests.service.helpers import create_job, job_body, uploaded_file_id
 from tests.worker.jobs import claim
 from tuning.checkpoints import Checkpoint
@@ -25,7 +26,7 @@ def publish(settings: Settings, attempt: Attempt, folder: Path, step: int) -> No
     for name, content in FILES.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
-    publisher = CheckpointPublisher(attempt, checkpoints_dir=settings.checkpoints_dir)
+    publisher = CheckpointPublisher(attempt, storage=open_storage(settings))
     publisher(Checkpoint(step, step / 4, {"val_loss": 0.5 / step}, folder, list(FILES)), [])
 
 

@@ -318,3 +318,22 @@ def test_on_a_terminal_watch_draws_a_bar_with_step_loss_validation_and_time_left
     view = WatchView(screen, job)
     view.show({"type": "metrics", "data": {"step": 3, "total_steps": 12, "elapsed_seconds": 6.0}})
     assert view.progress.tasks[0].fields["eta"] == "0:00:06 elapsed, 0:00:18 left"  # 9 steps at 2 s
+
+
+def test_delete_removes_a_finished_job_and_says_why_it_will_not_remove_a_running_one(
+    live_app: FastAPI, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(live_app) as client:
+        headers = key_headers(live_app, "alice")
+        finished, running = create_job(client, headers)["id"], create_job(client, headers)["id"]
+    end_job(live_app, finished, "succeeded")
+    set_job(live_app, running, status="running")
+    with LiveServer(live_app) as live:
+        monkeypatch.setenv("DELTATUNE_URL", live.url)
+        monkeypatch.setenv("DELTATUNE_API_KEY", headers["Authorization"].split()[1])
+        code, _, err = run(capsys, "jobs", "delete", finished)
+        assert code == 0 and f"job {finished} deleted, with its artifact and checkpoints" in err
+        code, _, err = run(capsys, "jobs", "delete", running)
+        assert code == 1 and "error (409)" in err and "cancel it" in err
+        code, _, err = run(capsys, "jobs", "get", finished)
+        assert code == 1 and "error (404)" in err

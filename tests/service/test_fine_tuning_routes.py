@@ -15,6 +15,7 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from core.models import JobEvent
 from core.settings import Settings
+from core.storage import open_storage
 from tests.service.helpers import broker_messages, create_job, jsonl, publish_artifact, set_job, upload
 from tests.worker.jobs import claim
 from tuning.checkpoints import Checkpoint
@@ -247,7 +248,7 @@ def test_checkpoints_latest_first(
 ) -> None:
     job = created(client, auth)
     attempt = claim(app.state.sessionmaker, job["id"])
-    publisher = CheckpointPublisher(attempt, checkpoints_dir=settings.checkpoints_dir)
+    publisher = CheckpointPublisher(attempt, storage=open_storage(settings))
     for step in (2, 4):
         folder = tmp_path / f"step-{step}"
         folder.mkdir()

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.models import Job
-from core.settings import Settings
-from service.storage import CHUNK_BYTES, artifact_file, clean_filename, stream_tar_gz
+from core.storage import CHUNK_BYTES
+from core.storage.local import LocalStorage
+from service.storage import artifact_key, clean_filename, stream_tar_gz
 
 
 def test_tar_gz_streams_in_chunks_and_reads_back(tmp_path: Path) -> None:
@@ -17,9 +18,9 @@ def test_tar_gz_streams_in_chunks_and_reads_back(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(big)
     (tmp_path / "config.json").write_bytes(b"{}")
     (tmp_path / "empty").write_bytes(b"")
-    members = [(name, tmp_path / name) for name in ("config.json", "weights.bin", "empty")]
+    members = [(name, name) for name in ("config.json", "weights.bin", "empty")]
 
-    chunks = list(stream_tar_gz(members, root="ftjob-1"))
+    chunks = list(stream_tar_gz(LocalStorage(tmp_path), members, root="ftjob-1"))
     assert max(len(chunk) for chunk in chunks) < len(big) // 2, "the archive must not be built in one piece"
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:gz") as archive:
         names = archive.getnames()
@@ -28,20 +29,25 @@ def test_tar_gz_streams_in_chunks_and_reads_back(tmp_path: Path) -> None:
     assert contents == {"ftjob-1/config.json": b"{}", "ftjob-1/weights.bin": big, "ftjob-1/empty": b""}
 
 
-def test_artifact_file_stays_inside_the_job_folder(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+def test_an_archive_member_that_shrank_stops_the_archive(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"w" * 1000)
+    storage = LocalStorage(tmp_path)
+    archive = stream_tar_gz(storage, [("weights.bin", "weights.bin")], root="ftjob-1")
+    next(archive)  # the header promised 1000 bytes
+    (tmp_path / "weights.bin").write_bytes(b"w" * 10)
+    with pytest.raises(OSError, match="shrank"):
+        list(archive)
+
+
+def test_artifact_key_stays_inside_the_job_folder() -> None:
     job = Job(id="ftjob-1", attempt=2)
-    inside = artifact_file(settings, job, "merged/model.safetensors")
-    published = tmp_path / "artifacts" / "ftjob-1" / "attempt-2"
-    assert inside == (published / "merged" / "model.safetensors").resolve()
+    key = artifact_key(job, "merged/model.safetensors")
+    assert key == "artifacts/ftjob-1/attempt-2/merged/model.safetensors"
     for name in ("../attempt-1/adapter.bin", "../../ftjob-2/adapter.bin", "/etc/passwd", ".", ""):
         with pytest.raises(ValueError, match="escapes"):
-            artifact_file(settings, job, name)
+            artifact_key(job, name)
     # Published before leases: in the job's folder itself.
-    assert (
-        artifact_file(settings, Job(id="ftjob-1", attempt=0), "a.bin")
-        == (published.parent / "a.bin").resolve()
-    )
+    assert artifact_key(Job(id="ftjob-1", attempt=0), "a.bin") == "artifacts/ftjob-1/a.bin"
 
 
 @pytest.mark.parametrize(

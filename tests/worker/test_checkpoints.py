@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Checkpoint as CheckpointRow
 from core.settings import Settings
+from core.storage import open_storage
 from tests.worker.jobs import add_job, claim, job_row
 from tuning.checkpoints import Checkpoint
-from worker.checkpoints import CheckpointPublisher, checkpoint_folder, checkpoints_dir
+from worker.checkpoints import CheckpointPublisher, checkpoint_folder
 from worker.job_runner import run_job
 from worker.lifecycle import JobFailure
 
@@ -49,7 +50,7 @@ def test_published_checkpoints_are_whole_and_old_ones_go(
     sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
 ) -> None:
     job_id = add_job(sessions, settings)
-    publisher = CheckpointPublisher(claim(sessions, job_id), checkpoints_dir=settings.checkpoints_dir)
+    publisher = CheckpointPublisher(claim(sessions, job_id), storage=open_storage(settings))
     written = []
     for step in (2, 4, 6):
         folder = tmp_path / f"step-{step}"
@@ -63,10 +64,10 @@ def test_published_checkpoints_are_whole_and_old_ones_go(
 
     rows = checkpoint_rows(sessions, job_id)
     assert [row.step for row in rows] == [4, 6]
-    stored = checkpoints_dir(settings.checkpoints_dir, job_id)
+    stored = settings.checkpoints_dir / job_id
     assert sorted(path.name for path in stored.iterdir()) == sorted(row.id for row in rows)  # no leftovers
     for row in rows:
-        folder = checkpoint_folder(sessions, settings, row.id)
+        folder = checkpoint_folder(sessions, open_storage(settings), row.id, scratch=settings.work_dir)
         assert folder == stored / row.id
         assert {f["name"]: f["sha256"] for f in row.files} == {
             "deltatune.json": sha256(folder / "deltatune.json"),
@@ -83,7 +84,7 @@ def test_published_checkpoints_are_whole_and_old_ones_go(
 
 def test_a_checkpoint_that_is_gone_is_not_found(sessions: sessionmaker[Session], settings: Settings) -> None:
     with pytest.raises(JobFailure) as caught:
-        checkpoint_folder(sessions, settings, "ckpt-nothing")
+        checkpoint_folder(sessions, open_storage(settings), "ckpt-nothing", scratch=settings.work_dir)
     assert (caught.value.code, caught.value.param) == ("checkpoint_not_found", "from_checkpoint")
 
 
@@ -102,7 +103,7 @@ def test_checkpoints_outlive_publishing_and_a_new_job_starts_from_one(
     first = add_job(sessions, settings, spec_changes=CHECKPOINTED, eval_steps=4)
     assert run_job(first, settings=settings, sessions=sessions, worker="w1") == "succeeded"
     last = checkpoint_rows(sessions, first)[-1]
-    folder = checkpoint_folder(sessions, settings, last.id)
+    folder = checkpoint_folder(sessions, open_storage(settings), last.id, scratch=settings.work_dir)
     assert {f["name"]: f["sha256"] for f in last.files} == {
         name: sha256(folder / name) for name in (f["name"] for f in last.files)
     }

@@ -7,8 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tuning
-from core.models import artifact_folder
 from core.settings import Settings
+from core.storage import open_storage
+from core.storage.keys import artifact_prefix
 from tests.worker.jobs import add_job, job_row, sentiment_lines
 from worker.job_models import job_models_dir, materialize_job_model
 from worker.job_runner import run_job
@@ -35,7 +36,7 @@ def plain_logits(model_dir: Path, texts: list[str]) -> torch.Tensor:
 def artifact_logits(settings: Settings, job_id: str, texts: list[str]) -> torch.Tensor:
     model_dirs = [job_models_dir(settings), *settings.model_dirs]
     loaded = tuning.load_artifact(
-        artifact_folder(settings.artifacts_dir, job_id, 1), model_dirs, device=torch.device("cpu")
+        settings.data_dir / artifact_prefix(job_id, 1), model_dirs, device=torch.device("cpu")
     )
     return tuning.predict_logits(loaded, texts)
 
@@ -45,7 +46,7 @@ def test_a_lora_jobs_exported_model_reproduces_its_logits(
 ) -> None:
     source = succeeded_job(sessions, settings)
 
-    folder = materialize_job_model(sessions, settings, source)
+    folder = materialize_job_model(sessions, settings, open_storage(settings), source)
 
     assert folder == job_models_dir(settings) / source
     expected = artifact_logits(settings, source, TEXTS)
@@ -56,7 +57,7 @@ def test_a_lora_jobs_exported_model_reproduces_its_logits(
     assert not any("lora" in name for name in state)
     # Done once: a second call finds the folder and writes nothing.
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    materialize_job_model(sessions, settings, source)
+    materialize_job_model(sessions, settings, open_storage(settings), source)
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
     assert sorted(p.name for p in job_models_dir(settings).iterdir()) == [source]
 

@@ -10,10 +10,11 @@ from safetensors.torch import load_file
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Artifact, Job, JobEvent, artifact_folder
+from core.models import Artifact, Job, JobEvent
 from core.settings import Settings
+from core.storage import local as local_storage
+from core.storage.keys import artifact_prefix
 from tests.worker.jobs import add_job, data_path, job_row, sentiment_lines
-from worker import publish
 from worker.job_runner import run_job
 
 
@@ -31,7 +32,7 @@ def artifact_rows(sessions: sessionmaker[Session], job_id: str) -> list[Artifact
 
 
 def published_folder(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> Path:
-    return artifact_folder(settings.artifacts_dir, job_id, job_row(sessions, job_id).attempt)
+    return settings.data_dir / artifact_prefix(job_id, job_row(sessions, job_id).attempt)
 
 
 def assert_nothing_published(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> None:
@@ -171,7 +172,7 @@ def test_an_unexpected_error_fails_as_internal_error(
     def rename_fails(source: Path, target: Path) -> None:
         raise OSError("simulated: rename refused")
 
-    monkeypatch.setattr(publish.os, "rename", rename_fails)
+    monkeypatch.setattr(local_storage.os, "rename", rename_fails)
 
     assert run_job(job_id, settings=settings, sessions=sessions, worker="w1") == "failed"
 

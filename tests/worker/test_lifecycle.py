@@ -7,8 +7,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import File, JobEvent, TransferabilityRun
 from core.settings import Settings
+from core.storage import StoreUnavailable
 from tests.worker.jobs import add_file, add_job, claim, expire_lease, sentiment_lines, try_claim
-from worker.lifecycle import INTERNAL_ERROR, JOBS, RUNS, JobFailure, Lifecycle, LostLease
+from worker.lifecycle import INTERNAL_ERROR, JOBS, RUNS, STORAGE_UNAVAILABLE, JobFailure, Lifecycle, LostLease
 
 LIFECYCLES = pytest.mark.parametrize("lifecycle", [JOBS, RUNS], ids=["jobs", "runs"])
 
@@ -125,3 +126,10 @@ def test_a_full_disk_is_recorded_without_any_path(
         job = session.get(JOBS.table, job_id)
         assert job is not None and job.error_code == "disk_full"
         assert "/" not in (job.error_message or "")
+
+
+def test_an_unreachable_object_store_fails_a_job_saying_so_without_its_address() -> None:
+    error = StoreUnavailable("the object store is unavailable (storing artifacts/x): http://objects.internal")
+    failure = JOBS.failure("ftjob-1", error)
+    assert failure.code == STORAGE_UNAVAILABLE
+    assert "object store" in failure.message and "objects.internal" not in failure.message

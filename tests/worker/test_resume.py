@@ -13,8 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.dispatch import make_celery
-from core.models import JobEvent, artifact_folder
+from core.models import JobEvent
 from core.settings import Settings
+from core.storage.keys import artifact_prefix
 from tests.worker.jobs import add_job, expire_lease, job_row
 from tuning.events import Event
 from worker import job_runner
@@ -38,7 +39,7 @@ class DiesAtStep(ProgressRecorder):
 
 
 def weights(sessions: sessionmaker[Session], settings: Settings, job_id: str) -> dict[str, object]:
-    folder = artifact_folder(settings.artifacts_dir, job_id, job_row(sessions, job_id).attempt)
+    folder = settings.data_dir / artifact_prefix(job_id, job_row(sessions, job_id).attempt)
     tensors = {}
     for path in sorted(folder.glob("*.safetensors")):
         tensors |= {f"{path.name}:{name}": tensor for name, tensor in load_file(path).items()}

@@ -132,6 +132,9 @@ def test_dead_attempts_folders_are_removed_and_live_ones_kept(
         "live resume": settings.resume_dir / running,
         "ended resume": settings.resume_dir / done,
         "unrecorded publish": settings.artifacts_dir / done / "attempt-1",
+        "live checkpoints": settings.checkpoints_dir / running / "ckpt-1",
+        "ended checkpoints": settings.checkpoints_dir / done / "ckpt-2",
+        "deleted job's checkpoints": settings.checkpoints_dir / "ftjob-deleted" / "ckpt-3",
     }
     for folder in folders.values():
         (folder / "sub").mkdir(parents=True)
@@ -140,7 +143,7 @@ def test_dead_attempts_folders_are_removed_and_live_ones_kept(
     sweep(settings, make_celery(settings), at_start=True)  # the start also looks at artifacts/
 
     kept = {name for name, folder in folders.items() if folder.exists()}
-    assert kept == {"live scratch", "live resume"}
+    assert kept == {"live scratch", "live resume", "live checkpoints", "ended checkpoints"}
     assert job_row(sessions, requeued).status == "queued"
     assert JOBS.requeue_expired(sessions, make_celery(settings)) == []  # nothing left to do
 
