@@ -48,9 +48,16 @@ def database_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, connections: int | None = None) -> Engine:
+    """An engine for `url`; with `connections`, its pool keeps that many open and opens no more.
+
+    SQLAlchemy's default pool keeps 5 and opens up to 10 more that it closes as soon as they are
+    returned: under steady load past 5 requests at once, each request paid a new connection (and
+    PostgreSQL a new backend process). A fixed pool makes those requests wait for a connection instead.
+    """
+    pool = {} if connections is None else {"pool_size": connections, "max_overflow": 0}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -64,7 +71,7 @@ def make_engine(url: str) -> Engine:
     # pre_ping replaces connections a restarted server dropped; connect_timeout keeps a request from
     # hanging on a host that does not answer at all (the API answers 503 instead).
     return create_engine(
-        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}
+        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}, **pool
     )
 
 

@@ -1,39 +1,56 @@
 """Request dependencies as `Annotated` aliases: `SettingsDep`, `SessionDep`, `CurrentOwner`.
 
-Settings and the sessionmaker come from `app.state`, set by `create_app`, so two apps built with
-different settings (as the tests do) never share a database.
+Settings, the sessionmaker and the key cache come from `app.state`, set by `create_app`, so two apps
+built with different settings (as the tests do) never share a database.
+
+They are async, so a request goes to the thread pool only for database work: FastAPI runs a sync
+dependency there, one hop per dependency (two for one that yields), and on a 2-core machine each
+hop was worth as much as the query behind it (benchmarks/api_load.py).
 """
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from core.models import Owner
 from core.settings import Settings
-from service.auth import owner_for_key
+from service.auth import hash_api_key, owner_for_key_hash
 from service.errors import Unauthorized
+from service.key_cache import AuthenticatedOwner, KeyCache
 
 # auto_error=False: a missing header must answer our error shape, not FastAPI's default body.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key from `deltatune keys create`.")
 
 
-# Dependencies that only read app.state are async: FastAPI runs a sync one in its thread pool, one
-# hop per dependency per request.
 async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Making a session touches no database: it takes a connection at its first query, in the thread
+    # pool, where the route that uses it runs.
     session: Session = request.app.state.sessionmaker()
     try:
         yield session
     finally:
+        await _close(session)
+
+
+async def _close(session: Session) -> None:
+    if not session.in_transaction():  # it never took a connection, or gave it back at a commit
         session.close()
+        return
+    # Ending the transaction is a round trip, so it runs in a thread; shielded, so a client that
+    # leaves cannot strand the connection; with a limiter of its own, as FastAPI closes a sync
+    # dependency, so it never waits for a thread behind requests that wait for this connection.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 async def get_celery(request: Request) -> Celery:
@@ -47,15 +64,23 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def current_owner(session: SessionDep, credentials: Credentials) -> Owner:
+async def current_owner(
+    request: Request, session: SessionDep, credentials: Credentials
+) -> AuthenticatedOwner:
+    """The key's owner: from this process's key cache, or else from the database (then cached)."""
     if credentials is None:
         raise Unauthorized(
             "missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key"
         )
-    owner = owner_for_key(session, credentials.credentials)
+    key_hash = hash_api_key(credentials.credentials)
+    keys: KeyCache = request.app.state.api_keys
+    owner = keys.get(key_hash)
     if owner is None:
-        raise Unauthorized("invalid API key: it is unknown or has been revoked", code="invalid_api_key")
+        owner = await run_in_threadpool(owner_for_key_hash, session, key_hash)
+        if owner is None:
+            raise Unauthorized("invalid API key: it is unknown or has been revoked", code="invalid_api_key")
+        keys.remember(key_hash, owner)
     return owner
 
 
-CurrentOwner = Annotated[Owner, Depends(current_owner)]
+CurrentOwner = Annotated[AuthenticatedOwner, Depends(current_owner)]
