@@ -8,8 +8,8 @@ dependency there, one hop per dependency (two for one that yields), and on a 2-c
 hop was worth as much as the query behind it (benchmarks/api_load.py).
 """
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from celery import Celery
@@ -51,6 +51,25 @@ async def _close(session: Session) -> None:
     # dependency, so it never waits for a thread behind requests that wait for this connection.
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
+
+
+Answer = TypeVar("Answer")
+
+
+async def in_thread(session: Session, work: Callable[..., Answer], *args: Any) -> Answer:
+    """A route's database work, `work(session, *args)`, in one trip to the thread pool.
+
+    The session gives its connection back at the end of that trip, so the request then closes it on
+    the event loop without a second trip. `work` returns the answer built (a response model), not
+    rows: rows would be expired by then.
+    """
+    return await run_in_threadpool(_work_then_close, session, work, *args)
+
+
+def _work_then_close(session: Session, work: Callable[..., Answer], *args: Any) -> Answer:
+    answer = work(session, *args)
+    session.close()  # on an exception the request's own close (above) ends it
+    return answer
 
 
 async def get_celery(request: Request) -> Celery:
