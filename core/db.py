@@ -6,12 +6,15 @@ parent. The worker's own threads (the sweep, the webhook sender) keep one engine
 with `lasting_sessions`: a fresh engine per pass cost a new connection each time (benchmarks/fleet.py).
 """
 
+import json
 import os
 import sqlite3
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +51,15 @@ def database_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
+def read_json(text: str | bytes) -> Any:
+    """A JSON column's value: orjson, 3 to 5 times faster than `json.loads`, which still reads what
+    orjson refuses (integers beyond 64 bits, NaN written to SQLite), so every stored value reads back."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str, *, connections: int | None = None) -> Engine:
     """An engine for `url`; with `connections`, its pool keeps that many open and opens no more.
 
@@ -55,9 +67,11 @@ def make_engine(url: str, *, connections: int | None = None) -> Engine:
     returned: under steady load past 5 requests at once, each request paid a new connection (and
     PostgreSQL a new backend process). A fixed pool makes those requests wait for a connection instead.
     """
-    pool = {} if connections is None else {"pool_size": connections, "max_overflow": 0}
+    options: dict[str, Any] = {"json_deserializer": read_json}
+    if connections is not None:
+        options |= {"pool_size": connections, "max_overflow": 0}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -71,7 +85,7 @@ def make_engine(url: str, *, connections: int | None = None) -> Engine:
     # pre_ping replaces connections a restarted server dropped; connect_timeout keeps a request from
     # hanging on a host that does not answer at all (the API answers 503 instead).
     return create_engine(
-        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}, **pool
+        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}, **options
     )
 
 
