@@ -20,12 +20,13 @@ For each process count, three phases, each `--seconds` long, from one load gener
 
 The GETs are sent by a lean keep-alive HTTP/1.1 client (benchmarks/keep_alive_gets.py, about
 0.2 ms of CPU per request against httpx's 3 to 5), the dry runs by httpx. The load generator's own
-CPU (its user + system seconds over the wall seconds, in cores) is printed beside each phase: on a 2-core machine it competes with the server for the same cores. So
-is what each request cost in CPU: the server processes', PostgreSQL's (the backends serving the
-benchmark's database: those alive at the phase's end, so a connection opened and closed within the
-phase is missed) and the generator's, in milliseconds per request. On a machine shared with other
-work those are what stays comparable between runs, and they bound what the cores could serve:
-`capacity` is cores × 1000 / (their sum), the requests per second if the machine did nothing else.
+CPU (its user + system seconds over the wall seconds, in cores) is printed beside each phase: on a
+2-core machine it competes with the server for the same cores. So is what each request cost in
+CPU: the server processes', PostgreSQL's (the backends serving the benchmark's database: those
+alive at the phase's end, so a connection opened and closed within the phase is missed) and the
+generator's, in milliseconds per request. On a machine shared with other work those are what stays
+comparable between runs, and they bound what the cores could serve: `capacity` is
+cores x 1000 / (their sum), the requests per second if the machine did nothing else.
 """
 
 import argparse

@@ -56,19 +56,23 @@ async def _close(session: Session) -> None:
 Answer = TypeVar("Answer")
 
 
-async def in_thread(session: Session, work: Callable[..., Answer], *args: Any) -> Answer:
-    """A route's database work, `work(session, *args)`, in one trip to the thread pool.
+async def read_in_thread(session: Session, read: Callable[..., Answer], *args: Any) -> Answer:
+    """A read-only route's database work, `read(session, *args)`, in one trip to the thread pool.
 
-    The session gives its connection back at the end of that trip, so the request then closes it on
-    the event loop without a second trip. `work` returns the answer built (a response model), not
-    rows: rows would be expired by then.
+    Its statements run in autocommit: each sees the rows committed before it, as under PostgreSQL's
+    default READ COMMITTED, without the round trips of BEGIN and ROLLBACK. (A route that writes must
+    not come here: its statements would not commit or fail together.) The session gives its
+    connection back at the end of the trip, so the request then closes it on the event loop without
+    a second trip. `read` returns the answer built (a response model), not rows.
     """
-    return await run_in_threadpool(_work_then_close, session, work, *args)
+    return await run_in_threadpool(_read_then_close, session, read, *args)
 
 
-def _work_then_close(session: Session, work: Callable[..., Answer], *args: Any) -> Answer:
-    answer = work(session, *args)
-    session.close()  # on an exception the request's own close (above) ends it
+def _read_then_close(session: Session, read: Callable[..., Answer], *args: Any) -> Answer:
+    if not session.in_transaction():  # else the key's lookup (a cache miss) began one: it goes on in it
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    answer = read(session, *args)
+    session.close()  # on an exception the request's own close (get_session) ends it
     return answer
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.crud import jobs as crud
-from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, in_thread
+from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, read_in_thread
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
 from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
@@ -139,7 +139,7 @@ async def list_jobs(
     after: Annotated[str | None, Query(description="The last job id of the previous page.")] = None,
 ) -> JobList:
     """List your jobs, newest first."""
-    return await in_thread(session, job_page, owner.id, limit, after)
+    return await read_in_thread(session, job_page, owner.id, limit, after)
 
 
 def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> JobList:
@@ -157,7 +157,7 @@ def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> 
 @router.get("/{job_id}", responses=error_responses(404))
 async def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
     """Get a job: status, progress, latest metrics, error and artifacts."""
-    return await in_thread(session, owned_job_object, owner.id, job_id)
+    return await read_in_thread(session, owned_job_object, owner.id, job_id)
 
 
 def owned_job_object(session: Session, owner_id: str, job_id: str) -> JobObject:
@@ -206,7 +206,7 @@ async def list_events(
     after: Annotated[int | None, Query(description="The last event id already seen.")] = None,
 ) -> JobEventList:
     """List a job's events, oldest first: status changes, training metrics, evaluations."""
-    return await in_thread(session, event_page, owner.id, job_id, limit, after)
+    return await read_in_thread(session, event_page, owner.id, job_id, limit, after)
 
 
 def event_page(session: Session, owner_id: str, job_id: str, limit: int, after: int | None) -> JobEventList:
@@ -218,7 +218,7 @@ def event_page(session: Session, owner_id: str, job_id: str, limit: int, after: 
 @router.get("/{job_id}/artifacts", responses=error_responses(404))
 async def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> ArtifactList:
     """List the files a job published, with sizes and sha256."""
-    return await in_thread(session, artifact_list, owner.id, job_id)
+    return await read_in_thread(session, artifact_list, owner.id, job_id)
 
 
 def artifact_list(session: Session, owner_id: str, job_id: str) -> ArtifactList:
