@@ -70,15 +70,18 @@ def read_json(text: str | bytes) -> Any:
 
 
 def make_engine(url: str, *, connections: int | None = None) -> Engine:
-    """An engine for `url`; with `connections`, its pool keeps that many open and opens no more.
+    """An engine for `url`; with `connections`, its pool keeps that many open, and opens as many again
+    for a burst (closing those once they are returned).
 
     SQLAlchemy's default pool keeps 5 and opens up to 10 more that it closes as soon as they are
     returned: under steady load past 5 requests at once, each request paid a new connection (and
-    PostgreSQL a new backend process). A fixed pool makes those requests wait for a connection instead.
+    PostgreSQL a new backend process). The API sizes it per process (`api_database_connections`) and
+    lets as many reads run at once as the pool keeps (service/deps.py). A pool with no burst room at
+    all stalled a process under GETs beside dry runs (benchmarks/api_load.py): leave it some.
     """
     options: dict[str, Any] = {"json_deserializer": read_json}
     if connections is not None:
-        options |= {"pool_size": connections, "max_overflow": 0}
+        options |= {"pool_size": connections, "max_overflow": connections}
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
 

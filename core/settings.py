@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     api_database_connections: int = Field(
         10,
         ge=1,
-        description="Database connections one API process keeps open and uses at most; requests beyond "
-        "wait for one (503 after 30 s) instead of each opening its own.",
+        description="Database connections one API process keeps open, and reads it runs at once; as many "
+        "again are opened for a burst of other requests and closed after.",
     )
     # Leases (worker/lifecycle.py, worker/sweep.py). A dead worker's job is queued again at most
     # lease_seconds + sweep_seconds after its last heartbeat.

@@ -10,11 +10,14 @@ hop was worth as much as the query behind it (benchmarks/api_load.py).
 
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
+from weakref import WeakKeyDictionary
 
 import anyio
+from anyio.lowlevel import RunVar
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine, QueuePool
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -65,7 +68,30 @@ async def read_in_thread(session: Session, read: Callable[..., Answer], *args: A
     connection back at the end of the trip, so the request then closes it on the event loop without
     a second trip. `read` returns the answer built (a response model), not rows.
     """
-    return await run_in_threadpool(_read_then_close, session, read, *args)
+    return await anyio.to_thread.run_sync(
+        _read_then_close, session, read, *args, limiter=_reads_limiter(session)
+    )
+
+
+# At most as many reads in the thread pool at once as the pool has connections: the others wait on
+# the event loop, in order and at no cost, and never take a thread that a write or a dry run needs.
+# Letting them wait in threads, for a connection, stalled a process under 200 GET/s beside dry runs
+# (benchmarks/api_load.py). One limiter per engine and event loop: anyio's limiters belong to one.
+_reads_limiters: RunVar[WeakKeyDictionary[Engine, anyio.CapacityLimiter]] = RunVar("deltatune_reads")
+
+
+def _reads_limiter(session: Session) -> anyio.CapacityLimiter | None:
+    engine = session.get_bind()
+    if not isinstance(engine, Engine) or not isinstance(engine.pool, QueuePool):
+        return None  # anyio's default limiter
+    try:
+        limiters = _reads_limiters.get()
+    except LookupError:
+        limiters = WeakKeyDictionary()
+        _reads_limiters.set(limiters)
+    if engine not in limiters:
+        limiters[engine] = anyio.CapacityLimiter(engine.pool.size())
+    return limiters[engine]
 
 
 def _read_then_close(session: Session, read: Callable[..., Answer], *args: Any) -> Answer:
