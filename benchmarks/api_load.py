@@ -18,8 +18,15 @@ For each process count, three phases, each `--seconds` long, from one load gener
 - the same open loop while 10 more clients send dry runs back to back: dry runs tokenize the files,
   the API's heaviest read, and must not starve the listing.
 
-The load generator's own CPU (its user + system seconds over the wall seconds, in cores) is
-printed beside each phase: on a 2-core machine it competes with the server for the same cores.
+The GETs are sent by a lean keep-alive HTTP/1.1 client (benchmarks/keep_alive_gets.py, about
+0.2 ms of CPU per request against httpx's 3 to 5), the dry runs by httpx. The load generator's own
+CPU (its user + system seconds over the wall seconds, in cores) is printed beside each phase: on a
+2-core machine it competes with the server for the same cores. So is what each request cost in
+CPU: the server processes', PostgreSQL's (the backends serving the benchmark's database: those
+alive at the phase's end, so a connection opened and closed within the phase is missed) and the
+generator's, in milliseconds per request. On a machine shared with other work those are what stays
+comparable between runs, and they bound what the cores could serve: `capacity` is
+cores x 1000 / (their sum), the requests per second if the machine did nothing else.
 """
 
 import argparse
@@ -43,6 +50,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from benchmarks.keep_alive_gets import KeepAliveGets
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 JOBS = 40
@@ -58,7 +67,12 @@ class Phase:
     latencies: list[float]  # seconds, of the GETs
     errors: int
     generator_cores: float
+    server_cpu: float  # seconds, all server processes
+    database_cpu: float  # seconds, the PostgreSQL backends of the benchmark's database
     dry_runs: int = 0
+
+    def cpu_ms_per_request(self, cpu_seconds: float) -> float:
+        return 1e3 * cpu_seconds / max(1, len(self.latencies) + self.dry_runs)
 
     def percentile(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
@@ -82,10 +96,13 @@ def main() -> None:
         results = {}
         for processes in counts:
             data_dir = Path(scratch) / "data"  # one file store: the dry runs read the seeded file
-            with api_server(database_url, data_dir, processes) as (base_url, key):
+            with api_server(database_url, data_dir, processes) as (base_url, key, server_pid):
                 if processes == counts[0]:
                     seed_jobs(base_url, key)
-                results[processes] = asyncio.run(run_phases(base_url, key, options.seconds, options.rate))
+                meter = CpuMeter(server_pid, options.admin_url, database_url.rsplit("/", 1)[1])
+                results[processes] = asyncio.run(
+                    run_phases(base_url, key, options.seconds, options.rate, meter)
+                )
     print_results(results, options.rate)
 
 
@@ -102,7 +119,7 @@ def own_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def api_server(database_url: str, data_dir: Path, processes: int) -> Iterator[tuple[str, str]]:
+def api_server(database_url: str, data_dir: Path, processes: int) -> Iterator[tuple[str, str, int]]:
     """`deltatune api --processes N` on a free port, and an API key for the benchmark's owner."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("DELTATUNE_")}
     env |= {
@@ -125,7 +142,7 @@ def api_server(database_url: str, data_dir: Path, processes: int) -> Iterator[tu
         try:
             base_url = f"http://127.0.0.1:{port}"
             wait_ready(base_url, server, log_path)
-            yield base_url, key
+            yield base_url, key, server.pid
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -182,30 +199,99 @@ def job_request(client: httpx.Client, *, dry_run: bool = False) -> dict[str, Any
     return spec | {"dry_run": True} if dry_run else spec
 
 
-async def run_phases(base_url: str, key: str, seconds: float, rate: float) -> list[Phase]:
+class CpuMeter:
+    """CPU seconds used so far by the server (its process and every descendant) and by the PostgreSQL
+    backends connected to the benchmark's database, read from /proc (Linux)."""
+
+    def __init__(self, server_pid: int, admin_url: str, database: str) -> None:
+        self.server_pid = server_pid
+        self.admin_url = admin_url
+        self.database = database
+
+    def read(self) -> tuple[float, float]:
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            backends = [
+                pid
+                for (pid,) in admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
+                )
+            ]
+        return _cpu_of(_descendants(self.server_pid)), _cpu_of(backends)
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(stat[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state, ppid, ...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _cpu_of(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        if (stat := _stat(pid)) is not None:
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def run_phases(base_url: str, key: str, seconds: float, rate: float, meter: CpuMeter) -> list[Phase]:
     headers = {"Authorization": f"Bearer {key}"}
-    clients = CLOSED_LOOP_CLIENTS + DRY_RUN_CLIENTS
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    host, port = base_url.removeprefix("http://").split(":")
+    # The GETs go through a lean client of their own (benchmarks/keep_alive_gets.py), the dry runs
+    # through httpx: few, and each costs the server far more than httpx costs the generator.
+    gets = KeepAliveGets(host, int(port), headers, connections=CLOSED_LOOP_CLIENTS)
+    limits = httpx.Limits(max_connections=DRY_RUN_CLIENTS, max_keepalive_connections=DRY_RUN_CLIENTS)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30) as client:
-        await client.get("/v1/jobs")  # connections and caches warm before anything is counted
+        await get_jobs(gets, time.perf_counter(), [])  # caches warm before anything is counted
         with httpx.Client(base_url=base_url, headers=headers, timeout=60) as sync_client:
             dry_run_body = job_request(sync_client, dry_run=True)
-        return [
-            await measured("closed loop, 50 clients", lambda: closed_loop(client, seconds)),
-            await measured(f"open loop, {rate:.0f}/s", lambda: open_loop(client, seconds, rate)),
-            await measured(
-                f"open loop, {rate:.0f}/s + 10 dry-run clients",
-                lambda: with_dry_runs(client, seconds, rate, dry_run_body),
-            ),
-        ]
+        try:
+            return [
+                await measured("closed loop, 50 clients", meter, lambda: closed_loop(gets, seconds)),
+                await measured(f"open loop, {rate:.0f}/s", meter, lambda: open_loop(gets, seconds, rate)),
+                await measured(
+                    f"open loop, {rate:.0f}/s + 10 dry-run clients",
+                    meter,
+                    lambda: with_dry_runs(client, gets, seconds, rate, dry_run_body),
+                ),
+            ]
+        finally:
+            await gets.close()
 
 
-async def measured(name: str, load: Callable[[], Awaitable[tuple[list[float], int, int]]]) -> Phase:
-    cpu_before, wall_before = _cpu_seconds(), time.perf_counter()
+async def measured(
+    name: str, meter: CpuMeter, load: Callable[[], Awaitable[tuple[list[float], int, int]]]
+) -> Phase:
+    (server_before, database_before), cpu_before = meter.read(), _cpu_seconds()
+    wall_before = time.perf_counter()
     latencies, errors, dry_runs = await load()
     wall = time.perf_counter() - wall_before
     cores = (_cpu_seconds() - cpu_before) / wall
-    return Phase(name, len(latencies) + errors, wall, latencies, errors, cores, dry_runs)
+    server_after, database_after = meter.read()
+    return Phase(
+        name,
+        len(latencies) + errors,
+        wall,
+        latencies,
+        errors,
+        cores,
+        server_after - server_before,
+        database_after - database_before,
+        dry_runs,
+    )
 
 
 def _cpu_seconds() -> float:
@@ -213,16 +299,16 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def get_jobs(client: httpx.AsyncClient, started: float, latencies: list[float]) -> bool:
+async def get_jobs(gets: KeepAliveGets, started: float, latencies: list[float]) -> bool:
     try:
-        answer = await client.get("/v1/jobs")
-    except httpx.HTTPError:
+        status = await asyncio.wait_for(gets.get("/v1/jobs"), timeout=30)
+    except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError):
         return False
     latencies.append(time.perf_counter() - started)
-    return answer.status_code == 200
+    return status == 200
 
 
-async def closed_loop(client: httpx.AsyncClient, seconds: float) -> tuple[list[float], int, int]:
+async def closed_loop(gets: KeepAliveGets, seconds: float) -> tuple[list[float], int, int]:
     latencies: list[float] = []
     errors = 0
     end = time.perf_counter() + seconds
@@ -230,27 +316,27 @@ async def closed_loop(client: httpx.AsyncClient, seconds: float) -> tuple[list[f
     async def one_client() -> None:
         nonlocal errors
         while time.perf_counter() < end:
-            if not await get_jobs(client, time.perf_counter(), latencies):
+            if not await get_jobs(gets, time.perf_counter(), latencies):
                 errors += 1
 
     await asyncio.gather(*(one_client() for _ in range(CLOSED_LOOP_CLIENTS)))
     return latencies, errors, 0
 
 
-async def open_loop(client: httpx.AsyncClient, seconds: float, rate: float) -> tuple[list[float], int, int]:
+async def open_loop(gets: KeepAliveGets, seconds: float, rate: float) -> tuple[list[float], int, int]:
     latencies: list[float] = []
     outcomes = []
     start = time.perf_counter()
     for index in range(int(seconds * rate)):
         scheduled = start + index / rate
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-        outcomes.append(asyncio.create_task(get_jobs(client, scheduled, latencies)))
+        outcomes.append(asyncio.create_task(get_jobs(gets, scheduled, latencies)))
     done = await asyncio.gather(*outcomes)
     return latencies, done.count(False), 0
 
 
 async def with_dry_runs(
-    client: httpx.AsyncClient, seconds: float, rate: float, body: dict[str, Any]
+    client: httpx.AsyncClient, gets: KeepAliveGets, seconds: float, rate: float, body: dict[str, Any]
 ) -> tuple[list[float], int, int]:
     stop = asyncio.Event()
     dry_runs = 0
@@ -263,7 +349,7 @@ async def with_dry_runs(
 
     runners = [asyncio.create_task(dry_run_client()) for _ in range(DRY_RUN_CLIENTS)]
     try:
-        latencies, errors, _ = await open_loop(client, seconds, rate)
+        latencies, errors, _ = await open_loop(gets, seconds, rate)
     finally:
         stop.set()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -271,17 +357,23 @@ async def with_dry_runs(
 
 
 def print_results(results: dict[int, list[Phase]], rate: float) -> None:
+    cores = os.cpu_count() or 1
     print(
         f"{'processes':>9}  {'phase':<40} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'gen cores':>9}"
+        f"{'gen cores':>9}   CPU ms/request: {'server':>6} {'db':>5} {'gen':>5}  {'capacity':>8}"
     )
     for processes, phases in results.items():
         for phase in phases:
             extra = f"  ({phase.dry_runs / phase.seconds:.1f} dry runs/s)" if phase.dry_runs else ""
+            server = phase.cpu_ms_per_request(phase.server_cpu)
+            database = phase.cpu_ms_per_request(phase.database_cpu)
+            generator = phase.cpu_ms_per_request(phase.generator_cores * phase.seconds)
+            capacity = cores * 1e3 / (server + database + generator)
             print(
                 f"{processes:>9}  {phase.name:<40} {len(phase.latencies) / phase.seconds:>7.0f} "
                 f"{phase.percentile(0.5) * 1e3:>7.1f} {phase.percentile(0.99) * 1e3:>7.1f} "
-                f"{phase.errors:>6} {phase.generator_cores:>9.2f}{extra}"
+                f"{phase.errors:>6} {phase.generator_cores:>9.2f}   {'':>15} {server:>6.2f} {database:>5.2f} "
+                f"{generator:>5.2f}  {capacity:>6.0f}/s{extra}"
             )
     first, *others = results
     for processes in others:
@@ -289,6 +381,8 @@ def print_results(results: dict[int, list[Phase]], rate: float) -> None:
         after = len(results[processes][0].latencies) / results[processes][0].seconds
         print(f"closed-loop throughput, {processes} processes against {first}: {after / before:.2f}x")
     print(f"goal: >= 400 GET /v1/jobs per second closed loop, p99 <= 100 ms at {rate:.0f}/s offered")
+    print(f"capacity: {cores} cores x 1000 / (server + db + generator CPU ms per request), this machine idle")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (the machine's other work slows every figure)")
 
 
 if __name__ == "__main__":

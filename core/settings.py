@@ -74,6 +74,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Server processes of `deltatune api` (0: one per CPU core); `serve` always runs one.",
     )
+    api_key_cache_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="How long an API process trusts a key the database accepted (0: ask every request); "
+        "a revoked key stops working at most this long after.",
+    )
+    api_database_connections: int = Field(
+        10,
+        ge=1,
+        description="Database connections one API process keeps open, and reads it runs at once; as many "
+        "again are opened for a burst of other requests and closed after.",
+    )
     # Leases (worker/lifecycle.py, worker/sweep.py). A dead worker's job is queued again at most
     # lease_seconds + sweep_seconds after its last heartbeat.
     lease_seconds: float = Field(

@@ -20,6 +20,7 @@ from core.settings import Settings, get_settings
 from core.storage import open_storage
 from service.body_limit import RequestBodyLimit
 from service.errors import install_error_handlers
+from service.key_cache import KeyCache
 from service.routes import (
     checkpoints,
     event_stream,
@@ -62,7 +63,7 @@ def prepare_schema(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, connections=settings.api_database_connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = open_storage(settings)
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    app.state.api_keys = KeyCache(ttl_seconds=settings.api_key_cache_seconds)
     app.state.celery = make_celery(settings)
     app.state.event_streams = StreamSlots(settings.max_event_streams_per_owner)
     install_error_handlers(app)

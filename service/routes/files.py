@@ -14,7 +14,7 @@ from core.settings import Settings
 from core.storage import Storage
 from core.storage.keys import file_key
 from service.crud import files as crud
-from service.deps import CurrentOwner, SessionDep, SettingsDep, StorageDep
+from service.deps import CurrentOwner, SessionDep, SettingsDep, StorageDep, read_in_thread
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import IdempotentRequest, KeyHeader, idempotent, request_hash
 from service.schemas.common import error_responses, unix_seconds
@@ -199,26 +199,34 @@ def _register_upload(
 
 
 @router.get("", responses=error_responses(400))
-def list_files(
+async def list_files(
     owner: CurrentOwner,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(description="The last file id of the previous page.")] = None,
 ) -> FileList:
     """List your files, newest first."""
+    return await read_in_thread(session, file_page, owner.id, limit, after)
+
+
+def file_page(session: Session, owner_id: str, limit: int, after: str | None) -> FileList:
     cursor = None
     if after is not None:
-        cursor = crud.get_file(session, owner_id=owner.id, file_id=after)
+        cursor = crud.get_file(session, owner_id=owner_id, file_id=after)
         if cursor is None:
             raise ApiError(f"after: no file with id {after!r}", param="after", code="invalid_cursor")
-    files, has_more = crud.list_files(session, owner_id=owner.id, limit=limit, after=cursor)
+    files, has_more = crud.list_files(session, owner_id=owner_id, limit=limit, after=cursor)
     return FileList(data=[file_object(file) for file in files], has_more=has_more)
 
 
 @router.get("/{file_id}", responses=error_responses(404))
-def get_file(file_id: str, owner: CurrentOwner, session: SessionDep) -> FileObject:
+async def get_file(file_id: str, owner: CurrentOwner, session: SessionDep) -> FileObject:
     """Get one file's status, size, checksum and example count."""
-    return file_object(owned_file(session, owner.id, file_id))
+    return await read_in_thread(session, owned_file_object, owner.id, file_id)
+
+
+def owned_file_object(session: Session, owner_id: str, file_id: str) -> FileObject:
+    return file_object(owned_file(session, owner_id, file_id))
 
 
 @router.get(

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from core.models import Checkpoint, Job, JobEvent, JobStatus, Owner
+from core.models import Checkpoint, Job, JobEvent, JobStatus
 from core.settings import Settings
 from service.crud import checkpoints as checkpoint_crud
 from service.crud import jobs as crud
@@ -21,6 +21,7 @@ from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep
 from service.errors import ApiError
 from service.fine_tuned_models import checkpoint_model, fine_tuned_model
 from service.idempotency import JsonIdempotency, idempotent
+from service.key_cache import AuthenticatedOwner
 from service.openai_spec import DEFAULT_LEARNING_RATE, job_request
 from service.pausing import pause_job, resume_job
 from service.result_files import result_files
@@ -57,7 +58,7 @@ EVENT_PREFIX = "ftevent-"
 LEVELS = {"warning": "warn", "warn": "warn", "error": "error"}
 
 
-def openai_job(session: Session, settings: Settings, job: Job, owner: Owner) -> FineTuningJob:
+def openai_job(session: Session, settings: Settings, job: Job, owner: AuthenticatedOwner) -> FineTuningJob:
     spec = JobSpec.model_validate(job.spec)
     hp = spec.hyperparameters
     hyperparameters = JobHyperparameters(
@@ -218,7 +219,7 @@ def _event_number(after: str) -> int:
 
 
 def openai_checkpoint(
-    checkpoint: Checkpoint, job: Job, owner: Owner, train_loss: dict[int, float]
+    checkpoint: Checkpoint, job: Job, owner: AuthenticatedOwner, train_loss: dict[int, float]
 ) -> FineTuningJobCheckpoint:
     metrics = checkpoint.metrics or {}
     valid_loss = metrics.get("val_loss")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
 from service.crud import jobs as crud
-from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep
+from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep, read_in_thread
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
 from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
@@ -133,28 +133,36 @@ def create_job(
 
 
 @router.get("", responses=error_responses(400))
-def list_jobs(
+async def list_jobs(
     owner: CurrentOwner,
     session: SessionDep,
     limit: Limit = 20,
     after: Annotated[str | None, Query(description="The last job id of the previous page.")] = None,
 ) -> JobList:
     """List your jobs, newest first."""
+    return await read_in_thread(session, job_page, owner.id, limit, after)
+
+
+def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> JobList:
     cursor = None
     if after is not None:
-        cursor = crud.get_job(session, owner_id=owner.id, job_id=after)
+        cursor = crud.get_job(session, owner_id=owner_id, job_id=after)
         if cursor is None:
             raise ApiError(f"after: no job with id {after!r}", param="after", code="invalid_cursor")
-    jobs, has_more = crud.list_jobs(session, owner_id=owner.id, limit=limit, after=cursor)
+    jobs, has_more = crud.list_jobs(session, owner_id=owner_id, limit=limit, after=cursor)
     succeeded = [job.id for job in jobs if job.status == JobStatus.SUCCEEDED]
     artifacts = crud.artifacts_by_job(session, job_ids=succeeded)
     return JobList(data=[job_object(job, artifacts.get(job.id, [])) for job in jobs], has_more=has_more)
 
 
 @router.get("/{job_id}", responses=error_responses(404))
-def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
+async def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
     """Get a job: status, progress, latest metrics, error and artifacts."""
-    return full_job_object(session, owned_job(session, owner.id, job_id))
+    return await read_in_thread(session, owned_job_object, owner.id, job_id)
+
+
+def owned_job_object(session: Session, owner_id: str, job_id: str) -> JobObject:
+    return full_job_object(session, owned_job(session, owner_id, job_id))
 
 
 @router.post("/{job_id}/cancel", responses=error_responses(404, 409, 413))
@@ -217,7 +225,7 @@ def event_object(event: JobEvent) -> JobEventObject:
 
 
 @router.get("/{job_id}/events", responses=error_responses(404))
-def list_events(
+async def list_events(
     job_id: str,
     owner: CurrentOwner,
     session: SessionDep,
@@ -225,15 +233,23 @@ def list_events(
     after: Annotated[int | None, Query(description="The last event id already seen.")] = None,
 ) -> JobEventList:
     """List a job's events, oldest first: status changes, training metrics, evaluations."""
-    job = owned_job(session, owner.id, job_id)
+    return await read_in_thread(session, event_page, owner.id, job_id, limit, after)
+
+
+def event_page(session: Session, owner_id: str, job_id: str, limit: int, after: int | None) -> JobEventList:
+    job = owned_job(session, owner_id, job_id)
     events, has_more = crud.list_events(session, job_id=job.id, limit=limit, after=after)
     return JobEventList(data=[event_object(event) for event in events], has_more=has_more)
 
 
 @router.get("/{job_id}/artifacts", responses=error_responses(404))
-def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> ArtifactList:
+async def list_artifacts(job_id: str, owner: CurrentOwner, session: SessionDep) -> ArtifactList:
     """List the files a job published, with sizes and sha256."""
-    job = owned_job(session, owner.id, job_id)
+    return await read_in_thread(session, artifact_list, owner.id, job_id)
+
+
+def artifact_list(session: Session, owner_id: str, job_id: str) -> ArtifactList:
+    job = owned_job(session, owner_id, job_id)
     artifacts = crud.list_artifacts(session, job_id=job.id)
     return ArtifactList(
         data=[artifact_object(a) for a in artifacts], archive_url=f"/v1/jobs/{quote(job.id)}/artifacts.tar.gz"

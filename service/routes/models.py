@@ -4,11 +4,11 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from core.models import Owner
 from service.base_models import JobModel, job_models
 from service.deps import CurrentOwner, SessionDep, SettingsDep
 from service.errors import NotFound
 from service.fine_tuned_models import job_id_of
+from service.key_cache import AuthenticatedOwner
 from service.schemas.common import error_responses, unix_seconds
 from service.schemas.models import ModelList, ModelObject
 from tuning.models import BaseModelInfo, list_base_models
@@ -63,7 +63,9 @@ def _model_object(model: BaseModelInfo) -> ModelObject:
     )
 
 
-def _job_object(job: JobModel, root: BaseModelInfo | None, owner: Owner, name: str) -> ModelObject:
+def _job_object(
+    job: JobModel, root: BaseModelInfo | None, owner: AuthenticatedOwner, name: str
+) -> ModelObject:
     """A job's model has its root base's shapes (a fresh head aside) and trains for the job's own task."""
     return ModelObject(
         id=name,
