@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads a side (default 1: see the docstring)"
     )
+    parser.add_argument("--batch", type=int, help="every row's batch size (the length stays as it is)")
     parser.add_argument("--steps", type=int, help="timed steps a side (default 10, 2 with --quick)")
     parser.add_argument("--warmup", type=int, help="untimed steps a side first (default 2, 1 with --quick)")
     args = parser.parse_args(argv)
@@ -350,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         if "causal_lm" in args.models:
             bases["causal_lm"] = make_causal_base(Path(scratch) / "gpt2-256")
         for model in args.models:
-            shape = SHAPES[model][1 if args.quick else 0]
+            batch, tokens = SHAPES[model][1 if args.quick else 0]
+            shape = (args.batch or batch, tokens)
             for method in args.methods:
                 for precision in precisions:
                     artifact = Path(scratch) / f"{method}-{model}-{precision}"
