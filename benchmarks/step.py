@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.step            # every row: 2 warm-up and 10 timed steps a side
     .venv/bin/python -m benchmarks.step --quick    # a smoke run: small shapes, float32, 2 steps
+    .venv/bin/python -m benchmarks.step --batch 8 --steps 3 --warmup 1   # a loaded machine's budget
     .venv/bin/python -m benchmarks.step --methods lora --models causal_lm --precisions bf16
 
 Rows: lora, prompt_tuning and prefix_tuning on two models, a sequence classifier (all-MiniLM-L6-v2,
@@ -17,7 +18,9 @@ and, where the CPU multiplies bf16 natively, under bf16 autocast on both sides.
   virtual tokens, then `loss = model(**batch, labels=...).loss`, zero_grad, backward, clipping at
   1.0, AdamW. Its tensors are loaded from the artifact deltatune writes for its freshly built model
   (`set_peft_model_state_dict`), so both start from the same weights: the trainable parameter
-  counts and the step-0 losses (eval mode, float32, the same batch) are printed to show it.
+  counts and the step-0 losses (eval mode, float32, the same batch) are printed to show it. They
+  agree but for prompt tuning on the causal LM: PEFT's loss also scores the first text token as
+  predicted by the last virtual token, deltatune's (as without a prompt) does not, one token of 128.
 
 Time: both sides in one fresh process, warm-up steps first, then one step each in turn (the order
 flipping every round), so the machine's noise falls on both; the median step. Memory: each side
@@ -150,7 +153,9 @@ def deltatune_side(case: Case, *, write_artifact: bool) -> Side:
             spec, model, task_model.tokenizer, task_model.head_modules, labels, case.base, {},
             built.applied, snapshot, task_model.pretrained,
         )  # fmt: skip
-        method_entry(case.method).peft_artifact().write(case.artifact, job)
+        layout = method_entry(case.method).peft_artifact
+        assert layout is not None  # every method of this benchmark writes PEFT's layout
+        layout().write(case.artifact, job)
     device = torch.device("cpu")
     model.train()
 
@@ -202,7 +207,7 @@ def peft_side(case: Case) -> Side:
             case.base, num_labels=len(LABELS), dtype=torch.float32
         )
     model = get_peft_model(base, peft_config(case))
-    result = set_peft_model_state_dict(model, load_file(case.artifact / ADAPTER_WEIGHTS))
+    result: Any = set_peft_model_state_dict(model, load_file(case.artifact / ADAPTER_WEIGHTS))
     # PEFT loads `prompt_embeddings` into its prompt encoder by hand, then reports it unexpected.
     unexpected = set(result.unexpected_keys) - {"prompt_embeddings"}
     assert not unexpected, unexpected
