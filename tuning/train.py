@@ -480,6 +480,9 @@ def optimizer_step(
         penalty = regularizer.penalty(model, batch, logits)
         loss = loss + regularizer.weight * penalty
         penalties[regularizer.name] = penalty.detach()
+    # The graph keeps what the backward needs; the logits themselves (a causal LM's are batch ×
+    # length × vocabulary floats, the step's largest tensor) must not live through it as well.
+    del logits
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm is not None:
