@@ -168,7 +168,7 @@ def train(
                 step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
             )
             set_learning_rate(optimizer, lr)
-            losses = _optimizer_step(
+            losses = optimizer_step(
                 model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device, bf16
             )
             progress.stepped(step, batch, losses, lr, evaluations.seconds)
@@ -461,7 +461,7 @@ class StepLosses:
     penalties: dict[str, torch.Tensor | float]  # unweighted, by regularizer name
 
 
-def _optimizer_step(
+def optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     trainable: Iterable[torch.Tensor],
@@ -472,6 +472,7 @@ def _optimizer_step(
     device: torch.device,
     bf16: bool,
 ) -> StepLosses:
+    """One optimizer step on one batch: the loop's, and what benchmarks/step.py times against PEFT."""
     task_loss, logits = task.loss(model, batch, device, mixed_precision=bf16)
     loss = task_loss
     penalties: dict[str, torch.Tensor | float] = {}
@@ -479,6 +480,9 @@ def _optimizer_step(
         penalty = regularizer.penalty(model, batch, logits)
         loss = loss + regularizer.weight * penalty
         penalties[regularizer.name] = penalty.detach()
+    # The graph keeps what the backward needs; the logits themselves (a causal LM's are batch ×
+    # length × vocabulary floats, the step's largest tensor) must not live through it as well.
+    del logits
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm is not None:

@@ -93,8 +93,9 @@ class CausalLm:
     def loss(
         self, model: nn.Module, batch: Batch, device: torch.device, *, mixed_precision: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, labels = _aligned(model, batch, device, mixed_precision=mixed_precision)
-        return F.cross_entropy(_flat(logits), labels.reshape(-1), ignore_index=IGNORE_INDEX), logits
+        logits = classifier_logits(model, batch, device, mixed_precision=mixed_precision)
+        targets = next_token_targets(batch["labels"].to(device), logits.shape[1])
+        return F.cross_entropy(_flat(logits), targets.reshape(-1), ignore_index=IGNORE_INDEX), logits
 
     def evaluate(
         self,
@@ -109,7 +110,7 @@ class CausalLm:
 
         def visit(logits: torch.Tensor, batch: Batch) -> None:
             nonlocal total_loss, tokens, correct
-            logits, targets = _next_token_pairs(logits, batch["labels"].to(logits.device))
+            targets = next_token_targets(batch["labels"].to(logits.device), logits.shape[1])
             taken = targets != IGNORE_INDEX
             total_loss += F.cross_entropy(
                 _flat(logits), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
@@ -147,26 +148,26 @@ def specials_of(tokenizer: PreTrainedTokenizerBase, config: object) -> Specials:
     )
 
 
-def _aligned(
-    model: nn.Module, batch: Batch, device: torch.device, *, mixed_precision: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = classifier_logits(model, batch, device, mixed_precision=mixed_precision)
-    return _next_token_pairs(logits, batch["labels"].to(device))
+def next_token_targets(labels: torch.Tensor, positions: int) -> torch.Tensor:
+    """The token each of the logits' `positions` predicts: labels[t + 1] at text position t.
 
-
-def _next_token_pairs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits at positions 0..T-2, the labels at 1..T-1): position t predicts token t+1.
-
-    Prompt tuning puts its virtual tokens' outputs in front of the text's: only the last T count.
+    The labels move, not the logits: slicing (batch, T, vocabulary) logits would copy them for the
+    loss and give back a zero-filled gradient of their full size, the largest tensors of a step.
+    Prompt tuning puts its virtual tokens' outputs in front of the text's: those positions, and the
+    text's last one, predict nothing.
     """
-    text_logits = logits[:, -labels.shape[1] :]
-    return text_logits[:, :-1], labels[:, 1:]
+    ignored = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    shifted = torch.cat((labels[:, 1:], ignored), dim=1)
+    virtual = positions - labels.shape[1]
+    if virtual > 0:
+        shifted = torch.cat((ignored.expand(-1, virtual), shifted), dim=1)
+    return shifted
 
 
 def _flat(logits: torch.Tensor) -> torch.Tensor:
-    return logits.reshape(-1, logits.shape[-1])
+    return logits.reshape(-1, logits.shape[-1])  # a view of whole (unsliced) logits: no copy
 
 
 TASK = CausalLm()
 
-__all__ = ["TASK", "CausalLm", "end_of_text_id", "specials_of"]
+__all__ = ["TASK", "CausalLm", "end_of_text_id", "next_token_targets", "specials_of"]

@@ -23,6 +23,7 @@ from tuning.methods import METHODS as REGISTERED
 from tuning.methods import PEFT_METHODS
 from tuning.spec import JobSpec
 from tuning.tasks import task_named
+from tuning.tasks.causal_lm import next_token_targets
 
 CORPUS = Path(__file__).parents[3] / "examples" / "lm"
 CHAT_TEMPLATE = (
@@ -64,6 +65,22 @@ def test_labels_through_the_models_tokenizer(tiny_gpt2_dir: Path) -> None:
     tokenizer = task_model.tokenizer
     learnt = [t for t, label in zip(chat_ids, chat_labels, strict=True) if label != IGNORE_INDEX]
     assert tokenizer.decode(learnt) == "a cat [SEP]"
+
+
+@pytest.mark.parametrize("virtual", [0, 3])
+def test_next_token_targets_give_the_loss_of_sliced_logits(virtual: int) -> None:
+    # Position t predicts token t + 1; a prompt's virtual positions and the last one predict nothing.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 50, (2, 6), generator=generator)
+    labels[0, :2] = labels[1, 4:] = IGNORE_INDEX  # a prompt not learnt, and padding
+    logits = torch.randn(2, virtual + 6, 50, generator=generator)
+    sliced = logits[:, virtual:-1].reshape(-1, 50)
+    expected = torch.nn.functional.cross_entropy(sliced, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    targets = next_token_targets(labels, virtual + 6)
+    assert targets.shape == logits.shape[:2]
+    assert (targets[:, :virtual] == IGNORE_INDEX).all() and (targets[:, -1] == IGNORE_INDEX).all()
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, 50), targets.view(-1), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
 
 
 def test_chat_without_a_template_is_refused_by_name(tiny_gpt2_dir: Path) -> None:

@@ -107,9 +107,12 @@ class PrefixEncoder(nn.Module):
     def cache(self, batch: int) -> DynamicCache:
         """A fresh cache per call: the attention layers append the text's keys and values to it."""
         g, n = self.geometry, self.num_virtual_tokens
-        # (n, L·2, H, hd) → (L·2, H, n, hd): PEFT's view and permute, without its batch axis.
-        per_layer = self.prefix().view(n, g.layers * 2, g.heads, g.head_dim).permute(1, 2, 0, 3)
-        per_layer = per_layer.unsqueeze(1).expand(-1, batch, -1, -1, -1)
+        # (n, L·2, H, hd) → L·2 tensors (H, n, hd): PEFT's view and permute, without its batch axis.
+        # Unbound rather than indexed: the backward of L·2 indexings would each zero-fill a tensor
+        # of all the layers' size; unbind's stacks the gradients once.
+        keys_values = self.prefix().view(n, g.layers * 2, g.heads, g.head_dim).permute(1, 2, 0, 3).unbind()
+        # Expanded last, per layer: a view, so every row of the batch shares the prefix's storage.
+        per_layer = [tensor.unsqueeze(0).expand(batch, -1, -1, -1) for tensor in keys_values]
         return DynamicCache([(per_layer[2 * i], per_layer[2 * i + 1]) for i in range(g.layers)])
 
     def before_forward(
