@@ -31,7 +31,7 @@ from service.validation_slots import validation_slot
 from service.webhook_urls import checked_webhook_url
 from tuning.compat import check_spec_for_model
 from tuning.errors import DataError, SpecError
-from tuning.estimate import estimate_job
+from tuning.estimate import Estimate, Worker, estimate_job
 from tuning.spec import JobRequest, JobSpec
 from tuning.validation import validate_files
 
@@ -173,11 +173,31 @@ def _with_estimate(
     """The report as a job stores it: with the uncalibrated estimate, which later dry runs calibrate on."""
     if report is None:
         return None
-    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    estimate = uncalibrated_estimate(settings, spec, base_path, report)
     return {
         **report,
         "estimate": {"steps": estimate.steps, "tokens": estimate.tokens, "seconds": estimate.seconds},
     }
+
+
+def uncalibrated_estimate(
+    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any]
+) -> Estimate:
+    """The estimate from the worker's figures in `settings` alone, before any calibration."""
+    return estimate_job(spec, base_path, report, worker=worker_figures(settings))
+
+
+def worker_figures(settings: Settings) -> Worker:
+    """The worker class of the queue new jobs go to, as the settings describe it."""
+    return Worker(
+        device="cuda" if settings.job_queue == "gpu" else "cpu",
+        float32_flops=settings.worker_flops,
+        bf16_flops=settings.worker_bf16_flops,
+        layer_seconds=settings.worker_layer_seconds,
+        optimizer_parameters_per_second=settings.worker_optimizer_parameters_per_second,
+        baseline_bytes=settings.worker_baseline_bytes,
+        memory_bytes=settings.worker_memory_bytes,
+    )
 
 
 def dry_run(
@@ -190,7 +210,7 @@ def dry_run(
     """
     if report is None:
         return DryRun(validation=report)
-    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    estimate = uncalibrated_estimate(settings, spec, base_path, report)
     ratios = job_crud.estimate_ratios(session, queue=settings.job_queue, limit=CALIBRATION_JOBS)
     seconds, method = estimate.seconds, estimate.method
     if ratios:
