@@ -75,6 +75,8 @@ def submit_job(
         report = _validation_report(spec, base_path, files)
     if request.dry_run:
         return dry_run(session, settings, spec, base_path, report)
+    if report is not None:
+        check_fits_worker(settings, uncalibrated_estimate(settings, spec, base_path, report))
     job = job_crud.create_job(
         session,
         owner_id=owner_id,
@@ -200,6 +202,31 @@ def worker_figures(settings: Settings) -> Worker:
     )
 
 
+def fits_worker(settings: Settings, estimate: Estimate) -> bool | None:
+    """Whether the estimated peak fits the memory of job_queue's worker class; None: not configured."""
+    if settings.worker_memory_bytes is None:
+        return None
+    return estimate.peak_memory_bytes <= settings.worker_memory_bytes
+
+
+def check_fits_worker(settings: Settings, estimate: Estimate) -> None:
+    """422 before anything is stored when the job would not fit its worker class's memory."""
+    if fits_worker(settings, estimate) is False:
+        raise ApiError(
+            f"the job's estimated peak memory, {_gib(estimate.peak_memory_bytes)}, exceeds the "
+            f"{_gib(settings.worker_memory_bytes or 0)} of the {settings.job_queue!r} workers: lower "
+            "hyperparameters.batch_size or max_seq_length, set hyperparameters.gradient_checkpointing, or "
+            "pick a method that trains fewer parameters (a dry run shows the estimate by part)",
+            param="hyperparameters",
+            code="job_exceeds_worker_memory",
+            status_code=422,
+        )
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB"
+
+
 def dry_run(
     session: Session, settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
 ) -> DryRun:
@@ -228,6 +255,9 @@ def dry_run(
         trainable_parameters=estimate.trainable_parameters,
         estimated_seconds=seconds,
         estimated_peak_memory_bytes=estimate.peak_memory_bytes,
+        estimated_peak_memory_parts=dict(estimate.memory_parts),
+        worker_memory_bytes=settings.worker_memory_bytes,
+        fits_worker=fits_worker(settings, estimate),
         estimate_method=method,
     )
 

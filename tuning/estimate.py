@@ -37,7 +37,8 @@ How each figure is made (also returned as text):
 - peak memory bytes = what the job's process holds at its peak: on a CPU worker its resident memory
   (the libraries' baseline, measured on the worker, + everything below); on CUDA the tensors alone.
   Weights 4·P (on CUDA, a method that trains only new tensors keeps the frozen base in bf16: 2·P) and
-  4·each new tensor; gradients 4·T and AdamW's two moments 8·T (SGD none); bf16 autocast's cached
+  4·each new tensor; on a CPU the checkpoint file's mapped pages, 4·P; gradients 4·T, AdamW's two
+  moments 8·T and its foreach step's two intermediates 8·T (SGD: the gradients alone); bf16 autocast's cached
   16-bit copies of the layers' weights 2·M; a frozen prefix's cached outputs 4·h per example token;
   activations saved for backward in the largest batch, per layer that backward runs through,
   Korthikanti et al. 2022 (arXiv:2205.05198): 34·t·h + 5·heads·p bytes for 16-bit activations, twice
@@ -63,6 +64,8 @@ METHOD_TEXT = " ".join(
 KORTHIKANTI_BYTES_PER_HIDDEN = 34  # 16-bit activations saved per token and hidden unit in one layer
 KORTHIKANTI_BYTES_PER_HEAD_PAIR = 5  # ... and per attention head and token pair
 MIN_EPOCHS_TO_REUSE = 2  # tuning.frozen_prefix.MIN_EPOCHS_TO_PAY
+BUFFERS = ("position_ids",)  # tensor names a checkpoint may hold that are no parameters
+ADAMW_TEMPORARIES = 8  # bytes per trained parameter: the foreach step's two float32 intermediates
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,13 @@ class Model:
 
 def count_parameters(model_dir: Path) -> int:
     """The base model's parameter count, without loading it: the sum of its tensors' sizes."""
-    return sum(math.prod(shape) for shape in tensor_shapes(model_dir).values())
+    return sum(math.prod(shape) for shape in parameter_shapes(model_dir).values())
+
+
+def parameter_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """The checkpoint's tensors but the buffers older checkpoints store beside the weights (BERT's
+    `position_ids`): what `model.parameters()` holds."""
+    return {name: shape for name, shape in tensor_shapes(model_dir).items() if not name.endswith(BUFFERS)}
 
 
 def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, worker: Worker) -> Estimate:
@@ -163,7 +172,7 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     train_shapes = _training_shapes(spec, training)
     steps = hp.epochs * train_shapes.count
-    shapes = ModelShapes(tensor_shapes(base_path), _config(base_path))
+    shapes = ModelShapes(parameter_shapes(base_path), _config(base_path))
     parameters = shapes.total()
     trainable = trainable_parameters(spec, shapes.tensors, shapes.config, outputs=_outputs(spec, training))
     entry = method_entry(spec.method.type)
@@ -347,9 +356,11 @@ def _memory(
     parts = {
         "baseline": worker.baseline_bytes if worker.device == "cpu" else 0,
         "weights": base_bytes * parameters + 4 * new,
-        "gradients_and_optimizer": (12 if hp.optimizer == "adamw" else 4) * trainable,
+        "gradients_and_optimizer": (12 + ADAMW_TEMPORARIES if hp.optimizer == "adamw" else 4) * trainable,
         "activations": _activation_bytes(spec, model, train, bf16),
     }
+    if worker.device == "cpu":  # the checkpoint file is mapped, and its pages stay resident once read
+        parts["checkpoint_pages"] = 4 * parameters
     if bf16 and base_bytes == 4:
         parts["bf16_weight_copies"] = 2 * model.layer_weights
     if model.cached:

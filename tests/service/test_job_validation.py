@@ -171,3 +171,27 @@ def test_finished_jobs_calibrate_the_dry_runs_time(
     calibrated = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
     assert calibrated["estimated_seconds"] == pytest.approx(3 * stored["seconds"], rel=1e-3)
     assert "× 3.00" in calibrated["estimate_method"]
+
+
+def test_a_job_too_big_for_its_worker_class_is_refused_before_it_is_queued(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    body = job_body(file_id(client, auth, TWO_LABELS))
+    dry = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert dry["fits_worker"] is None and dry["worker_memory_bytes"] is None  # no limit configured
+    peak = dry["estimated_peak_memory_bytes"]
+    assert peak == sum(dry["estimated_peak_memory_parts"].values())
+
+    settings.worker_memory_bytes = peak - 1
+    dry = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert dry["fits_worker"] is False and dry["worker_memory_bytes"] == peak - 1
+    refused = client.post("/v1/jobs", headers=auth, json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["param"], error["code"]) == ("hyperparameters", "job_exceeds_worker_memory")
+    assert "gradient_checkpointing" in error["message"]
+    assert_nothing_created(client, auth, settings)
+
+    settings.worker_memory_bytes = peak
+    assert client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()["fits_worker"] is True
+    assert client.post("/v1/jobs", headers=auth, json=body).status_code == 201

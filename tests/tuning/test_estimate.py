@@ -16,7 +16,7 @@ from tuning.estimate import Worker, count_parameters, estimate_job, trainable_pa
 from tuning.events import Event
 from tuning.fit import fit
 from tuning.methods import METHODS
-from tuning.models import tensor_shapes
+from tuning.models import BUNDLED_MODEL_ID, resolve_base_model, tensor_shapes
 from tuning.spec import HeadSpec, JobSpec
 from tuning.validation import validate_files
 
@@ -54,6 +54,9 @@ ESTIMATED = [{"type": name, **entry.example} for name, entry in METHODS.items()]
     {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
     {"type": "prompt_tuning", "num_virtual_tokens": 5},
     {"type": "prefix_tuning", "num_virtual_tokens": 5},
+    {"type": "prefix_tuning", "num_virtual_tokens": 5, "projection": True},
+    {"type": "prefix_tuning", "num_virtual_tokens": 5, "projection": True, "encoder_hidden_size": 16},
+    {"type": "input_adapter", "reduction_factor": 4, "new_tokens": ["zzqxv", "qqzyx"]},
     {"type": "partial", "last_n_layers": 1},
     {"type": "partial", "modules": ["*.attention.*"]},
 ]
@@ -82,6 +85,14 @@ def test_the_estimate_counts_what_the_job_trains(
     built = sum(p.numel() for p in classifier.model.parameters() if p.requires_grad)
     config = json.loads((model_dir / "config.json").read_text())
     assert trainable_parameters(spec, tensor_shapes(model_dir), config, outputs=labels) == built
+
+
+def test_the_parameter_count_leaves_out_stored_buffers() -> None:
+    """all-MiniLM-L6-v2's checkpoint stores BERT's position_ids buffer beside its weights."""
+    base_path = resolve_base_model(BUNDLED_MODEL_ID, [])
+    assert "embeddings.position_ids" in tensor_shapes(base_path)
+    loaded = BertModel.from_pretrained(base_path)
+    assert count_parameters(base_path) == sum(p.numel() for p in loaded.parameters())
 
 
 def test_the_dry_run_counts_the_head_as_the_job_does(tmp_path: Path, tiny_bert_dir: Path) -> None:
@@ -167,7 +178,7 @@ def test_memory_follows_the_documented_formula(tiny_bert_dir: Path) -> None:
     trainable, head = 640 + 32 * 2 + 2, 32 * 2 + 2
     # Float32 activations of the largest batch (128 tokens, 2,048 pairs), in both layers.
     activations = LAYERS * 2 * (34 * 128 * HIDDEN + 5 * ATTENTION_HEADS * 2048)
-    expected = 300 * 2**20 + 4 * 999_072 + 4 * head + 12 * trainable + activations
+    expected = 300 * 2**20 + 2 * 4 * 999_072 + 4 * head + (12 + 8) * trainable + activations
     assert estimate.peak_memory_bytes == expected
     assert estimate.memory_parts["activations"] == activations
 
