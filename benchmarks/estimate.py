@@ -1,6 +1,6 @@
 """The dry run's estimate against the job it describes: every method of the catalogue, one row each.
 
-    .venv/bin/python -m benchmarks.estimate                  # 2 epochs of the example data per method
+    .venv/bin/python -m benchmarks.estimate                  # 2 epochs of 192 examples per method
     .venv/bin/python -m benchmarks.estimate --quick          # 1 epoch of 64 examples: a smoke run
     .venv/bin/python -m benchmarks.estimate --epochs 3 lora full
     .venv/bin/python -m benchmarks.estimate --measure-worker   # this machine's DELTATUNE_WORKER_* lines
@@ -56,7 +56,7 @@ class Sizes:
     validation_examples: int
 
 
-FULL = Sizes(epochs=2, training_examples=480, validation_examples=160)
+FULL = Sizes(epochs=2, training_examples=192, validation_examples=64)
 QUICK = Sizes(epochs=1, training_examples=64, validation_examples=32)
 
 

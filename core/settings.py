@@ -97,25 +97,25 @@ class Settings(BaseSettings):
     )
     # The worker the dry run's estimate describes (tuning.estimate.Worker): measured on the machine by
     # `python -m benchmarks.estimate --measure-worker` (tuning.machine), which prints these settings.
-    # Defaults: the project's 2-core CPU build machine (AVX512-BF16), measured idle.
+    # Defaults: the project's 2-core CPU build machine (AVX512-BF16), measured under load (about 5).
     worker_flops: float = Field(
-        3.0e10,
+        1.3e10,
         gt=0,
         description="Matmul FLOP/s a worker sustains in float32 (evaluations, float32 training).",
     )
     worker_bf16_flops: float = Field(
-        6.0e10,
+        2.2e10,
         ge=0,
         description="FLOP/s in bf16, what mixed_precision auto trains in; 0: no native bf16 (float32).",
     )
     worker_layer_seconds: float = Field(
-        5e-4, ge=0, description="Fixed cost of one transformer layer's forward operations on one batch."
+        1.9e-3, ge=0, description="Fixed cost of one transformer layer's forward operations on one batch."
     )
     worker_optimizer_parameters_per_second: float = Field(
-        2.4e7, gt=0, description="AdamW updates (with gradient clipping) per second."
+        7.8e7, gt=0, description="AdamW updates (with gradient clipping) per second."
     )
     worker_baseline_bytes: int = Field(
-        480 * 2**20, ge=0, description="Resident memory of a CPU job's libraries before its model loads."
+        474_460_160, ge=0, description="Resident memory of a CPU job's libraries before its model loads."
     )
     worker_memory_bytes: int | None = Field(
         None,
