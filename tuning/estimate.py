@@ -11,7 +11,8 @@ How each figure is made (also returned as text):
 - batch shapes: each batch pads to its longest example, so the cost follows its padded tokens
   t = batch × width and attention pairs p = batch × width², from the report's `batches` (the trainer's
   grouping by length, or a shuffled order; evaluations length-sorted; packing: every width
-  max_seq_length). Prompt and prefix tuning's virtual tokens widen every batch.
+  max_seq_length). Prompt tuning's virtual tokens widen every batch; prefix tuning's lengthen only
+  attention's keys (p grows by virtual × t).
 - parameters P: the sum of the tensor shapes in the base model's safetensors headers; trainable T from
   the method's registered estimate (full: all; LoRA r·(in+out) per targeted weight; BitFit the biases;
   adapters, prompts and prefixes from their sizes; partial last_n_layers its share of the layers) plus
@@ -111,10 +112,18 @@ class Shapes:
     largest_tokens: float
     largest_pairs: float
 
-    def widened(self, virtual: int, examples: int, batch_size: int) -> "Shapes":
-        """The same batches with `virtual` tokens in front of every example."""
+    def widened(self, virtual: int, examples: int, batch_size: int, *, keys_only: bool = False) -> "Shapes":
+        """The same batches with `virtual` tokens in front of every example: as layer inputs (prompt
+        tuning), or `keys_only` as attention keys and values (prefix tuning: each real token's query
+        meets `virtual` more keys)."""
         if virtual == 0:
             return self
+        if keys_only:
+            return replace(
+                self,
+                pairs=self.pairs + virtual * self.tokens,
+                largest_pairs=self.largest_pairs + virtual * self.largest_tokens,
+            )
         width = math.sqrt(self.largest_pairs / max(self.largest_tokens, 1))
         return Shapes(
             self.count,
@@ -177,8 +186,9 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     trainable = trainable_parameters(spec, shapes.tensors, shapes.config, outputs=_outputs(spec, training))
     entry = method_entry(spec.method.type)
     virtual = entry.virtual_tokens(spec.method)
-    train_shapes = train_shapes.widened(virtual, training["examples"], hp.batch_size)
-    val_shapes = _evaluation_shapes(spec, validation, virtual)
+    keys_only = entry.virtual_keys_only
+    train_shapes = train_shapes.widened(virtual, training["examples"], hp.batch_size, keys_only=keys_only)
+    val_shapes = _evaluation_shapes(spec, validation, virtual, keys_only)
     model = _model(spec, shapes, train_shapes, trained_tokens, validation)
     seconds_parts = _seconds(spec, model, worker, trainable, train_shapes, val_shapes, steps)
     head = (
@@ -214,7 +224,9 @@ def _training_shapes(spec: JobSpec, training: Mapping[str, Any]) -> Shapes:
     return _shapes(batches)
 
 
-def _evaluation_shapes(spec: JobSpec, validation: Mapping[str, Any] | None, virtual: int) -> Shapes | None:
+def _evaluation_shapes(
+    spec: JobSpec, validation: Mapping[str, Any] | None, virtual: int, keys_only: bool
+) -> Shapes | None:
     if validation is None:
         return None
     hp = spec.hyperparameters
@@ -224,7 +236,7 @@ def _evaluation_shapes(spec: JobSpec, validation: Mapping[str, Any] | None, virt
         if batches is not None and not spec.data.packing
         else _full_width(validation["examples"], hp.batch_size, hp.max_seq_length)
     )
-    return shapes.widened(virtual, validation["examples"], hp.batch_size)
+    return shapes.widened(virtual, validation["examples"], hp.batch_size, keys_only=keys_only)
 
 
 def _shapes(batches: Mapping[str, Any]) -> Shapes:

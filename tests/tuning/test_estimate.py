@@ -246,3 +246,24 @@ def test_packing_counts_packed_sequences(tiny_bert_dir: Path) -> None:
     report = {"files": {"training_file": {"examples": 10, "trained_tokens": 100, "tokens": {"max": 10}}}}
     estimate = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
     assert estimate.steps == math.ceil(math.ceil(100 / 16) / 2) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "tokens", "pairs"),
+    [
+        # A prompt widens every example by 5 tokens: Σ b·(w+5) and Σ b·(w+5)² over 20 examples.
+        ({"type": "prompt_tuning", "num_virtual_tokens": 5}, 240 + 5 * 20, 3000 + 2 * 5 * 240 + 25 * 20),
+        # A prefix adds 5 keys to each real token's attention, and no layer input.
+        ({"type": "prefix_tuning", "num_virtual_tokens": 5}, 240, 3000 + 5 * 240),
+    ],
+)
+def test_virtual_tokens_cost_what_they_add(
+    tiny_bert_dir: Path, method: dict[str, Any], tokens: int, pairs: int
+) -> None:
+    spec = spec_with(method, epochs=1)
+    estimate = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER)
+    trainable = estimate.trainable_parameters
+    forward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * tokens + 4 * HIDDEN * pairs)
+    backward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * tokens + 8 * HIDDEN * pairs) + 2 * trainable * tokens
+    added = 2 * trainable * tokens  # its new tensors run in the forward too
+    assert estimate.seconds_parts["training"] == pytest.approx((forward + backward + added) / 1e9, rel=1e-9)

@@ -45,6 +45,7 @@ class MethodEntry(Generic[Options]):
     changes_pretrained: Callable[[Options], bool]  # whether regularizers toward θ₀ have anything to pull
     unfreeze_refusal: Callable[[Options], str | None]  # why gradual_unfreeze cannot work, if it cannot
     virtual_tokens: Callable[[Options], int]  # positions it puts in front of the text
+    virtual_keys_only: bool  # those positions are attention keys and values only, not layer inputs
     # The lowest transformer layer it trains (0: from the input up; the layer count: only what follows
     # the stack): backward runs down to it, and the layers below it can run once (tuning.frozen_prefix).
     lowest_layer: Callable[[Options, ModelShapes], int]
@@ -71,6 +72,7 @@ def register_method(
     changes_pretrained: Callable[[Options], bool] | None = None,
     unfreeze_refusal: Callable[[Options], str | None] | None = None,
     virtual_tokens: Callable[[Options], int] | None = None,
+    virtual_keys_only: bool = False,
     lowest_layer: Callable[[Options, ModelShapes], int] | None = None,
     frozen_base: Callable[[Options], bool] | None = None,
 ) -> MethodEntry[Options]:
@@ -108,6 +110,7 @@ def register_method(
         changes_pretrained=changes_pretrained or (lambda _: not additive),
         unfreeze_refusal=unfreeze_refusal or (lambda _: None),
         virtual_tokens=virtual_tokens or (lambda _: 0),
+        virtual_keys_only=virtual_keys_only,
         lowest_layer=lowest_layer or (lambda _options, _shapes: 0),
         frozen_base=frozen_base or (lambda _: additive),
     )

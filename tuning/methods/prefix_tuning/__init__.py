@@ -71,4 +71,5 @@ METHOD = register_method(
     compat=[needs_attention],
     unfreeze_refusal=unfreeze_refusal,
     virtual_tokens=lambda options: options.num_virtual_tokens,
+    virtual_keys_only=True,
 )
