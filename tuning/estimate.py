@@ -74,7 +74,7 @@ class Worker:
     """The machine a job would run on, as measured there (settings DELTATUNE_WORKER_*)."""
 
     device: Literal["cpu", "cuda"] = "cpu"
-    float32_flops: float = 3.0e11  # sustained matmul FLOP/s in float32
+    float32_flops: float = 3.0e11  # FLOP/s sustained in a transformer layer's forward and backward
     bf16_flops: float = 0.0  # ... in bf16; 0: no native bf16, so mixed_precision auto trains float32
     layer_seconds: float = 0.0  # fixed cost of one layer's forward ops on one batch (launches, Python)
     optimizer_parameters_per_second: float = math.inf  # AdamW updates per second, clipping included
@@ -112,7 +112,7 @@ class Shapes:
     largest_tokens: float
     largest_pairs: float
 
-    def widened(self, virtual: int, examples: int, batch_size: int, *, keys_only: bool = False) -> "Shapes":
+    def widened(self, virtual: int, examples: int, *, keys_only: bool = False) -> "Shapes":
         """The same batches with `virtual` tokens in front of every example: as layer inputs (prompt
         tuning), or `keys_only` as attention keys and values (prefix tuning: each real token's query
         meets `virtual` more keys)."""
@@ -124,13 +124,14 @@ class Shapes:
                 pairs=self.pairs + virtual * self.tokens,
                 largest_pairs=self.largest_pairs + virtual * self.largest_tokens,
             )
-        width = math.sqrt(self.largest_pairs / max(self.largest_tokens, 1))
+        width = self.largest_pairs / max(self.largest_tokens, 1)  # the largest batch's: p / t
+        rows = self.largest_tokens / max(width, 1)
         return Shapes(
             self.count,
             self.tokens + virtual * examples,
             self.pairs + 2 * virtual * self.tokens + virtual**2 * examples,
-            self.largest_tokens + virtual * batch_size,
-            batch_size * (width + virtual) ** 2,
+            self.largest_tokens + virtual * rows,
+            rows * (width + virtual) ** 2,
         )
 
 
@@ -187,7 +188,7 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     entry = method_entry(spec.method.type)
     virtual = entry.virtual_tokens(spec.method)
     keys_only = entry.virtual_keys_only
-    train_shapes = train_shapes.widened(virtual, training["examples"], hp.batch_size, keys_only=keys_only)
+    train_shapes = train_shapes.widened(virtual, training["examples"], keys_only=keys_only)
     val_shapes = _evaluation_shapes(spec, validation, virtual, keys_only)
     model = _model(spec, shapes, train_shapes, trained_tokens, validation)
     seconds_parts = _seconds(spec, model, worker, trainable, train_shapes, val_shapes, steps)
@@ -236,7 +237,7 @@ def _evaluation_shapes(
         if batches is not None and not spec.data.packing
         else _full_width(validation["examples"], hp.batch_size, hp.max_seq_length)
     )
-    return shapes.widened(virtual, validation["examples"], hp.batch_size, keys_only=keys_only)
+    return shapes.widened(virtual, validation["examples"], keys_only=keys_only)
 
 
 def _shapes(batches: Mapping[str, Any]) -> Shapes:
