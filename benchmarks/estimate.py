@@ -4,6 +4,8 @@
     .venv/bin/python -m benchmarks.estimate --quick          # 1 epoch of 64 examples: a smoke run
     .venv/bin/python -m benchmarks.estimate --epochs 3 lora full
     .venv/bin/python -m benchmarks.estimate --measure-worker   # this machine's DELTATUNE_WORKER_* lines
+    .venv/bin/python -m benchmarks.estimate --json run.json    # ... then, after a formula's change:
+    .venv/bin/python -m benchmarks.estimate --reestimate run.json   # the same jobs, today's estimate
 
 For each method's example job (`examples/jobs/<method>.json`, all-MiniLM-L6-v2 on the example data)
 it makes the dry run's estimate as POST /v1/jobs does (the validation report read with the base
@@ -144,11 +146,17 @@ def measure_job(spec_path: Path, training: Path, validation: Path, result_path: 
     result_path.write_text(json.dumps(measured))
 
 
-def run_row(name: str, sizes: Sizes, scratch: Path, worker: Worker) -> Row:
+def _samples(sizes: Sizes, scratch: Path, name: str) -> tuple[Path, Path]:
     folder = scratch / name
     folder.mkdir()
     training = sample(EXAMPLES / "train.jsonl", folder / "train.jsonl", sizes.training_examples)
     validation = sample(EXAMPLES / "validation.jsonl", folder / "validation.jsonl", sizes.validation_examples)
+    return training, validation
+
+
+def run_row(name: str, sizes: Sizes, scratch: Path, worker: Worker) -> Row:
+    folder = scratch / name
+    training, validation = _samples(sizes, scratch, name)
     spec = example_spec(name, sizes)
     estimate = dry_run_estimate(spec, training, validation, worker)
     spec_path = folder / "spec.json"
@@ -180,10 +188,6 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _estimate_json(estimate: Estimate) -> dict[str, Any]:
-    return {name: value for name, value in estimate.__dict__.items() if name != "method"}
-
-
 def _ratio(estimated: float, measured: float) -> str:
     ratio = estimated / measured if measured else float("inf")
     flag = "" if abs(ratio - 1) <= TOLERANCE else " !"
@@ -195,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("methods", nargs="*", help=f"methods to run (default: all of {', '.join(ORDER)})")
     parser.add_argument("--quick", action="store_true", help="1 epoch of 64 examples: a smoke run")
     parser.add_argument("--epochs", type=int, help="epochs per job (default 2; 1 with --quick)")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write what was measured to this JSON file")
     parser.add_argument("--settings", action="store_true", help="the server's worker settings, not measured")
     parser.add_argument("--measure-worker", action="store_true", help="print this machine's worker settings")
+    parser.add_argument(
+        "--reestimate", type=Path, help="a --json file: its jobs' table with today's estimate"
+    )
     parser.add_argument("--measure-job", nargs=4, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -213,29 +220,57 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     if args.epochs is not None:
         sizes = Sizes(args.epochs, sizes.training_examples, sizes.validation_examples)
-    if args.settings:
-        from service.submit import worker_figures
-
-        worker = worker_figures(Settings())
-    else:
-        worker = measured_worker()
+    if args.reestimate:
+        return reestimate(args.reestimate)
+    worker = _worker(args.settings)
     print(f"worker figures ({'settings' if args.settings else 'measured'}):\n{settings_lines(worker)}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="deltatune-estimate-") as scratch:
         for name in args.methods or ORDER:
             rows.append(run_row(name, sizes, Path(scratch), worker))
             print(f"{name}: done", file=sys.stderr, flush=True)
-    print(
+    print(_sizes_line(sizes))
+    print(table(rows))
+    if args.json:
+        measured = {
+            "sizes": sizes.__dict__,
+            "worker": worker.__dict__,
+            "jobs": {r.method: r.measured for r in rows},
+        }
+        args.json.write_text(json.dumps(measured, indent=2) + "\n")
+    return 0
+
+
+def reestimate(path: Path) -> int:
+    """The table again for jobs a run measured (its --json), the estimates made by the code as it is now
+    on the same samples and worker figures: a formula's change checked without running the jobs again."""
+    stored = json.loads(path.read_text())
+    sizes, worker = Sizes(**stored["sizes"]), Worker(**stored["worker"])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="deltatune-estimate-") as scratch:
+        for name, measured in stored["jobs"].items():
+            training, validation = _samples(sizes, Path(scratch), name)
+            rows.append(
+                Row(name, dry_run_estimate(example_spec(name, sizes), training, validation, worker), measured)
+            )
+    print(f"re-estimated from {path.name}: {_sizes_line(sizes)}")
+    print(table(rows))
+    return 0
+
+
+def _worker(from_settings: bool) -> Worker:
+    if from_settings:
+        from service.submit import worker_figures
+
+        return worker_figures(Settings())
+    return measured_worker()
+
+
+def _sizes_line(sizes: Sizes) -> str:
+    return (
         f"{sizes.epochs} epochs, {sizes.training_examples} training and "
         f"{sizes.validation_examples} validation examples per job"
     )
-    print(table(rows))
-    if args.json:
-        dumped = [
-            {"method": r.method, "estimate": _estimate_json(r.estimate), "measured": r.measured} for r in rows
-        ]
-        args.json.write_text(json.dumps(dumped, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
