@@ -122,10 +122,33 @@ class Settings(BaseSettings):
     max_event_streams_per_owner: int = Field(
         16, ge=1, description="Event streams one owner may hold open at once on one API process."
     )
-    # Measured: a forward+backward of all-MiniLM-L6-v2 (22.7M parameters), batch 16 × 128 tokens, took
-    # 0.88-1.19 s on this project's 2-core CPU build machine, i.e. 6·P·tokens/s ≈ 2.3-3.2e11.
+    # The worker the dry run's estimate describes (tuning.estimate.Worker): measured on the machine by
+    # `python -m benchmarks.estimate --measure-worker` (tuning.machine), which prints these settings.
+    # Defaults: the project's 2-core CPU build machine (AVX512-BF16), measured under load (about 5).
     worker_flops: float = Field(
-        3.0e11, gt=0, description="Training FLOP/s a worker sustains; the dry run's duration estimate."
+        1.3e10,
+        gt=0,
+        description="Matmul FLOP/s a worker sustains in float32 (evaluations, float32 training).",
+    )
+    worker_bf16_flops: float = Field(
+        2.2e10,
+        ge=0,
+        description="FLOP/s in bf16, what mixed_precision auto trains in; 0: no native bf16 (float32).",
+    )
+    worker_layer_seconds: float = Field(
+        1.9e-3, ge=0, description="Fixed cost of one transformer layer's forward operations on one batch."
+    )
+    worker_optimizer_parameters_per_second: float = Field(
+        7.8e7, gt=0, description="AdamW updates (with gradient clipping) per second."
+    )
+    worker_baseline_bytes: int = Field(
+        474_460_160, ge=0, description="Resident memory of a CPU job's libraries before its model loads."
+    )
+    worker_memory_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Memory one job may use on a worker of job_queue's class (RAM on cpu, GPU memory on "
+        "gpu); a job whose estimated peak is larger is refused with 422 (a dry run says so). null: no check.",
     )
 
     # Webhooks (core/webhook_urls.py, worker/webhook_sender.py). The default sends only to addresses

@@ -34,7 +34,7 @@ from service.validation_slots import validation_slot
 from service.webhook_urls import checked_webhook_url
 from tuning.compat import check_spec_for_model
 from tuning.errors import DataError, SpecError
-from tuning.estimate import estimate_job
+from tuning.estimate import Estimate, Worker, estimate_job
 from tuning.spec import JobRequest, JobSpec
 from tuning.validation import validate_files
 
@@ -78,6 +78,8 @@ def submit_job(
         report = _validation_report(settings, spec, base_path, files)
     if request.dry_run:
         return dry_run(session, settings, spec, base_path, report)
+    if report is not None:
+        check_fits_worker(settings, uncalibrated_estimate(settings, spec, base_path, report))
     job = job_crud.create_job(
         session,
         owner_id=owner_id,
@@ -184,11 +186,56 @@ def _with_estimate(
     """The report as a job stores it: with the uncalibrated estimate, which later dry runs calibrate on."""
     if report is None:
         return None
-    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    estimate = uncalibrated_estimate(settings, spec, base_path, report)
     return {
         **report,
         "estimate": {"steps": estimate.steps, "tokens": estimate.tokens, "seconds": estimate.seconds},
     }
+
+
+def uncalibrated_estimate(
+    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any]
+) -> Estimate:
+    """The estimate from the worker's figures in `settings` alone, before any calibration."""
+    return estimate_job(spec, base_path, report, worker=worker_figures(settings))
+
+
+def worker_figures(settings: Settings) -> Worker:
+    """The worker class of the queue new jobs go to, as the settings describe it."""
+    return Worker(
+        device="cuda" if settings.job_queue == "gpu" else "cpu",
+        float32_flops=settings.worker_flops,
+        bf16_flops=settings.worker_bf16_flops,
+        layer_seconds=settings.worker_layer_seconds,
+        optimizer_parameters_per_second=settings.worker_optimizer_parameters_per_second,
+        baseline_bytes=settings.worker_baseline_bytes,
+        memory_bytes=settings.worker_memory_bytes,
+    )
+
+
+def fits_worker(settings: Settings, estimate: Estimate) -> bool | None:
+    """Whether the estimated peak fits the memory of job_queue's worker class; None: not configured."""
+    if settings.worker_memory_bytes is None:
+        return None
+    return estimate.peak_memory_bytes <= settings.worker_memory_bytes
+
+
+def check_fits_worker(settings: Settings, estimate: Estimate) -> None:
+    """422 before anything is stored when the job would not fit its worker class's memory."""
+    if fits_worker(settings, estimate) is False:
+        raise ApiError(
+            f"the job's estimated peak memory, {_gib(estimate.peak_memory_bytes)}, exceeds the "
+            f"{_gib(settings.worker_memory_bytes or 0)} of the {settings.job_queue!r} workers: lower "
+            "hyperparameters.batch_size or max_seq_length, set hyperparameters.gradient_checkpointing, or "
+            "pick a method that trains fewer parameters (a dry run shows the estimate by part)",
+            param="hyperparameters",
+            code="job_exceeds_worker_memory",
+            status_code=422,
+        )
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB"
 
 
 def dry_run(
@@ -201,7 +248,7 @@ def dry_run(
     """
     if report is None:
         return DryRun(validation=report)
-    estimate = estimate_job(spec, base_path, report, flops_per_second=settings.worker_flops)
+    estimate = uncalibrated_estimate(settings, spec, base_path, report)
     ratios = job_crud.estimate_ratios(session, queue=settings.job_queue, limit=CALIBRATION_JOBS)
     seconds, method = estimate.seconds, estimate.method
     if ratios:
@@ -219,6 +266,9 @@ def dry_run(
         trainable_parameters=estimate.trainable_parameters,
         estimated_seconds=seconds,
         estimated_peak_memory_bytes=estimate.peak_memory_bytes,
+        estimated_peak_memory_parts=dict(estimate.memory_parts),
+        worker_memory_bytes=settings.worker_memory_bytes,
+        fits_worker=fits_worker(settings, estimate),
         estimate_method=method,
     )
 

@@ -21,6 +21,24 @@ from tuning.spec import JobSpec
 
 Config = dict[str, Any]
 
+# Model types whose transformers classes cannot checkpoint gradients (supports_gradient_checkpointing is
+# False for their sequence-classification or causal-LM class; tests/tuning/test_memory.py checks this
+# list against the installed transformers).
+NO_GRADIENT_CHECKPOINTING = frozenset(
+    {"albert", "cpmant", "ctrl", "flaubert", "funnel", "gpt_neox_japanese", "ibert", "jetmoe", "layoutlmv2"}
+    | {
+        "layoutlmv3",
+        "markuplm",
+        "mpnet",
+        "openai-gpt",
+        "perceiver",
+        "reformer",
+        "squeezebert",
+        "xlm",
+        "xlnet",
+    }
+)
+
 
 def read_config(model_path: Path) -> Config:
     try:
@@ -38,6 +56,14 @@ def check_spec_for_model(spec: JobSpec, model_path: Path) -> None:
     config = ModelConfig(spec.base_model, read_config(model_path), _tensors(model_path))
     for rule in method_entry(spec.method.type).compat:
         rule(spec.method, config)
+    if (
+        spec.hyperparameters.gradient_checkpointing
+        and config.values.get("model_type") in NO_GRADIENT_CHECKPOINTING
+    ):
+        raise SpecError(
+            f"{config.describe()} does not support gradient checkpointing in transformers",
+            param="hyperparameters.gradient_checkpointing",
+        )
 
 
 def _tensors(model_path: Path) -> Shapes:

@@ -1,30 +1,58 @@
 """What a job would cost, estimated before it runs from the validation report and the base model's files.
 
-Imports no torch: the API answers a dry run with it. How each figure is made (also returned as text):
+Imports no torch: the API answers a dry run with it. It models what the trainer does (tuning.train),
+on a worker described by its measured figures (`Worker`: the settings DELTATUNE_WORKER_*, which
+`python -m benchmarks.estimate --measure-worker` measures on a machine); no earlier job calibrates it.
+How each figure is made (also returned as text):
 
-- steps = epochs × ceil(sequences / batch_size); sequences are the training examples, or with packing
-  ceil(Σ tokens / max_seq_length). Early stopping can only make it fewer.
-- tokens = Σ min(tokens, max_seq_length) over the training file × epochs (packing cuts nothing: Σ
-  tokens; without a tokenizer.json, max_seq_length per example: an upper bound).
+- steps = epochs × batches; batches = ceil(examples / batch_size), or with packing
+  ceil(packed sequences / batch_size). Early stopping can only make it fewer.
+- tokens = Σ min(tokens, max_seq_length) over the training file × epochs (packing: Σ tokens).
+- batch shapes: each batch pads to its longest example, so the cost follows its padded tokens
+  t = batch × width and attention pairs p = batch × width², from the report's `batches` (the trainer's
+  grouping by length, or a shuffled order; evaluations length-sorted; packing: every width
+  max_seq_length). Prompt tuning's virtual tokens widen every batch; prefix tuning's lengthen only
+  attention's keys (p grows by virtual × t).
 - parameters P: the sum of the tensor shapes in the base model's safetensors headers; trainable T from
   the method's registered estimate (full: all; LoRA r·(in+out) per targeted weight; BitFit the biases;
   adapters, prompts and prefixes from their sizes; partial last_n_layers its share of the layers) plus
   a classifier's new head (its model family's: BERT's classifier, RoBERTa's dense and out_proj,
   DistilBERT's pre_classifier and classifier, a decoder's bias-free score; an MLP head's two layers;
   a pooler the checkpoint lacks), as many outputs as the training file has labels (1 for regression).
-- seconds = (4·P + 2·T) × tokens / worker FLOP/s (forward 2·P, backward 2·P for activations and 2·T
-  for weight gradients: 6·P for full fine-tuning) + evaluations × 2·P × validation tokens / FLOP/s.
-- peak memory bytes = 4·P (float32 weights) + 12·T (gradient and AdamW's two moments) + activations
-  2 × layers × seq × batch × hidden × (34 + 5·heads·seq/hidden) (Korthikanti et al. 2022, arXiv:2205.05198,
-  per layer for 16-bit activations; doubled for float32), seq = the longest trained example.
+- FLOPs, per batch (L layers of width h, M the 2-D weights inside them, Mℓ = M/L): a layer's forward
+  2·Mℓ·t + 4·h·p (attention's scores and mix), its backward 2·Mℓ·t + 8·h·p for the activations' gradient,
+  plus 2·min(T, M)·t for the weight gradients (a method that adds tensors also runs them forward:
+  2·T·t). The forward runs every layer but those a frozen prefix caches; the backward runs from the top
+  down to the method's lowest trained layer (a linear probe: none). A causal LM adds its output
+  projection (vocabulary × h): 2·V·h·t forward and again backward. Embedding lookups cost nothing.
+- frozen prefix (hyperparameters.frozen_layers, tuning.frozen_prefix): with reuse (auto: a sequence
+  classifier, an encoder, no kl, 2 epochs or more, at least one frozen layer), the frozen layers run
+  once over the training and validation examples, then every step starts above them.
+- seconds = training FLOPs / the worker's FLOP/s in the training precision (bf16 under
+  mixed_precision auto on a worker with native bf16, or bf16; else float32), + evaluations' forward
+  FLOPs / its float32 FLOP/s (evaluations run in float32: one before the first step, then every
+  eval_steps or each epoch's end, and one at the end unless the last step had one), + fixed costs: each
+  layer's forward ops cost the worker's layer_seconds per batch (backward twice that: launching kernels
+  and Python, which dominate small batches), and each step's optimizer update T / its parameters per
+  second. What `train_seconds` measures: model loading and export are not in it.
+- peak memory bytes = what the job's process holds at its peak: on a CPU worker its resident memory
+  (the libraries' baseline, measured on the worker, + everything below); on CUDA the tensors alone.
+  Weights 4·P (on CUDA, a method that trains only new tensors keeps the frozen base in bf16: 2·P) and
+  4·each new tensor; on a CPU the checkpoint file's mapped pages, 4·P; gradients 4·T, AdamW's two
+  moments 8·T and its foreach step's two intermediates 8·T (SGD: the gradients alone); bf16 autocast's cached
+  16-bit copies of the layers' weights 2·M; a frozen prefix's cached outputs 4·h per example token;
+  activations saved for backward in the largest batch, per layer that backward runs through,
+  Korthikanti et al. 2022 (arXiv:2205.05198): 34·t·h + 5·heads·p bytes for 16-bit activations, twice
+  that in float32; with gradient checkpointing only each such layer's input (2 or 4 bytes·t·h) plus
+  one layer's full set while it is recomputed; a causal LM's logits 12·t·V.
 """
 
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tuning.methods import method_entry
 from tuning.methods.base_model import ModelShapes
@@ -34,6 +62,31 @@ from tuning.spec import JobSpec
 METHOD_TEXT = " ".join(
     line.strip() for line in (__doc__ or "").split("How each figure is made", 1)[1].splitlines()[1:]
 )
+KORTHIKANTI_BYTES_PER_HIDDEN = 34  # 16-bit activations saved per token and hidden unit in one layer
+KORTHIKANTI_BYTES_PER_HEAD_PAIR = 5  # ... and per attention head and token pair
+MIN_EPOCHS_TO_REUSE = 2  # tuning.frozen_prefix.MIN_EPOCHS_TO_PAY
+BUFFERS = ("position_ids",)  # tensor names a checkpoint may hold that are no parameters
+ADAMW_TEMPORARIES = 8  # bytes per trained parameter: the foreach step's two float32 intermediates
+
+
+@dataclass(frozen=True)
+class Worker:
+    """The machine a job would run on, as measured there (settings DELTATUNE_WORKER_*)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    float32_flops: float = 3.0e11  # FLOP/s sustained in a transformer layer's forward and backward
+    bf16_flops: float = 0.0  # ... in bf16; 0: no native bf16, so mixed_precision auto trains float32
+    layer_seconds: float = 0.0  # fixed cost of one layer's forward ops on one batch (launches, Python)
+    optimizer_parameters_per_second: float = math.inf  # AdamW updates per second, clipping included
+    baseline_bytes: int = 0  # resident memory of the libraries before a model loads (CPU)
+    memory_bytes: int | None = None  # what one job may use on this worker class; None: unknown
+
+    def training_flops(self, mixed_precision: str) -> tuple[float, bool]:
+        """FLOP/s of training's forward and backward, and whether it runs under bf16 autocast."""
+        bf16 = mixed_precision == "bf16" or (
+            mixed_precision == "auto" and (self.device == "cuda" or self.bf16_flops > 0)
+        )
+        return (self.bf16_flops or self.float32_flops) if bf16 else self.float32_flops, bf16
 
 
 @dataclass(frozen=True)
@@ -45,44 +98,313 @@ class Estimate:
     seconds: float
     peak_memory_bytes: int
     method: str = METHOD_TEXT
+    seconds_parts: Mapping[str, float] = field(default_factory=dict)  # what the seconds are made of
+    memory_parts: Mapping[str, int] = field(default_factory=dict)  # what the peak is made of
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Batch shapes of one pass over a file: batches, padded tokens, attention pairs, the largest."""
+
+    count: int
+    tokens: float
+    pairs: float
+    largest_tokens: float
+    largest_pairs: float
+
+    def widened(self, virtual: int, examples: int, *, keys_only: bool = False) -> "Shapes":
+        """The same batches with `virtual` tokens in front of every example: as layer inputs (prompt
+        tuning), or `keys_only` as attention keys and values (prefix tuning: each real token's query
+        meets `virtual` more keys)."""
+        if virtual == 0:
+            return self
+        if keys_only:
+            return replace(
+                self,
+                pairs=self.pairs + virtual * self.tokens,
+                largest_pairs=self.largest_pairs + virtual * self.largest_tokens,
+            )
+        width = self.largest_pairs / max(self.largest_tokens, 1)  # the largest batch's: p / t
+        rows = self.largest_tokens / max(width, 1)
+        return Shapes(
+            self.count,
+            self.tokens + virtual * examples,
+            self.pairs + 2 * virtual * self.tokens + virtual**2 * examples,
+            self.largest_tokens + virtual * rows,
+            rows * (width + virtual) ** 2,
+        )
+
+
+@dataclass(frozen=True)
+class Model:
+    """What the cost formulas read of the base model, and where its training starts and runs."""
+
+    layers: int
+    hidden: int
+    heads: int
+    layer_weights: int  # M
+    vocabulary_projection: int  # V·h for a causal LM's output layer, else 0
+    lowest: int  # the lowest trained layer
+    cached: int  # layers a frozen prefix runs once, not every step
+
+    def forward(self, shapes: Shapes, layers: int) -> float:
+        per_layer = (
+            2 * self.layer_weights / max(self.layers, 1) * shapes.tokens + 4 * self.hidden * shapes.pairs
+        )
+        return layers * per_layer + 2 * self.vocabulary_projection * shapes.tokens
+
+    def backward(self, shapes: Shapes, trainable: int) -> float:
+        per_layer = (
+            2 * self.layer_weights / max(self.layers, 1) * shapes.tokens + 8 * self.hidden * shapes.pairs
+        )
+        weights = 2 * min(trainable, self.layer_weights) * shapes.tokens
+        return (
+            (self.layers - self.lowest) * per_layer + 2 * self.vocabulary_projection * shapes.tokens + weights
+        )
 
 
 def count_parameters(model_dir: Path) -> int:
     """The base model's parameter count, without loading it: the sum of its tensors' sizes."""
-    return sum(math.prod(shape) for shape in tensor_shapes(model_dir).values())
+    return sum(math.prod(shape) for shape in parameter_shapes(model_dir).values())
 
 
-def estimate_job(
-    spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, flops_per_second: float
-) -> Estimate:
+def parameter_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """The checkpoint's tensors but the buffers older checkpoints store beside the weights (BERT's
+    `position_ids`): what `model.parameters()` holds."""
+    return {name: shape for name, shape in tensor_shapes(model_dir).items() if not name.endswith(BUFFERS)}
+
+
+def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, worker: Worker) -> Estimate:
     """The dry run's figures for `spec` on the files `report` (tuning.validation) describes."""
     hp = spec.hyperparameters
     training = report["files"]["training_file"]
-    trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
-    sequences = training["examples"]
-    if spec.data.packing:
-        sequences = training.get("packed_sequences", math.ceil(trained_tokens / hp.max_seq_length))
-    steps = hp.epochs * math.ceil(sequences / hp.batch_size)
-    tokens = trained_tokens * hp.epochs
-    shapes = tensor_shapes(base_path)
-    config = _config(base_path)
-    parameters = sum(math.prod(shape) for shape in shapes.values())
-    trainable = trainable_parameters(spec, shapes, config, outputs=_outputs(spec, training))
-    seconds = (4 * parameters + 2 * trainable) * tokens / flops_per_second
     validation = report["files"].get("validation_file")
+    trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
+    train_shapes = _training_shapes(spec, training)
+    steps = hp.epochs * train_shapes.count
+    shapes = ModelShapes(parameter_shapes(base_path), _config(base_path))
+    parameters = shapes.total()
+    trainable = trainable_parameters(spec, shapes.tensors, shapes.config, outputs=_outputs(spec, training))
+    entry = method_entry(spec.method.type)
+    virtual = entry.virtual_tokens(spec.method)
+    keys_only = entry.virtual_keys_only
+    train_shapes = train_shapes.widened(virtual, training["examples"], keys_only=keys_only)
+    val_shapes = _evaluation_shapes(spec, validation, virtual, keys_only)
+    model = _model(spec, shapes, train_shapes, trained_tokens, validation)
+    seconds_parts = _seconds(spec, model, worker, trainable, train_shapes, val_shapes, steps)
+    head = (
+        head_parameters(spec, shapes, _outputs(spec, training))
+        if spec.task == "sequence_classification"
+        else 0
+    )
+    memory_parts = _memory(
+        spec, model, worker, parameters, trainable, head, train_shapes, trained_tokens, validation
+    )
+    return Estimate(
+        steps,
+        trained_tokens * hp.epochs,
+        parameters,
+        trainable,
+        sum(seconds_parts.values()),
+        int(sum(memory_parts.values())),
+        seconds_parts=seconds_parts,
+        memory_parts=memory_parts,
+    )
+
+
+def _training_shapes(spec: JobSpec, training: Mapping[str, Any]) -> Shapes:
+    hp = spec.hyperparameters
+    if spec.data.packing:
+        sequences = training.get(
+            "packed_sequences", math.ceil(training.get("trained_tokens", 0) / hp.max_seq_length)
+        )
+        return _full_width(sequences, hp.batch_size, hp.max_seq_length)
+    batches = training.get("batches")
+    if batches is None:  # no token statistics: every example max_seq_length wide, an upper bound
+        return _full_width(training["examples"], hp.batch_size, hp.max_seq_length)
+    return _shapes(batches)
+
+
+def _evaluation_shapes(
+    spec: JobSpec, validation: Mapping[str, Any] | None, virtual: int, keys_only: bool
+) -> Shapes | None:
+    if validation is None:
+        return None
+    hp = spec.hyperparameters
+    batches = validation.get("batches")
+    shapes = (
+        _shapes(batches)
+        if batches is not None and not spec.data.packing
+        else _full_width(validation["examples"], hp.batch_size, hp.max_seq_length)
+    )
+    return shapes.widened(virtual, validation["examples"], keys_only=keys_only)
+
+
+def _shapes(batches: Mapping[str, Any]) -> Shapes:
+    return Shapes(
+        batches["count"],
+        batches["padded_tokens"],
+        batches["token_pairs"],
+        batches["largest_tokens"],
+        batches["largest_pairs"],
+    )
+
+
+def _full_width(sequences: int, batch_size: int, width: int) -> Shapes:
+    largest = min(sequences, batch_size) * width
+    return Shapes(
+        math.ceil(sequences / batch_size), sequences * width, sequences * width**2, largest, largest * width
+    )
+
+
+def _model(
+    spec: JobSpec,
+    shapes: ModelShapes,
+    train_shapes: Shapes,
+    trained_tokens: int,
+    validation: Mapping[str, Any] | None,
+) -> Model:
+    layers = shapes.layers
+    # Gradual unfreezing's last stage trains down to the bottom: the costliest stage's backward.
+    lowest = (
+        0
+        if spec.gradual_unfreeze is not None
+        else method_entry(spec.method.type).lowest_layer(spec.method, shapes)
+    )
+    lowest = min(lowest, layers)
+    model = Model(
+        layers=layers,
+        hidden=shapes.hidden,
+        heads=shapes.dimension("num_attention_heads", "n_head"),
+        layer_weights=shapes.layer_weights(),
+        vocabulary_projection=shapes.dimension("vocab_size") * shapes.hidden
+        if spec.task == "causal_lm"
+        else 0,
+        lowest=lowest,
+        cached=0,
+    )
+    return (
+        replace(model, cached=lowest)
+        if _reuses_frozen_prefix(spec, shapes, lowest, trained_tokens, validation)
+        else model
+    )
+
+
+def _reuses_frozen_prefix(
+    spec: JobSpec, shapes: ModelShapes, lowest: int, trained_tokens: int, validation: Mapping[str, Any] | None
+) -> bool:
+    """Whether tuning.frozen_prefix caches the layers below `lowest` (its `auto` rules, and the size cap)."""
+    hp = spec.hyperparameters
+    if spec.task != "sequence_classification" or lowest < 1 or spec.gradual_unfreeze is not None:
+        return False
+    if str(shapes.config.get("model_type", "")) in LAST_TOKEN_SCORE:
+        return False  # it cuts encoders only
+    tokens = trained_tokens + (validation or {}).get("trained_tokens", 0)
+    if 4 * shapes.hidden * tokens > hp.frozen_outputs_max_mb * 2**20:
+        return False
+    if hp.frozen_layers == "reuse":
+        return True
+    return hp.frozen_layers == "auto" and spec.regularizers.kl is None and hp.epochs >= MIN_EPOCHS_TO_REUSE
+
+
+def _seconds(
+    spec: JobSpec,
+    model: Model,
+    worker: Worker,
+    trainable: int,
+    train: Shapes,
+    validation: Shapes | None,
+    steps: int,
+) -> dict[str, float]:
+    hp = spec.hyperparameters
+    flops, _ = worker.training_flops(hp.mixed_precision)
+    running = model.layers - model.cached
+    backward_layers = model.layers - model.lowest
+    added = trainable if method_entry(spec.method.type).frozen_base(spec.method) else 0
+    step_flops = model.forward(train, running) + model.backward(train, trainable) + 2 * added * train.tokens
+    parts = {
+        "training": hp.epochs * step_flops / flops,
+        "training_overhead": steps * worker.layer_seconds * (running + 2 * backward_layers)
+        + steps * trainable / worker.optimizer_parameters_per_second,
+    }
     if validation is not None:
-        evaluations = 1 + (hp.epochs if hp.eval_steps is None else steps // hp.eval_steps)
-        val_tokens = validation.get("trained_tokens", validation["examples"] * hp.max_seq_length)
-        seconds += evaluations * 2 * parameters * val_tokens / flops_per_second
-    longest = (
-        hp.max_seq_length
-        if spec.data.packing
-        else min(training.get("tokens", {}).get("max", hp.max_seq_length), hp.max_seq_length)
+        evaluations = _evaluations(spec, steps, train.count)
+        parts["evaluation"] = evaluations * model.forward(validation, running) / worker.float32_flops
+        parts["evaluation_overhead"] = evaluations * validation.count * worker.layer_seconds * running
+    if model.cached:
+        both = train if validation is None else _sum(train, validation)
+        parts["frozen_prefix"] = model.forward(both, model.cached) / flops
+        parts["frozen_prefix_overhead"] = both.count * worker.layer_seconds * model.cached
+    return parts
+
+
+def _evaluations(spec: JobSpec, steps: int, per_epoch: int) -> int:
+    """Before the first step, then each epoch's end or every eval_steps, and at the end if not on one."""
+    every = spec.hyperparameters.eval_steps
+    if every is None:
+        return 1 + spec.hyperparameters.epochs
+    return 1 + steps // every + (1 if steps % every else 0)
+
+
+def _sum(a: Shapes, b: Shapes) -> Shapes:
+    return Shapes(a.count + b.count, a.tokens + b.tokens, a.pairs + b.pairs, 0, 0)
+
+
+def _memory(
+    spec: JobSpec,
+    model: Model,
+    worker: Worker,
+    parameters: int,
+    trainable: int,
+    head: int,
+    train: Shapes,
+    trained_tokens: int,
+    validation: Mapping[str, Any] | None,
+) -> dict[str, int]:
+    hp = spec.hyperparameters
+    _, bf16 = worker.training_flops(hp.mixed_precision)
+    frozen_base = method_entry(spec.method.type).frozen_base(spec.method)
+    base_bytes = 2 if bf16_base(worker.device, frozen_base, hp.mixed_precision) else 4
+    new = trainable if frozen_base else head  # the new tensors: all it trains, or the new head alone
+    parts = {
+        "baseline": worker.baseline_bytes if worker.device == "cpu" else 0,
+        "weights": base_bytes * parameters + 4 * new,
+        "gradients_and_optimizer": (12 + ADAMW_TEMPORARIES if hp.optimizer == "adamw" else 4) * trainable,
+        "activations": _activation_bytes(spec, model, train, bf16),
+    }
+    if worker.device == "cpu":  # the checkpoint file is mapped, and its pages stay resident once read
+        parts["checkpoint_pages"] = 4 * parameters
+    if bf16 and base_bytes == 4:
+        parts["bf16_weight_copies"] = 2 * model.layer_weights
+    if model.cached:
+        parts["frozen_prefix_cache"] = (
+            4 * model.hidden * (trained_tokens + (validation or {}).get("trained_tokens", 0))
+        )
+    return parts
+
+
+def bf16_base(device: str, frozen_base: bool, mixed_precision: str) -> bool:
+    """Whether the job keeps its frozen base weights in bf16: on CUDA, for a method that trains only new
+    tensors, unless mixed_precision is "no" (tuning.fit applies the same rule)."""
+    return device == "cuda" and frozen_base and mixed_precision != "no"
+
+
+def _activation_bytes(spec: JobSpec, model: Model, train: Shapes, bf16: bool) -> int:
+    """Activations of the largest batch saved for backward, in the layers backward runs through."""
+    layers = model.layers - model.lowest
+    if layers <= 0:
+        return 0
+    scale = 1 if bf16 else 2  # Korthikanti counts 16-bit values; float32 doubles them
+    per_layer = scale * (
+        KORTHIKANTI_BYTES_PER_HIDDEN * train.largest_tokens * model.hidden
+        + KORTHIKANTI_BYTES_PER_HEAD_PAIR * model.heads * train.largest_pairs
     )
-    memory = (
-        4 * parameters + 12 * trainable + _activation_bytes(config, batch=hp.batch_size, seq=int(longest))
-    )
-    return Estimate(steps, tokens, parameters, trainable, seconds, memory)
+    if spec.hyperparameters.gradient_checkpointing:
+        saved = layers * 2 * scale * train.largest_tokens * model.hidden + per_layer
+    else:
+        saved = layers * per_layer
+    logits = 12 * train.largest_tokens * model.vocabulary_projection / max(model.hidden, 1)
+    return int(saved + logits)
 
 
 def trainable_parameters(
@@ -133,14 +455,6 @@ def _outputs(spec: JobSpec, training: Mapping[str, Any]) -> int:
     if spec.problem_type == "regression" or training.get("format") == "regression":
         return 1
     return max(len(training.get("labels", {})), 1)
-
-
-def _activation_bytes(config: Mapping[str, Any], *, batch: int, seq: int) -> int:
-    model = ModelShapes({}, config)
-    hidden, layers = model.hidden, model.layers
-    heads = model.dimension("num_attention_heads", "n_head")
-    per_layer = seq * batch * hidden * (34 + 5 * heads * seq / max(hidden, 1))
-    return int(2 * layers * per_layer)
 
 
 def _config(base_path: Path) -> dict[str, Any]:

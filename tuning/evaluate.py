@@ -11,6 +11,7 @@ from tuning.batching import Batch, Encoded, batches_by_length, to_device
 from tuning.device import autocast
 from tuning.errors import Cancelled
 from tuning.events import StopCheck, never_stop
+from tuning.memory import holds_bf16
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,13 @@ def evaluation_batches(
     model's train/eval mode is restored after.
     """
     was_training = model.training
+    bf16_base = holds_bf16(model)
     model.eval()
     try:
         for batch in batches_by_length(encoded, batch_size):
             if should_stop():
                 raise Cancelled()
-            visit(classifier_logits(model, batch, device), batch)
+            # A frozen base held in bf16 (tuning.memory, CUDA only) runs under autocast.
+            visit(classifier_logits(model, batch, device, mixed_precision=bf16_base), batch)
     finally:
         model.train(was_training)

@@ -33,6 +33,12 @@ from tuning.device import pick_device, uses_bf16
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.frozen_prefix import FrozenPrefix, frozen_prefix_for
+from tuning.memory import (
+    cast_frozen_to_bf16,
+    enable_gradient_checkpointing,
+    keeps_base_in_bf16,
+    restore_float32,
+)
 from tuning.models import resolve_base_model
 from tuning.optim import parameter_groups
 from tuning.parts.layer_lr import layer_lr_scales
@@ -213,6 +219,7 @@ def prepare(
     built = apply_spec_method(spec, task_model)
     model.to(device)
     method_trainable = [p for p in model.parameters() if p.requires_grad]
+    _save_memory(spec, model, device, on_event)
     snapshot = PretrainedSnapshot.take(model, task_model.pretrained)
     if start_from is not None:
         on_event(load_checkpoint_weights(model, start_from))
@@ -239,6 +246,19 @@ def prepare(
         identity,
         resume_point,
     )
+
+
+def _save_memory(spec: JobSpec, model: nn.Module, device: torch.device, on_event: EventSink) -> None:
+    """Gradient checkpointing when the spec asks; the frozen base in bf16 on CUDA (tuning.memory)."""
+    if spec.hyperparameters.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if keeps_base_in_bf16(spec, device):
+        cast = cast_frozen_to_bf16(model)
+        on_event(
+            Event(
+                "message", f"frozen base held in bf16 ({cast:,} parameters)", {"bf16_base_parameters": cast}
+            )
+        )
 
 
 def train_job(
@@ -323,6 +343,7 @@ def finish(job: Prepared, result: TrainResult) -> Fitted:
     logger.info(
         "%s: %d steps in %.1f s, metrics %s", job.spec.base_model, result.steps, result.seconds, metrics
     )
+    restore_float32(job.model)
     job.model.to("cpu").eval()
     job.snapshot = job.snapshot.to("cpu")
     return Fitted(job.trained_job(metrics), result)

@@ -22,6 +22,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuning.batch_shapes import BatchShapes, evaluation_batches, training_batches
 from tuning.data import (
     AnyExample,
     ChatExample,
@@ -58,6 +59,20 @@ class Length:
 CountTokens = Callable[[Sequence[AnyExample]], list[Length]]
 
 
+@dataclass(frozen=True)
+class Batching:
+    """How the trainer cuts a file into batches: its batch size, and grouping or length-sorting."""
+
+    batch_size: int
+    group_by_length: bool = False
+    evaluation: bool = False
+
+    def shapes(self, lengths: Sequence[int]) -> BatchShapes:
+        if self.evaluation:
+            return evaluation_batches(lengths, self.batch_size)
+        return training_batches(lengths, self.batch_size, group_by_length=self.group_by_length)
+
+
 def validate_files(spec: JobSpec, base_path: Path, paths: Mapping[str, Path]) -> dict[str, Any]:
     """The report on each file of `paths` (keyed by its spec field: training_file, validation_file).
 
@@ -78,10 +93,21 @@ def validate_files(spec: JobSpec, base_path: Path, paths: Mapping[str, Path]) ->
                 count,
                 spec.hyperparameters.max_seq_length,
                 packing=spec.data.packing,
+                batches=_batching(spec, param),
             )
             for param, data in files.items()
         },
     }
+
+
+def _batching(spec: JobSpec, param: str) -> Batching:
+    """How the trainer batches the file of `param`: training grouped by length or shuffled, every
+    evaluation length-sorted (tuning.batching)."""
+    hp = spec.hyperparameters
+    if param != "training_file":
+        return Batching(hp.batch_size, evaluation=True)
+    grouped = hp.group_by_length if hp.group_by_length is not None else spec.task != "causal_lm"
+    return Batching(hp.batch_size, group_by_length=grouped)
 
 
 def check_trainable(spec: JobSpec, base_path: Path, training: DataFile, validation: DataFile | None) -> None:
@@ -276,8 +302,10 @@ def file_report(
     max_length: int,
     *,
     packing: bool = False,
+    batches: Batching | None = None,
 ) -> dict[str, Any]:
-    """What one file holds: size, tokens, truncation, and the statistics of its format."""
+    """What one file holds: size, tokens, truncation, the shapes of its batches (given `batches`,
+    without packing), and the statistics of its format."""
     report: dict[str, Any] = {
         "id": file_id,
         "format": data.format,
@@ -285,7 +313,11 @@ def file_report(
         "duplicates": _duplicates(data.examples),
     }
     if count is not None:
-        report.update(_token_report(_lengths(count, data.examples, param), max_length, packing=packing))
+        lengths = _lengths(count, data.examples, param)
+        report.update(_token_report(lengths, max_length, packing=packing))
+        if batches is not None and not packing:
+            trained = [min(length.tokens if length.whole else max_length, max_length) for length in lengths]
+            report["batches"] = batches.shapes(trained).as_json()
     if data.format in ("classification", "multi_label"):
         report["labels"] = _label_counts(data.examples)
     elif data.format == "regression":

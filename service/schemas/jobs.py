@@ -109,6 +109,19 @@ class DryRun(BaseModel):
     )
     estimated_seconds: float | None = Field(None, description="Training and evaluation time on one worker.")
     estimated_peak_memory_bytes: int | None = Field(
-        None, description="Weights, optimizer state, activations."
+        None,
+        description="The job process's peak: on a CPU worker its resident memory (libraries included), "
+        "on CUDA its tensors: weights, gradients, optimizer state, activations.",
+    )
+    estimated_peak_memory_parts: dict[str, int] | None = Field(
+        None, description="What the peak is made of, in bytes (baseline, weights, activations, ...)."
+    )
+    worker_memory_bytes: int | None = Field(
+        None, description="Memory of the worker class the job would be queued for (null: not configured)."
+    )
+    fits_worker: bool | None = Field(
+        None,
+        description="Whether the estimated peak fits worker_memory_bytes; false: POST without dry_run "
+        "answers 422 (code job_exceeds_worker_memory). null: not configured.",
     )
     estimate_method: str | None = Field(None, description="How these figures were estimated.")

@@ -11,7 +11,11 @@ from fastapi.testclient import TestClient
 
 from core.models import Job, JobStatus
 from core.settings import Settings
+from service.submit import worker_figures
 from tests.service.helpers import broker_messages, job_body, jsonl, upload
+from tuning.estimate import estimate_job
+from tuning.models import resolve_base_model
+from tuning.spec import JobRequest
 
 TWO_LABELS = [{"text": "good movie", "label": "pos"}, {"text": "bad film", "label": "neg"}]
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -136,10 +140,15 @@ def test_dry_run_answers_exact_figures_and_creates_nothing(
     # and the new head for 2 labels: 32·2 + 2 = 66, as the job's own count has it.
     trainable = 1_024 + 66
     assert (answer["parameters"], answer["trainable_parameters"]) == (999_072, trainable)
-    expected_seconds = (4 * 999_072 + 2 * trainable) * 34 / settings.worker_flops
-    assert answer["estimated_seconds"] == pytest.approx(expected_seconds, abs=1e-3)
-    activations = int(2 * 2 * 5 * 3 * 32 * (34 + 5 * 4 * 5 / 32))
-    assert answer["estimated_peak_memory_bytes"] == 4 * 999_072 + 12 * trainable + activations
+    # The figures of the worker class in the settings, uncalibrated (no job has finished yet).
+    report = answer["validation"]
+    spec = JobRequest.model_validate(body).job_spec()
+    base_path = resolve_base_model(spec.base_model, settings.model_dirs)
+    expected = estimate_job(spec, base_path, report, worker=worker_figures(settings))
+    assert answer["estimated_seconds"] == pytest.approx(expected.seconds)
+    assert answer["estimated_peak_memory_bytes"] == expected.peak_memory_bytes
+    # The report's batches: lengths 4, 4, 5, 4 in batches of 3 (padded to their longest) and 1.
+    assert report["files"]["training_file"]["batches"]["count"] == 2
     assert "safetensors" in answer["estimate_method"]
     assert_nothing_created(client, auth, settings)
 
@@ -162,3 +171,27 @@ def test_finished_jobs_calibrate_the_dry_runs_time(
     calibrated = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
     assert calibrated["estimated_seconds"] == pytest.approx(3 * stored["seconds"], rel=1e-3)
     assert "× 3.00" in calibrated["estimate_method"]
+
+
+def test_a_job_too_big_for_its_worker_class_is_refused_before_it_is_queued(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    body = job_body(file_id(client, auth, TWO_LABELS))
+    dry = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert dry["fits_worker"] is None and dry["worker_memory_bytes"] is None  # no limit configured
+    peak = dry["estimated_peak_memory_bytes"]
+    assert peak == sum(dry["estimated_peak_memory_parts"].values())
+
+    settings.worker_memory_bytes = peak - 1
+    dry = client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()
+    assert dry["fits_worker"] is False and dry["worker_memory_bytes"] == peak - 1
+    refused = client.post("/v1/jobs", headers=auth, json=body)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert (error["param"], error["code"]) == ("hyperparameters", "job_exceeds_worker_memory")
+    assert "gradient_checkpointing" in error["message"]
+    assert_nothing_created(client, auth, settings)
+
+    settings.worker_memory_bytes = peak
+    assert client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()["fits_worker"] is True
+    assert client.post("/v1/jobs", headers=auth, json=body).status_code == 201

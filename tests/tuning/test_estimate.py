@@ -3,6 +3,7 @@ agree with the models tuning actually builds; steps agree with the trainer's own
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,25 @@ from transformers import BertModel
 
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning.build import apply_spec_method, prepare_classifier
-from tuning.estimate import count_parameters, estimate_job, trainable_parameters
+from tuning.estimate import Worker, count_parameters, estimate_job, trainable_parameters
 from tuning.events import Event
 from tuning.fit import fit
 from tuning.methods import METHODS
-from tuning.models import tensor_shapes
+from tuning.models import BUNDLED_MODEL_ID, resolve_base_model, tensor_shapes
 from tuning.spec import HeadSpec, JobSpec
 from tuning.validation import validate_files
+
+# A CPU worker without native bf16, so that training runs in float32 as the formulas below assume.
+WORKER = Worker(
+    device="cpu",
+    float32_flops=1e9,
+    layer_seconds=1e-3,
+    optimizer_parameters_per_second=1e6,
+    baseline_bytes=300 * 2**20,
+)
+# Tiny BERT (tests/tiny_models.py): 2 layers, 32 wide, 4 heads, feed-forward 64.
+LAYERS, HIDDEN, ATTENTION_HEADS = 2, 32, 4
+LAYER_WEIGHTS = LAYERS * (4 * 32 * 32 + 2 * 32 * 64)  # M: the 2-D weights inside the layers
 
 
 def spec_with(method: dict[str, Any], **hyperparameters: Any) -> JobSpec:
@@ -41,6 +54,9 @@ ESTIMATED = [{"type": name, **entry.example} for name, entry in METHODS.items()]
     {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
     {"type": "prompt_tuning", "num_virtual_tokens": 5},
     {"type": "prefix_tuning", "num_virtual_tokens": 5},
+    {"type": "prefix_tuning", "num_virtual_tokens": 5, "projection": True},
+    {"type": "prefix_tuning", "num_virtual_tokens": 5, "projection": True, "encoder_hidden_size": 16},
+    {"type": "input_adapter", "reduction_factor": 4, "new_tokens": ["zzqxv", "qqzyx"]},
     {"type": "partial", "last_n_layers": 1},
     {"type": "partial", "modules": ["*.attention.*"]},
 ]
@@ -71,6 +87,14 @@ def test_the_estimate_counts_what_the_job_trains(
     assert trainable_parameters(spec, tensor_shapes(model_dir), config, outputs=labels) == built
 
 
+def test_the_parameter_count_leaves_out_stored_buffers() -> None:
+    """all-MiniLM-L6-v2's checkpoint stores BERT's position_ids buffer beside its weights."""
+    base_path = resolve_base_model(BUNDLED_MODEL_ID, [])
+    assert "embeddings.position_ids" in tensor_shapes(base_path)
+    loaded = BertModel.from_pretrained(base_path)
+    assert count_parameters(base_path) == sum(p.numel() for p in loaded.parameters())
+
+
 def test_the_dry_run_counts_the_head_as_the_job_does(tmp_path: Path, tiny_bert_dir: Path) -> None:
     training = write_jsonl(tmp_path / "train.jsonl", sentiment_lines(10, seed=3))
     spec = spec_with({"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]})
@@ -78,7 +102,7 @@ def test_the_dry_run_counts_the_head_as_the_job_does(tmp_path: Path, tiny_bert_d
     events: list[Event] = []
     fit(spec, training_path=training, model_dirs=[tiny_bert_dir.parent], on_event=events.append)
     counted = next(e.data["trainable_parameters"] for e in events if "trainable_parameters" in e.data)
-    estimate = estimate_job(spec, tiny_bert_dir, report, flops_per_second=1e9)
+    estimate = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
     assert estimate.trainable_parameters == counted == 1_024 + 32 * 2 + 2
 
 
@@ -86,7 +110,7 @@ def test_steps_and_tokens_match_the_trainer(tmp_path: Path, tiny_bert_dir: Path)
     training = write_jsonl(tmp_path / "train.jsonl", sentiment_lines(10, seed=3))
     spec = spec_with({"type": "bitfit"}, epochs=2, batch_size=4, logging_steps=1)
     report = validate_files(spec, tiny_bert_dir, {"training_file": training})
-    estimate = estimate_job(spec, tiny_bert_dir, report, flops_per_second=1e11)
+    estimate = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
     events: list[Event] = []
     fit(spec, training_path=training, model_dirs=[tiny_bert_dir.parent], on_event=events.append)
     total_steps = {e.data["total_steps"] for e in events if e.type == "metrics"}
@@ -95,27 +119,118 @@ def test_steps_and_tokens_match_the_trainer(tmp_path: Path, tiny_bert_dir: Path)
     assert estimate.tokens == 2 * report["files"]["training_file"]["trained_tokens"]
 
 
-def test_time_and_memory_follow_the_documented_formula(tiny_bert_dir: Path) -> None:
-    spec = spec_with({"type": "bitfit"}, epochs=3, batch_size=8, max_seq_length=16)
-    validation = {"examples": 4, "trained_tokens": 40, "tokens": {"min": 10, "mean": 10, "max": 10}}
+def report_with(batches: dict[str, int], validation_batches: dict[str, int] | None = None) -> dict[str, Any]:
     training = {
         "format": "classification",
         "examples": 20,
         "trained_tokens": 200,
         "tokens": {"min": 5, "mean": 10, "max": 30},
         "labels": {"negative": 10, "positive": 10},
+        "batches": batches,
     }
-    report = {"files": {"training_file": training, "validation_file": validation}}
-    estimate = estimate_job(spec, tiny_bert_dir, report, flops_per_second=1e9)
+    files: dict[str, Any] = {"training_file": training}
+    if validation_batches is not None:
+        files["validation_file"] = {"examples": 4, "trained_tokens": 40, "batches": validation_batches}
+    return {"files": files}
+
+
+TRAIN_BATCHES = {
+    "count": 3,
+    "padded_tokens": 240,
+    "token_pairs": 3000,
+    "largest_tokens": 128,
+    "largest_pairs": 2048,
+}
+VALIDATION_BATCHES = {
+    "count": 1,
+    "padded_tokens": 40,
+    "token_pairs": 400,
+    "largest_tokens": 40,
+    "largest_pairs": 400,
+}
+
+
+def test_time_follows_the_documented_formula(tiny_bert_dir: Path) -> None:
+    """BitFit trains down to layer 0: forward and backward through both layers, in float32."""
+    spec = spec_with({"type": "bitfit"}, epochs=3, batch_size=8, max_seq_length=16)
+    estimate = estimate_job(
+        spec, tiny_bert_dir, report_with(TRAIN_BATCHES, VALIDATION_BATCHES), worker=WORKER
+    )
     parameters, trainable = 999_072, 640 + 32 * 2 + 2  # the biases, and the head for 2 labels
     assert (estimate.steps, estimate.tokens) == (3 * 3, 600)
+    t, p = 240, 3000
+    forward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * t + 4 * HIDDEN * p)
+    backward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * t + 8 * HIDDEN * p) + 2 * trainable * t
+    training = 3 * (forward + backward) / 1e9
+    overhead = 9 * 1e-3 * (LAYERS + 2 * LAYERS) + 9 * trainable / 1e6
     evaluations = 1 + 3  # before the first step, then each epoch's end
-    seconds = ((4 * parameters + 2 * trainable) * 600 + evaluations * 2 * parameters * 40) / 1e9
-    assert estimate.seconds == pytest.approx(seconds, abs=1e-3)
-    # seq = the longest example cut to max_seq_length: 16; tiny BERT is 2 layers, 32 wide, 4 heads.
-    activations = 2 * 2 * 16 * 8 * 32 * (34 + 5 * 4 * 16 / 32)
-    assert estimate.peak_memory_bytes == 4 * parameters + 12 * trainable + int(activations)
-    assert "Korthikanti" in estimate.method and "6·P" in estimate.method
+    evaluation = evaluations * LAYERS * (2 * LAYER_WEIGHTS / LAYERS * 40 + 4 * HIDDEN * 400) / 1e9
+    evaluation_overhead = evaluations * 1 * 1e-3 * LAYERS
+    expected = training + overhead + evaluation + evaluation_overhead
+    assert estimate.seconds == pytest.approx(expected, rel=1e-9)
+    assert parameters == estimate.parameters
+    assert "Korthikanti" in estimate.method and "layer_seconds" in estimate.method
+
+
+def test_memory_follows_the_documented_formula(tiny_bert_dir: Path) -> None:
+    spec = spec_with({"type": "bitfit"}, epochs=3, batch_size=8, max_seq_length=16)
+    estimate = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER)
+    trainable, head = 640 + 32 * 2 + 2, 32 * 2 + 2
+    # Float32 activations of the largest batch (128 tokens, 2,048 pairs), in both layers.
+    activations = LAYERS * 2 * (34 * 128 * HIDDEN + 5 * ATTENTION_HEADS * 2048)
+    expected = 300 * 2**20 + 2 * 4 * 999_072 + 4 * head + (12 + 8) * trainable + activations
+    assert estimate.peak_memory_bytes == expected
+    assert estimate.memory_parts["activations"] == activations
+
+
+def test_gradient_checkpointing_keeps_one_layers_activations(tiny_bert_dir: Path) -> None:
+    plain = spec_with({"type": "full"}, epochs=1)
+    checkpointed = spec_with({"type": "full"}, epochs=1, gradient_checkpointing=True)
+    report = report_with(TRAIN_BATCHES)
+    without = estimate_job(plain, tiny_bert_dir, report, worker=WORKER).memory_parts["activations"]
+    with_it = estimate_job(checkpointed, tiny_bert_dir, report, worker=WORKER).memory_parts["activations"]
+    one_layer = 2 * (34 * 128 * HIDDEN + 5 * ATTENTION_HEADS * 2048)
+    assert with_it == LAYERS * 4 * 128 * HIDDEN + one_layer < without == LAYERS * one_layer
+
+
+def test_a_linear_probe_runs_no_backward_and_caches_the_frozen_layers(tiny_bert_dir: Path) -> None:
+    spec = spec_with({"type": "partial", "head_only": True}, epochs=2)
+    estimate = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER)
+    assert estimate.memory_parts["activations"] == 0
+    # The frozen layers run once over the examples (reuse), then steps run only the head.
+    assert estimate.seconds_parts["frozen_prefix"] > 0
+    assert estimate.memory_parts["frozen_prefix_cache"] == 4 * HIDDEN * 200
+
+
+def test_bf16_on_a_worker_with_native_bf16(tiny_bert_dir: Path) -> None:
+    spec = spec_with({"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]}, epochs=1)
+    report = report_with(TRAIN_BATCHES)
+    float32 = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
+    bf16 = estimate_job(spec, tiny_bert_dir, report, worker=replace(WORKER, bf16_flops=4e9))
+    assert bf16.seconds_parts["training"] == pytest.approx(float32.seconds_parts["training"] / 4)
+    assert bf16.memory_parts["activations"] * 2 == float32.memory_parts["activations"]
+    assert bf16.memory_parts["bf16_weight_copies"] == 2 * LAYER_WEIGHTS
+    # "no" trains float32 on any worker.
+    forced = spec.model_copy(
+        update={"hyperparameters": spec.hyperparameters.model_copy(update={"mixed_precision": "no"})}
+    )
+    assert (
+        estimate_job(forced, tiny_bert_dir, report, worker=replace(WORKER, bf16_flops=4e9)).seconds
+        == float32.seconds
+    )
+
+
+def test_on_cuda_the_frozen_base_is_counted_in_bf16(tiny_bert_dir: Path) -> None:
+    report = report_with(TRAIN_BATCHES)
+    gpu = replace(WORKER, device="cuda", bf16_flops=4e9)
+    lora = spec_with({"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]})
+    full = spec_with({"type": "full"})
+    lora_weights = estimate_job(lora, tiny_bert_dir, report, worker=gpu).memory_parts
+    assert lora_weights["weights"] == 2 * 999_072 + 4 * (1_024 + 66)
+    assert lora_weights["baseline"] == 0  # CUDA's peak counts tensors, not the libraries
+    assert (
+        estimate_job(full, tiny_bert_dir, report, worker=gpu).memory_parts["weights"] == 4 * 999_072 + 4 * 66
+    )
 
 
 def test_packing_counts_packed_sequences(tiny_bert_dir: Path) -> None:
@@ -129,5 +244,26 @@ def test_packing_counts_packed_sequences(tiny_bert_dir: Path) -> None:
         }
     )
     report = {"files": {"training_file": {"examples": 10, "trained_tokens": 100, "tokens": {"max": 10}}}}
-    estimate = estimate_job(spec, tiny_bert_dir, report, flops_per_second=1e9)
+    estimate = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
     assert estimate.steps == math.ceil(math.ceil(100 / 16) / 2) == 4
+
+
+@pytest.mark.parametrize(
+    ("method", "tokens", "pairs"),
+    [
+        # A prompt widens every example by 5 tokens: Σ b·(w+5) and Σ b·(w+5)² over 20 examples.
+        ({"type": "prompt_tuning", "num_virtual_tokens": 5}, 240 + 5 * 20, 3000 + 2 * 5 * 240 + 25 * 20),
+        # A prefix adds 5 keys to each real token's attention, and no layer input.
+        ({"type": "prefix_tuning", "num_virtual_tokens": 5}, 240, 3000 + 5 * 240),
+    ],
+)
+def test_virtual_tokens_cost_what_they_add(
+    tiny_bert_dir: Path, method: dict[str, Any], tokens: int, pairs: int
+) -> None:
+    spec = spec_with(method, epochs=1)
+    estimate = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER)
+    trainable = estimate.trainable_parameters
+    forward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * tokens + 4 * HIDDEN * pairs)
+    backward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * tokens + 8 * HIDDEN * pairs) + 2 * trainable * tokens
+    added = 2 * trainable * tokens  # its new tensors run in the forward too
+    assert estimate.seconds_parts["training"] == pytest.approx((forward + backward + added) / 1e9, rel=1e-9)

@@ -56,6 +56,14 @@ def test_classification_report_counted_by_hand(tmp_path: Path, tiny_bert_dir: Pa
         "tokens": {"min": 4, "mean": 5.75, "max": 11},
         "trained_tokens": 4 + 4 + 4 + 8,
         "over_max_seq_length": {"count": 1, "action": "truncated to 8 tokens"},
+        # One batch of 16 or fewer: all four padded to the longest, 8 tokens.
+        "batches": {
+            "count": 1,
+            "padded_tokens": 4 * 8,
+            "token_pairs": 4 * 8 * 8,
+            "largest_tokens": 32,
+            "largest_pairs": 256,
+        },
         "labels": {"neg": 2, "pos": 2},
     }
 

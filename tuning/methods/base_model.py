@@ -101,6 +101,22 @@ class ModelShapes:
             if any(fnmatch.fnmatch(name.rsplit(".", 1)[0], pattern) for pattern in patterns)
         )
 
+    def lowest_matching(self, patterns: Sequence[str]) -> int:
+        """The lowest layer holding a tensor of a module matching `patterns` (0 for the embeddings, the
+        layer count for what follows the stack)."""
+        lowest = self.layers
+        for name in self.tensors:
+            if any(fnmatch.fnmatch(name.rsplit(".", 1)[0], pattern) for pattern in patterns):
+                layer = LAYER_INDEX.search(name)
+                lowest = min(lowest, int(layer.group(1)) if layer else (0 if is_embedding(name) else lowest))
+        return lowest
+
+    def layer_weights(self) -> int:
+        """Size of the 2-D weights inside the transformer layers: what every token multiplies."""
+        return size(
+            shape for name, shape in self.tensors.items() if len(shape) == 2 and LAYER_INDEX.search(name)
+        )
+
     def biases(self) -> int:
         return size(shape for name, shape in self.tensors.items() if name.endswith(".bias"))
 

@@ -45,6 +45,11 @@ class MethodEntry(Generic[Options]):
     changes_pretrained: Callable[[Options], bool]  # whether regularizers toward θ₀ have anything to pull
     unfreeze_refusal: Callable[[Options], str | None]  # why gradual_unfreeze cannot work, if it cannot
     virtual_tokens: Callable[[Options], int]  # positions it puts in front of the text
+    virtual_keys_only: bool  # those positions are attention keys and values only, not layer inputs
+    # The lowest transformer layer it trains (0: from the input up; the layer count: only what follows
+    # the stack): backward runs down to it, and the layers below it can run once (tuning.frozen_prefix).
+    lowest_layer: Callable[[Options, ModelShapes], int]
+    frozen_base: Callable[[Options], bool]  # trains only new tensors: every pretrained one stays as loaded
 
     @property
     def layout(self) -> Layout:
@@ -67,6 +72,9 @@ def register_method(
     changes_pretrained: Callable[[Options], bool] | None = None,
     unfreeze_refusal: Callable[[Options], str | None] | None = None,
     virtual_tokens: Callable[[Options], int] | None = None,
+    virtual_keys_only: bool = False,
+    lowest_layer: Callable[[Options, ModelShapes], int] | None = None,
+    frozen_base: Callable[[Options], bool] | None = None,
 ) -> MethodEntry[Options]:
     """The method's entry, checked: call it once, in the method package's `__init__.py`."""
     declared = options.model_fields["type"].default if "type" in options.model_fields else None
@@ -102,6 +110,9 @@ def register_method(
         changes_pretrained=changes_pretrained or (lambda _: not additive),
         unfreeze_refusal=unfreeze_refusal or (lambda _: None),
         virtual_tokens=virtual_tokens or (lambda _: 0),
+        virtual_keys_only=virtual_keys_only,
+        lowest_layer=lowest_layer or (lambda _options, _shapes: 0),
+        frozen_base=frozen_base or (lambda _: additive),
     )
 
 

@@ -113,6 +113,12 @@ class Hyperparameters(SpecModel):
         "frozen for 2 epochs or more and there is no kl regularizer, else dropout. The job's events say "
         "which ran.",
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Keep only each transformer layer's input for backward and recompute the rest during "
+        "it (transformers' gradient_checkpointing_enable): activation memory falls to about one layer's, "
+        "a step costs about one more forward. Refused for a model that does not support it.",
+    )
     frozen_outputs_max_mb: int = Field(
         2048,
         ge=0,

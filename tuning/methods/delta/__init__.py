@@ -46,4 +46,5 @@ METHOD = register_method(
     mergeable=True,
     compresses_to_lora=True,
     compat=[targets_exist],
+    frozen_base=lambda _: True,  # W stays as loaded; Δw is a new tensor beside it
 )

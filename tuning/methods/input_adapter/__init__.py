@@ -19,8 +19,12 @@ __all__ = ["METHOD", "InputAdapterMethod"]
 
 
 def estimate(options: InputAdapterMethod, shapes: ModelShapes) -> int:
-    """One bottleneck on the embeddings (the new tokens' rows are not counted)."""
-    return shapes.bottleneck(options.reduction_factor, options.bottleneck_size)
+    """One bottleneck on the embeddings, and a row per new token (each taken to be new to the vocabulary:
+    a token it already holds adds no row, which only the tokenizer can tell)."""
+    return (
+        shapes.bottleneck(options.reduction_factor, options.bottleneck_size)
+        + len(options.new_tokens) * shapes.hidden
+    )
 
 
 def torch_half() -> MethodModel:

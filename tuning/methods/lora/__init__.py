@@ -77,4 +77,6 @@ METHOD = register_method(
     additive=False,
     mergeable=True,
     compat=[layers_exist, targets_exist],
+    lowest_layer=lambda options, _shapes: min(options.layers_to_transform or [0]),
+    frozen_base=lambda _: True,
 )

@@ -29,6 +29,15 @@ def estimate(options: PartialMethod, shapes: ModelShapes) -> int:
     return shapes.matching(options.modules or [])
 
 
+def lowest_layer(options: PartialMethod, shapes: ModelShapes) -> int:
+    """The stack's top for a linear probe, the first of the last N layers, else the lowest matching."""
+    if options.head_only:
+        return shapes.layers
+    if options.last_n_layers is not None:
+        return max(shapes.layers - options.last_n_layers, 0)
+    return shapes.lowest_matching(options.modules or [])
+
+
 def last_layers_exist(options: PartialMethod, config: ModelConfig) -> None:
     count = config.layers
     if count is None or options.last_n_layers is None:
@@ -64,4 +73,6 @@ METHOD = register_method(
     example={"last_n_layers": 2},
     changes_pretrained=lambda options: not options.head_only,
     unfreeze_refusal=unfreeze_refusal,
+    lowest_layer=lowest_layer,
+    frozen_base=lambda options: options.head_only,
 )

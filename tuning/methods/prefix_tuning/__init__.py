@@ -22,11 +22,14 @@ __all__ = ["METHOD", "PrefixTuningMethod"]
 
 
 def estimate(options: PrefixTuningMethod, shapes: ModelShapes) -> int:
-    """A key and a value prefix per layer, and the reparameterisation MLP when it trains through one."""
+    """A key and a value prefix per layer; through a projection, a token-wide table and the MLP
+    (token → width → every layer's key and value, with biases) that makes the prefixes from it."""
     hidden, layers = shapes.hidden, shapes.layers
-    prefixes = options.num_virtual_tokens * 2 * hidden * layers
+    prefixes = 2 * hidden * layers
+    if not options.projection:
+        return options.num_virtual_tokens * prefixes
     width = options.encoder_hidden_size or hidden
-    return prefixes + (hidden * width + width * 2 * hidden * layers if options.projection else 0)
+    return options.num_virtual_tokens * hidden + (hidden * width + width) + (width * prefixes + prefixes)
 
 
 def needs_attention(options: PrefixTuningMethod, config: ModelConfig) -> None:
@@ -68,4 +71,5 @@ METHOD = register_method(
     compat=[needs_attention],
     unfreeze_refusal=unfreeze_refusal,
     virtual_tokens=lambda options: options.num_virtual_tokens,
+    virtual_keys_only=True,
 )
