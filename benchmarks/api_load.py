@@ -201,12 +201,18 @@ def job_request(client: httpx.Client, *, dry_run: bool = False) -> dict[str, Any
 
 class CpuMeter:
     """CPU seconds used so far by the server (its process and every descendant) and by the PostgreSQL
-    backends connected to the benchmark's database, read from /proc (Linux)."""
+    backends connected to the benchmark's database, read from /proc (Linux).
+
+    A backend's CPU counts from the reading that first saw it and stays counted after it closes (the
+    pool closes connections under the dry runs' bursts): summing only the backends alive at each
+    reading made a phase's database CPU negative. What a backend used after the last reading that saw
+    it, or in a life between two readings, is not counted: the figure errs low, never below zero."""
 
     def __init__(self, server_pid: int, admin_url: str, database: str) -> None:
         self.server_pid = server_pid
         self.admin_url = admin_url
         self.database = database
+        self._backend_seconds: dict[int, float] = {}
 
     def read(self) -> tuple[float, float]:
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
@@ -216,7 +222,9 @@ class CpuMeter:
                     "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
                 )
             ]
-        return _cpu_of(_descendants(self.server_pid)), _cpu_of(backends)
+        for pid in backends:
+            self._backend_seconds[pid] = _cpu_of([pid]) or self._backend_seconds.get(pid, 0.0)
+        return _cpu_of(_descendants(self.server_pid)), sum(self._backend_seconds.values())
 
 
 def _descendants(root: int) -> list[int]:
