@@ -4,7 +4,6 @@ sha256, validated from a downloaded copy, deleted with their rows; /readyz asks 
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,7 @@ from tests.service.helpers import GOOD_LINES, job_body, jsonl, upload
 def settings(tmp_path: Path, tiny_bert_dir: Path, s3_bucket: S3Bucket) -> Settings:
     return Settings(
         data_dir=tmp_path / "api", model_dirs=[tiny_bert_dir.parent], **s3_bucket.settings_fields()
-    )
-
-
-@pytest.fixture
-def app(settings: Settings) -> FastAPI:
-    settings.data_dir.mkdir(parents=True)
-    upgrade_to_head(settings.database_url)
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:  # its lifespan makes the broker's folders
-        yield client
+    )  # conftest's app and client are built on these settings
 
 
 def stored_files(settings: Settings) -> list[str]:
