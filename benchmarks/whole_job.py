@@ -15,7 +15,8 @@ head, 3 epochs at batch 16, AdamW at lr 1e-3 with 6% linear warmup then linear d
   overrides a hyperparameter; each `--ablate NAME=VALUE` adds a deltatune side with that one
   override (e.g. a lever off), run in the same rounds.
 - peer: the script a PEFT user writes: tokenizer, `get_peft_model` (SEQ_CLS), `Trainer` with
-  `DataCollatorWithPadding` and its default options, `eval_strategy="epoch"`, then `save_model`.
+  `DataCollatorWithPadding` and its default options (on a GPU `bf16=True`, as its users set it),
+  `eval_strategy="epoch"`, then `save_model`.
 
 Each job runs in a fresh Python process (imports excluded from its time; nothing one side leaves
 in torch's or transformers' state reaches the next), and the sides alternate (deltatune, peer,
@@ -159,6 +160,7 @@ def run_peer(data: Path, out_dir: Path, epochs: int) -> Measured:
         report_to="none",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),  # what a GPU user writes; on the CPU the Trainer's default
         remove_unused_columns=False,
     )
 
