@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     database_outage_seconds: float = Field(
         120.0, gt=0, description="How long a running job retries the database before it fails."
     )
+    storage_outage_seconds: float = Field(
+        120.0, gt=0, description="How long a running job retries the object store before it fails."
+    )
     resume_every_steps: int | None = Field(
         200, ge=1, description="A running job writes a resume point after every N steps (null: never)."
     )

@@ -5,7 +5,8 @@ and the worker needs nothing but the id. The attempt holds a lease its heartbeat
 it makes is fenced by its number (worker.lifecycle), and one that lost its job stops and writes
 nothing. The job's files, its checkpoints, resume points and artifact live in the store
 (core.storage), which may be another host's: what training reads is fetched into the scratch folder
-first. Training writes resume points into the job's resume folder (worker.resume_store), and an
+first, and an outage of the store is waited out for `storage_outage_seconds` before the job fails.
+Training writes resume points into the job's resume folder (worker.resume_store), and an
 attempt after one that died, here or on another host, goes on from the latest. Every claimed job
 that keeps its attempt ends in a recorded status, whatever goes wrong, and the attempt's scratch
 folder is always removed.
@@ -24,6 +25,7 @@ from core.models import Job, JobStatus
 from core.settings import Settings
 from core.storage import Storage, open_storage
 from core.storage.keys import file_key
+from core.storage.retrying import RetryingStorage
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.resume import ResumeOptions, ResumePoint
 from tuning.run import RunResult
@@ -65,7 +67,7 @@ def run_job(job_id: str, *, settings: Settings, sessions: sessionmaker[Session],
         return None
     if attempt.number > 1:
         clear_dead_attempts(settings, job_id, current=attempt.number)
-    storage = open_storage(settings)
+    storage = RetryingStorage(open_storage(settings), outage_seconds=settings.storage_outage_seconds)
     scratch = scratch_folder(settings, job_id, attempt.number)
     scratch.mkdir(parents=True)
     try:
