@@ -10,7 +10,7 @@ step as if it had never stopped.
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
+from tuning.distribution import SINGLE, Ranks
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -95,6 +96,7 @@ def train(
     frozen_prefix: FrozenPrefix | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """Train the parameters in `optimizer_groups` (see tuning.optim.parameter_groups).
 
@@ -108,11 +110,14 @@ def train(
     steps before it (their events included) happens again. `frozen_prefix` (tuning.frozen_prefix), the
     job's frozen layers, brings its own views of the model and data: the frozen part runs without
     dropout and, with reuse, batches carry its outputs, cached again whenever the boundary moves.
+    With several `ranks` (tuning.distribution), each process trains on its share of every batch and
+    they stop together at rank 0's word; the caller gives the other ranks no sinks.
     """
     if frozen_prefix is not None:
         model, train_set = frozen_prefix.model, frozen_prefix.train_set
         validation_set = frozen_prefix.validation_set
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
+    stepped_model = ranks.wrap(model)  # what the step's forward and backward run through
     optimizer = make_optimizer(optimizer_groups, hp)
     named = _named_parameters(optimizer_groups)
     trainable: list[torch.Tensor] = [parameter for _, parameter in named]
@@ -155,7 +160,7 @@ def train(
             order = epoch_order(train_set, hp.batch_size, shuffle, group_by_length=grouped)
         assert order is not None
         for done, indices in enumerate(batch_indices(order, hp.batch_size, skip=skip), start=skip + 1):
-            if should_stop():
+            if ranks.agree(should_stop()):
                 raise Cancelled()
             step += 1
             # Step: the schedule first, since a stage moves the frozen layers' boundary, then the batch.
@@ -164,13 +169,24 @@ def train(
                 if frozen_prefix is not None:
                     frozen_prefix.follow()
             batch = collate(train_set, indices)
+            share = ranks.share(batch, causal_lm=task.kind == "causal_lm")
             lr = learning_rate_at(
                 step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
             )
             set_learning_rate(optimizer, lr)
             losses = optimizer_step(
-                model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device, bf16
+                stepped_model,
+                optimizer,
+                trainable,
+                share.batch,
+                task,
+                regularizers,
+                hp.max_grad_norm,
+                device,
+                bf16,
+                loss_scale=share.loss_scale,
             )
+            losses = replace(losses, task=ranks.batch_loss(losses.task, share))
             progress.stepped(step, batch, losses, lr, evaluations.seconds)
             # Evaluate or stop.
             if hp.eval_steps is not None and step % hp.eval_steps == 0:
@@ -471,10 +487,15 @@ def optimizer_step(
     max_grad_norm: float | None,
     device: torch.device,
     bf16: bool,
+    *,
+    loss_scale: float = 1.0,
 ) -> StepLosses:
-    """One optimizer step on one batch: the loop's, and what benchmarks/step.py times against PEFT."""
+    """One optimizer step on one batch: the loop's, and what benchmarks/step.py times against PEFT.
+
+    `loss_scale` weighs the task loss of a process's share of a batch (tuning.distribution).
+    """
     task_loss, logits = task.loss(model, batch, device, mixed_precision=bf16)
-    loss = task_loss
+    loss = task_loss if loss_scale == 1.0 else task_loss * loss_scale
     penalties: dict[str, torch.Tensor | float] = {}
     for regularizer in regularizers:
         penalty = regularizer.penalty(model, batch, logits)

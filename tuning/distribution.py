@@ -1,0 +1,126 @@
+"""Data parallelism: the processes that train one job together, as the training loop sees them.
+
+torchrun starts the processes (tuning.distributed is their entry); each holds the whole model, and
+`Ranks` is the loop's one seam to the others. The loop forms each global batch exactly as one process
+would (same seed, same order, same padding), and each process trains on its rows of it (`share`): its
+loss is scaled by its share of the batch's loss units (examples, or target tokens for causal_lm) times
+the number of processes, so that DDP's average of the gradients is the one-process gradient. Clipping
+then sees the all-reduced gradient, the optimizer steps alike everywhere, and the schedule, seed and
+result do not depend on the number of processes (to float rounding: a sum split in two adds in another
+order). Rank 0 alone reports, checkpoints and writes resume points; `agree` makes every process stop
+at the step rank 0 stops at. With one process (`SINGLE`) every method is the identity.
+
+DDP wraps the model for every method, over gloo on the CPU and nccl on CUDA. Not yet FSDP: `full` on
+CUDA keeps a whole copy of the model and its optimizer state on each GPU.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+from torch import distributed, nn
+
+from tuning.batching import IGNORE_INDEX, Batch
+
+# Every collective waits at most this long: a process that died or hangs fails the others' next step
+# instead of holding them forever (torchrun then stops them all). Covers rank 0's longest lone work,
+# writing a resume point and handing it over.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One process's rows of a global batch, and what its mean loss is scaled by."""
+
+    batch: Batch
+    loss_scale: float  # its share of the batch's loss units × the number of processes
+    units_share: float  # its share of the batch's loss units (0 for a process with no rows)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None  # this process's device; None: tuning.device picks it
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process is rank 0: the one that reports, checkpoints and writes resume points."""
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as the training step calls it: under DDP, whose backward averages the gradients."""
+        if self.world_size == 1:
+            return model
+        on_cuda = self.device is not None and self.device.type == "cuda"
+        return nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if on_cuda else None)
+
+    def share(self, batch: Batch, *, causal_lm: bool) -> Share:
+        """This process's contiguous rows of `batch`, and its loss scale (module docstring)."""
+        if self.world_size == 1:
+            return Share(batch, 1.0, 1.0)
+        rows = len(batch["attention_mask"])
+        chunk = torch.tensor_split(torch.arange(rows), self.world_size)[self.rank]
+        total = max(_loss_units(batch, causal_lm), 1.0)
+        if len(chunk) == 0:
+            # A batch smaller than the processes: this one still runs the step DDP waits for, on a
+            # row whose loss counts zero.
+            return Share(_rows(batch, 0, 1), 0.0, 0.0)
+        mine = _rows(batch, int(chunk[0]), int(chunk[-1]) + 1)
+        fraction = _loss_units(mine, causal_lm) / total
+        return Share(mine, fraction * self.world_size, fraction)
+
+    def batch_loss(self, loss: torch.Tensor | float, share: Share) -> torch.Tensor | float:
+        """The global batch's mean loss from each process's mean over its rows (a sum over processes)."""
+        if self.world_size == 1:
+            return loss
+        total = torch.as_tensor(loss).detach() * share.units_share
+        distributed.all_reduce(total)
+        return total
+
+    def agree(self, flag: bool) -> bool:
+        """Rank 0's `flag`, on every process: all of them stop or go on at the same step."""
+        if self.world_size == 1:
+            return flag
+        decided = torch.tensor([int(flag)], device=self._collective_device())
+        distributed.broadcast(decided, src=0)
+        return bool(decided.item())
+
+    def _collective_device(self) -> torch.device:
+        return self.device if self.device is not None and self.device.type == "cuda" else torch.device("cpu")
+
+
+SINGLE = Ranks()
+
+
+def _rows(batch: Batch, start: int, stop: int) -> Batch:
+    return {name: tensor[start:stop] for name, tensor in batch.items()}
+
+
+def _loss_units(batch: Batch, causal_lm: bool) -> float:
+    """What the task's mean loss divides by: target tokens for causal_lm (each label predicts from the
+    position before it, so the first of a row predicts nothing), else examples."""
+    if causal_lm:
+        return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return float(len(batch["attention_mask"]))
+
+
+def join(backend: str | None = None) -> Ranks:
+    """Join the job's process group (torchrun's environment says where) and name this process's device.
+
+    gloo on the CPU, nccl on CUDA: each process takes the GPU of its local rank.
+    """
+    on_cuda = torch.cuda.is_available()
+    distributed.init_process_group(backend or ("nccl" if on_cuda else "gloo"), timeout=COLLECTIVE_TIMEOUT)
+    rank, world_size = distributed.get_rank(), distributed.get_world_size()
+    device = torch.device("cpu")
+    if on_cuda:
+        # torchrun --standalone runs every process on this machine: the local rank is the rank.
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return Ranks(rank, world_size, device)
+
+
+def leave() -> None:
+    if distributed.is_initialized():
+        distributed.destroy_process_group()
