@@ -14,6 +14,7 @@ DDP wraps the model for every method, over gloo on the CPU and nccl on CUDA. Not
 CUDA keeps a whole copy of the model and its optimizer state on each GPU.
 """
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -103,6 +104,13 @@ def _loss_units(batch: Batch, causal_lm: bool) -> float:
     if causal_lm:
         return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     return float(len(batch["attention_mask"]))
+
+
+def processes_offered(configured: int | None) -> int:
+    """How many processes this machine gives one job: `configured`, else its GPUs, else its CPUs."""
+    if configured is not None:
+        return configured
+    return torch.cuda.device_count() if torch.cuda.is_available() else len(os.sched_getaffinity(0))
 
 
 def join(backend: str | None = None) -> Ranks:
