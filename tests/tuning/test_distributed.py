@@ -1,5 +1,6 @@
 """A job on 2 processes (torchrun, gloo, DDP) ends as the same job on 1: same weights, same metrics; and
-a resume point written by 2 processes resumes on 1. (tests/worker/test_training_processes.py kills one.)
+a resume point written by 2 processes resumes on 1; a process killed when no restart is left fails the
+run, never hangs it (tests/worker/test_training_processes.py kills one that torchrun starts again).
 
 The 2-process runs are real: torchrun starts them and tuning.launch serves rank 0 (a few seconds of
 imports each, so few launches). The model has no dropout: a training that draws no random numbers is
@@ -7,10 +8,13 @@ the same on any number of processes. The tolerance is float32's: the gradient of
 is summed in another order (a few ulps), and a dozen Adam steps carry that along; values are O(1).
 """
 
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,7 +22,7 @@ from safetensors.torch import load_file
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning import Event, JobSpec, ResumeOptions, ResumePoint, RunResult, run
-from tuning.launch import run_in_processes
+from tuning.launch import TrainingProcessesFailed, run_in_processes
 
 ATOL = 1e-5  # ~100 float32 ulps at O(1): summation order, carried through the steps
 TIME_KEYS = frozenset({"elapsed_seconds", "examples_per_second", "train_seconds", "eval_seconds"})
@@ -145,3 +149,22 @@ def test_two_processes_end_as_one(
     resumed = tmp_path / "resumed"
     result_resumed = run(job_spec(1), resumed, **files, resume_from=seen.points[1].folder)
     assert_same_job((one_process[0], one_process[1]), (result_resumed, resumed))
+
+
+@pytest.mark.timeout(90)
+def test_a_process_killed_with_no_restarts_left_fails_the_run_not_hangs_it(
+    files: dict[str, Any], tmp_path: Path
+) -> None:
+    def kill_a_rank(event: Event) -> None:
+        if event.type == "metrics" and event.data["step"] == 2:
+            (torchrun,) = [
+                p for p in psutil.Process().children() if "torch.distributed.run" in " ".join(p.cmdline())
+            ]
+            os.kill(torchrun.children()[-1].pid, signal.SIGKILL)
+
+    with pytest.raises(TrainingProcessesFailed, match="gave up restarting"):
+        run_in_processes(job_spec(2), tmp_path / "out", **files, on_event=kill_a_rank, max_restarts=0)
+    assert not (tmp_path / "out").exists()
+    assert [
+        p for p in psutil.Process().children(recursive=True) if "tuning.distributed" in " ".join(p.cmdline())
+    ] == []
