@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning import Event, JobSpec, ResumeOptions, ResumePoint, RunResult, run
+from tuning.checkpoints import Checkpoint
 from tuning.launch import TrainingProcessesFailed, run_in_processes
 
 ATOL = 1e-5  # ~100 float32 ulps at O(1): summation order, carried through the steps
@@ -57,6 +58,7 @@ def job_spec(processes: int) -> JobSpec:
                 "max_grad_norm": 1.0,
                 "mixed_precision": "no",  # the processes' CPUs decide nothing
             },
+            "checkpoints": {"keep": 1},  # one per epoch, the older dropped: rank 0 writes, the caller is told
             "resources": {"processes": processes},
         }
     )
@@ -69,9 +71,14 @@ class Seen:
         self.events: list[Event] = []
         self.points: list[ResumePoint] = []
         self.store = store
+        self.checkpoints: list[tuple[int, list[int], dict[str, float]]] = []
 
     def on_event(self, event: Event) -> None:
         self.events.append(event)
+
+    def on_checkpoint(self, checkpoint: Checkpoint, dropped: Any) -> None:
+        assert (checkpoint.path / "adapter_model.safetensors").exists()  # complete when the caller hears
+        self.checkpoints.append((checkpoint.step, list(dropped), checkpoint.metrics))
 
     def keep(self, point: ResumePoint) -> None:
         self.store.mkdir(exist_ok=True)
@@ -119,6 +126,7 @@ def one_process(
         out,
         **files,
         on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
         resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
     )
     return result, out, seen
@@ -134,6 +142,7 @@ def test_two_processes_end_as_one(
         tmp_path / "out",
         **files,
         on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
         resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
     )
     largest = assert_same_job((one_process[0], one_process[1]), (result, tmp_path / "out"))
@@ -144,6 +153,10 @@ def test_two_processes_end_as_one(
         assert a.keys() == b.keys()
         for key, value in a.items():
             assert b[key] == (pytest.approx(value, abs=ATOL) if isinstance(value, float) else value), key
+    one_checkpoints, two_checkpoints = one_process[2].checkpoints, seen.checkpoints
+    assert [c[:2] for c in two_checkpoints] == [c[:2] for c in one_checkpoints] == [(7, []), (14, [7])]
+    for (_, _, a), (_, _, b) in zip(one_checkpoints, two_checkpoints, strict=True):
+        assert b == pytest.approx(a, abs=ATOL)
     # Rank 0's points hold the whole state: one process resumes where two left off.
     assert [point.step for point in seen.points] == [3, 6, 9, 12]
     resumed = tmp_path / "resumed"
