@@ -158,8 +158,8 @@ class Settings(BaseSettings):
         2,
         ge=0,
         le=10,
-        description="How often torchrun starts a job's processes again after one died (they resume "
-        "from the latest resume point); then the attempt fails.",
+        description="How often a worker starts a job's processes again (a fresh torchrun) after one "
+        "died; they resume from the latest resume point; then the attempt fails.",
     )
     worker_memory_bytes: int | None = Field(
         None,

@@ -5,15 +5,17 @@ files, where the artifact goes, and the launching process's address. Every proce
 and trains (tuning.distribution); rank 0 alone writes the artifact, checkpoints and resume points, and
 hands each event, checkpoint and resume point to the launching process over one authenticated
 loopback connection, asking it at each step whether to stop and whether a resume point is due. When
-torchrun starts the processes again after one died, rank 0 asks where to resume from: the latest point
+the launcher starts the processes again after one died, rank 0 asks where to resume from: the latest point
 the launcher kept, so the job goes on from there, on this or another number of processes.
 
 A job's own failure (bad data, a cancel) is reported to the launcher, which stops the processes; any
-other error ends the process with it, and torchrun stops the others and starts them again.
+other error ends the process with it, torchrun stops the others, and the launcher starts them again.
 """
 
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from multiprocessing.connection import Client, Connection
 from pathlib import Path
@@ -147,5 +149,6 @@ def main(request_path: Path) -> int:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` shows where a process waits
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank %(process)d %(name)s: %(message)s")
     sys.exit(main(Path(sys.argv[1])))

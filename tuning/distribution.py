@@ -14,6 +14,7 @@ DDP wraps the model for every method, over gloo on the CPU and nccl on CUDA. Not
 CUDA keeps a whole copy of the model and its optimizer state on each GPU.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +38,10 @@ class Share:
     loss_scale: float  # its share of the batch's loss units × the number of processes
     units_share: float  # its share of the batch's loss units (0 for a process with no rows)
 
+    def weighted(self, loss: torch.Tensor | float) -> torch.Tensor | float:
+        """Its mean loss as its part of the batch's mean (exactly the mean when it is the whole batch)."""
+        return loss if self.units_share == 1.0 else loss * self.units_share
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -56,26 +61,32 @@ class Ranks:
         on_cuda = self.device is not None and self.device.type == "cuda"
         return nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if on_cuda else None)
 
-    def share(self, batch: Batch, *, causal_lm: bool) -> Share:
-        """This process's contiguous rows of `batch`, and its loss scale (module docstring)."""
-        if self.world_size == 1:
-            return Share(batch, 1.0, 1.0)
+    def shares(self, batch: Batch, *, causal_lm: bool, rows_per_pass: int | None = None) -> list[Share]:
+        """This process's contiguous rows of `batch`, in passes of at most `rows_per_pass` rows whose
+        gradients add up (gradient accumulation), each with its loss scale (module docstring)."""
         rows = len(batch["attention_mask"])
+        if self.world_size == 1 and (rows_per_pass is None or rows <= rows_per_pass):
+            return [Share(batch, 1.0, 1.0)]
         chunk = torch.tensor_split(torch.arange(rows), self.world_size)[self.rank]
-        total = max(_loss_units(batch, causal_lm), 1.0)
         if len(chunk) == 0:
             # A batch smaller than the processes: this one still runs the step DDP waits for, on a
             # row whose loss counts zero.
-            return Share(_rows(batch, 0, 1), 0.0, 0.0)
-        mine = _rows(batch, int(chunk[0]), int(chunk[-1]) + 1)
-        fraction = _loss_units(mine, causal_lm) / total
-        return Share(mine, fraction * self.world_size, fraction)
+            return [Share(_rows(batch, 0, 1), 0.0, 0.0)]
+        total = max(_loss_units(batch, causal_lm), 1.0)
+        start, stop = int(chunk[0]), int(chunk[-1]) + 1
+        width = rows_per_pass or stop - start
+        passes = []
+        for first in range(start, stop, width):
+            part = _rows(batch, first, min(first + width, stop))
+            fraction = _loss_units(part, causal_lm) / total
+            passes.append(Share(part, fraction * self.world_size, fraction))
+        return passes
 
-    def batch_loss(self, loss: torch.Tensor | float, share: Share) -> torch.Tensor | float:
-        """The global batch's mean loss from each process's mean over its rows (a sum over processes)."""
+    def batch_loss(self, loss: torch.Tensor | float) -> torch.Tensor | float:
+        """The global batch's mean loss from each process's share of it (a sum over processes)."""
         if self.world_size == 1:
             return loss
-        total = torch.as_tensor(loss).detach() * share.units_share
+        total = torch.as_tensor(loss).detach().clone()
         distributed.all_reduce(total)
         return total
 
@@ -92,6 +103,13 @@ class Ranks:
 
 
 SINGLE = Ranks()
+
+
+def gradient_sync(model: nn.Module, *, last: bool) -> contextlib.AbstractContextManager[object]:
+    """Under DDP, the backward of a step's last pass averages the gradients; the others' add up locally."""
+    if last or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _rows(batch: Batch, start: int, stop: int) -> Batch:

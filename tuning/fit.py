@@ -309,6 +309,7 @@ def train_job(
         on_event=on_event,
         should_stop=should_stop,
         ranks=ranks,
+        rows_per_pass=spec.resources.max_examples_per_device,
     )
 
 

@@ -4,10 +4,10 @@ This process starts `torchrun --standalone` (torch.distributed.run, the elastic 
 tuning.distributed and serves rank 0's connection with the caller's own sinks: events, checkpoints,
 resume points, and the answers to "stop?" and "resume point due?" at each step. So the caller sees
 the same calls, in the same order, as from `tuning.run`. When a process dies, torchrun stops the
-others and starts them all again (at most `max_restarts` times); they resume from the latest resume
-point the caller kept (`latest_resume_point`), on as many processes as before. When the restarts are
-spent, or the caller's stop is not heeded in time, the processes are killed and this raises: never a
-wait without an end.
+others and exits; this starts a fresh torchrun (at most `max_restarts` times), whose processes resume
+from the latest resume point the caller kept (`latest_resume_point`). When the restarts are spent,
+or the caller's stop is not heeded in time, the processes are killed and this raises: never a wait
+without an end.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Served:
     result: RunResult | None = None
     error: BaseException | None = None
     latest_point: ResumePoint | None = None
-    crashes: int = 0  # connections from rank 0 that ended without the job's end
+    connections: int = 0  # from rank 0, one per start of the processes
 
     @property
     def ended(self) -> bool:
@@ -113,19 +113,35 @@ def run_in_processes(
             "torch.distributed.run",
             "--standalone",
             f"--nproc-per-node={spec.resources.processes}",
-            f"--max-restarts={max_restarts}",
+            # Restarts are a fresh torchrun each: within one, a restarted group met the store keys of
+            # the one before (gloo connected to a dead process's port, or waited out its timeout).
+            "--max-restarts=0",
             "-m",
             "tuning.distributed",
             str(request_path),
         ]
-        # A session of its own: the processes can be stopped together, torchrun and its children.
-        processes = subprocess.Popen(command, start_new_session=True)
+        connections: queue.Queue[Connection] = queue.Queue()
+        threading.Thread(target=_accept, args=(listener, connections), daemon=True).start()
+        sinks = Sinks(on_checkpoint, on_event, should_stop, resume, resume_from, latest_resume_point)
         served = Served()
-        try:
-            sinks = Sinks(on_checkpoint, on_event, should_stop, resume, resume_from, latest_resume_point)
-            _serve(listener, processes, sinks, served)
-        finally:
-            _stop(processes, wait=served.result is not None)
+        for start in range(max_restarts + 1):
+            if start > 0:
+                logger.warning(
+                    "a process of the job died; starting them again (%d of %d)", start, max_restarts
+                )
+            # A session of its own: the processes can be stopped together, torchrun and its children.
+            processes = subprocess.Popen(command, start_new_session=True)
+            try:
+                _serve(connections, processes, sinks, served)
+            finally:
+                _stop(processes, wait=served.result is not None)
+            if served.ended:
+                break
+        else:
+            served.error = TrainingProcessesFailed(
+                f"a process of the job died {max_restarts + 1} times (the last exit code "
+                f"{processes.returncode}); no restart is left"
+            )
     if served.error is not None:
         raise served.error
     assert served.result is not None
@@ -146,30 +162,28 @@ class Sinks:
     latest_resume_point: Callable[[], ResumePoint | None] | None
 
 
-def _serve(listener: Listener, processes: subprocess.Popen[bytes], sinks: Sinks, served: Served) -> None:
-    """Answer rank 0, one connection per start of the processes, until the job ends or they exit."""
-    connections: queue.Queue[Connection] = queue.Queue()
-    threading.Thread(target=_accept, args=(listener, connections), daemon=True).start()
+def _serve(
+    connections: queue.Queue[Connection], processes: subprocess.Popen[bytes], sinks: Sinks, served: Served
+) -> None:
+    """Answer rank 0 of this start of the processes until the job ends or they exit."""
     connection: Connection | None = None
     stop_since: float | None = None
     while not served.ended:
         if connection is None:
             with contextlib.suppress(queue.Empty):
                 connection = connections.get(timeout=POLL_SECONDS)
+                served.connections += 1
         elif connection.poll(POLL_SECONDS):
             try:
                 message = connection.recv()
-            except (EOFError, OSError):  # rank 0 died: torchrun starts the processes again, or gives up
-                connection, served.crashes = None, served.crashes + 1
+            except (EOFError, OSError):  # rank 0 died: torchrun stops the others, then exits
+                connection = None
                 continue
             _answer(message, connection, sinks, served)
             continue
         if processes.poll() is not None and (connection is None or not connection.poll(0)):
-            served.error = TrainingProcessesFailed(
-                f"the job's processes failed {served.crashes + 1} times; torchrun gave up restarting "
-                f"them (exit code {processes.returncode})"
-            )
-        elif sinks.should_stop():
+            return  # they exited without the job's end: the caller starts them again, or gives up
+        if sinks.should_stop():
             stop_since = stop_since or time.monotonic()
             if time.monotonic() - stop_since > STOP_GRACE_SECONDS:
                 served.error = Cancelled()
@@ -221,7 +235,7 @@ def _answer(message: tuple[Any, ...], connection: Connection, sinks: Sinks, serv
 
 def _resume_from(sinks: Sinks, served: Served) -> Path | None:
     """The first start's point is the caller's; a restart's is the latest kept since."""
-    if served.crashes == 0:
+    if served.connections == 1:
         return sinks.resume_from
     point = sinks.latest_resume_point() if sinks.latest_resume_point is not None else served.latest_point
     if point is not None:
@@ -241,7 +255,7 @@ def _job_error(name: str, code: str, message: str, param: str | None) -> TuningE
 
 def _stop(processes: subprocess.Popen[bytes], *, wait: bool) -> None:
     """Once the job has a result, let the processes leave their group; else, or if they linger, stop
-    them at once (torchrun and its children), before torchrun starts them again."""
+    them at once (torchrun and its children): none is left behind."""
     if wait:
         with contextlib.suppress(subprocess.TimeoutExpired):
             processes.wait(timeout=EXIT_GRACE_SECONDS)

@@ -213,4 +213,4 @@ def test_more_processes_than_the_workers_give_a_job_is_refused_naming_the_field(
     assert_nothing_created(client, auth, settings)
     accepted = client.post("/v1/jobs", headers=auth, json=body | {"resources": {"processes": 2}})
     assert accepted.status_code == 201, accepted.text
-    assert accepted.json()["spec"]["resources"] == {"processes": 2}
+    assert accepted.json()["spec"]["resources"]["processes"] == 2

@@ -1,9 +1,9 @@
 """A job that asks for 2 processes, run by the worker: torchrun starts them, rank 0's events and resume
 points reach the job through the worker's own recorder and store, and a process SIGKILLed mid-job is
-started again by torchrun and resumes from the latest stored point; the job ends as on 1 process.
+started again (a fresh torchrun) and resumes from the latest stored point; the job ends as on 1 process.
 
 Real processes (gloo on the CPU); the model has no dropout, so 1 and 2 processes agree to float32
-rounding (tests/tuning/test_distributed.py says why ATOL).
+rounding (tests/tuning/distributed_jobs.py says why ATOL).
 """
 
 import os
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import JobEvent
 from core.settings import Settings
 from tests.tiny_models import make_tiny_bert
-from tests.tuning.test_distributed import ATOL
+from tests.tuning.distributed_jobs import ATOL
 from tests.worker.jobs import add_job, job_row
 from tests.worker.test_resume import weights
 from tuning.events import Event
@@ -97,7 +97,7 @@ def test_a_rank_killed_mid_job_resumes_and_the_job_ends_as_on_one_process(
     # Steps 5 and 6 ran twice; the job's events read as one series, as the worker records any resume.
     assert [e.data["step"] for e in events if e.type == "metrics"] == list(range(1, 11))
     row, reference = job_row(sessions, two), job_row(sessions, one)
-    assert row.attempt == 1  # torchrun's restart, within the attempt: the lease never lapsed
+    assert row.attempt == 1  # started again within the attempt: the lease never lapsed
     for name, value in reference.metrics.items():
         if not name.endswith("_seconds"):
             assert row.metrics[name] == pytest.approx(value, abs=ATOL), name

@@ -237,18 +237,22 @@ class JobSpec(SpecModel):
                 )
         return self
 
-    def _fits_several_processes(self) -> None:
-        # DDP fixes the trainable set when it wraps the model, and splits each batch among processes:
-        # a growing set, or a penalty computed per batch, would not give the one-process result.
-        if self.gradual_unfreeze is not None:
+    def _fits_split_batches(self) -> None:
+        # DDP fixes the trainable set when it wraps the model, and each batch is split among processes
+        # and passes: a growing set, or a penalty computed on each batch whole, would not give the
+        # result of one process and one pass.
+        split_by = (
+            "resources.processes" if self.resources.processes > 1 else "resources.max_examples_per_device"
+        )
+        if self.gradual_unfreeze is not None and self.resources.processes > 1:
             raise CompositionError(
                 "gradual_unfreeze grows the trainable set while training; it runs in one process",
-                param="resources.processes",
+                param=split_by,
             )
         if self.regularizers.kl is not None:
             raise CompositionError(
-                "regularizers.kl is computed on each batch whole; it runs in one process",
-                param="resources.processes",
+                "regularizers.kl is computed on each batch whole; it runs in one process and one pass",
+                param=split_by,
             )
 
     @model_validator(mode="after")
@@ -264,8 +268,8 @@ class JobSpec(SpecModel):
                 )
         if self.gradual_unfreeze is not None and (reason := entry.unfreeze_refusal(self.method)) is not None:
             raise CompositionError(reason, param="gradual_unfreeze")
-        if self.resources.processes > 1:
-            self._fits_several_processes()
+        if self.resources.processes > 1 or self.resources.max_examples_per_device is not None:
+            self._fits_split_batches()
         if self.export.merged:
             if not entry.mergeable:
                 raise CompositionError(

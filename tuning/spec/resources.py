@@ -1,4 +1,5 @@
-"""What a job asks of the machine it trains on: how many processes (one device each) train it."""
+"""What a job asks of the machine it trains on: how many processes (one device each) train it, and how
+many examples go through one device at once."""
 
 from pydantic import Field
 
@@ -16,4 +17,11 @@ class Resources(SpecModel):
         "the CPU otherwise), under torch.distributed: DDP, or FSDP for method 'full' on CUDA. Each global "
         "batch of hyperparameters.batch_size is split among them, so the schedule, the seed and the "
         "result do not depend on this number. At most what the queue's workers offer a job.",
+    )
+    max_examples_per_device: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many examples go through one device's forward and backward at once: a "
+        "larger share of a batch is trained in several passes whose gradients add up before the step "
+        "(gradient accumulation), with the same result. null: a device's whole share in one pass.",
     )
