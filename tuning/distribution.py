@@ -2,7 +2,8 @@
 
 torchrun starts the processes (tuning.distributed is their entry); each holds the whole model, and
 `Ranks` is the loop's one seam to the others. The loop forms each global batch exactly as one process
-would (same seed, same order, same padding), and each process trains on its rows of it (`share`): its
+would (same seed, same order, same padding), and each process trains on its rows of it (`shares`,
+in passes of at most `resources.max_examples_per_device` rows whose gradients add up): each pass's
 loss is scaled by its share of the batch's loss units (examples, or target tokens for causal_lm) times
 the number of processes, so that DDP's average of the gradients is the one-process gradient. Clipping
 then sees the all-reduced gradient, the optimizer steps alike everywhere, and the schedule, seed and
@@ -32,7 +33,7 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class Share:
-    """One process's rows of a global batch, and what its mean loss is scaled by."""
+    """One pass over a process's rows of a global batch, and what its mean loss is scaled by."""
 
     batch: Batch
     loss_scale: float  # its share of the batch's loss units × the number of processes
@@ -45,6 +46,8 @@ class Share:
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's place among the `world_size` that train the job (torch.distributed's rank)."""
+
     rank: int = 0
     world_size: int = 1
     device: torch.device | None = None  # this process's device; None: tuning.device picks it
