@@ -9,7 +9,7 @@ the number of processes, so that DDP's average of the gradients is the one-proce
 then sees the all-reduced gradient, the optimizer steps alike everywhere, and the schedule, seed and
 result do not depend on the number of processes (to float rounding: a sum split in two adds in another
 order). Rank 0 alone reports, checkpoints and writes resume points; `agree` makes every process stop
-at the step rank 0 stops at. With one process (`SINGLE`) every method is the identity.
+at the step rank 0 stops at. With one process (`SINGLE`) and one pass every method is the identity.
 
 DDP wraps the model for every method, over gloo on the CPU and nccl on CUDA. Not yet FSDP: `full` on
 CUDA keeps a whole copy of the model and its optimizer state on each GPU.
