@@ -1,6 +1,7 @@
 """A job that asks for 2 processes, run by the worker: torchrun starts them, rank 0's events and resume
 points reach the job through the worker's own recorder and store, and a process SIGKILLed mid-job is
 started again (a fresh torchrun) and resumes from the latest stored point; the job ends as on 1 process.
+A pause reaches rank 0 too, and the paused job goes on on 1 process.
 
 Real processes (gloo on the CPU); the model has no dropout, so 1 and 2 processes agree to float32
 rounding (tests/tuning/distributed_jobs.py says why ATOL).
@@ -12,14 +13,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import JobEvent
+from core.models import Job, JobEvent
 from core.settings import Settings
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.distributed_jobs import ATOL
 from tests.worker.jobs import add_job, job_row
+from tests.worker.test_pause import ask, asks_at_step
 from tests.worker.test_resume import weights
 from tuning.events import Event
 from worker import job_runner
@@ -102,3 +104,29 @@ def test_a_rank_killed_mid_job_resumes_and_the_job_ends_as_on_one_process(
         if not name.endswith("_seconds"):
             assert row.metrics[name] == pytest.approx(value, abs=ATOL), name
     assert list(settings.work_dir.iterdir()) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_job_paused_on_two_processes_resumes_on_one_and_ends_as_on_one(
+    two_process_settings: Settings, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = two_process_settings.model_copy(update={"resume_every_steps": None})  # the pause's only
+    one = job(sessions, settings, 1)
+    assert run_job(one, settings=settings, sessions=sessions, worker="w") == "succeeded"
+
+    two = job(sessions, settings, 2)
+    with monkeypatch.context() as patch:  # asked at step 3: rank 0 hears of it at its next step
+        patch.setattr(job_runner, "ProgressRecorder", asks_at_step(sessions, pause_requested=True))
+        assert run_job(two, settings=settings, sessions=sessions, worker="w") == "paused"
+    assert sorted(p.name for p in (settings.resume_dir / two).iterdir()) == ["step-00000003"]
+
+    # The job's spec now asks for 1 process (a worker class that offers fewer): it goes on from there.
+    spec = job_row(sessions, two).spec | {"resources": {"processes": 1}}
+    with sessions.begin() as session:
+        session.execute(update(Job).where(Job.id == two).values(spec=spec))
+    ask(sessions, two, status="queued")
+    assert run_job(two, settings=settings, sessions=sessions, worker="w") == "succeeded"
+    ours, theirs = weights(sessions, settings, two), weights(sessions, settings, one)
+    assert ours.keys() == theirs.keys() and ours
+    for name, tensor in ours.items():
+        assert (tensor - theirs[name]).abs().max().item() <= ATOL, name
