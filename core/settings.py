@@ -4,6 +4,7 @@ Embedded default (no variables set): SQLite file, local artifact folder and komb
 broker, all under `data_dir`. Distributed: set DATABASE_URL and DELTATUNE_BROKER_URL.
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -147,6 +148,22 @@ class Settings(BaseSettings):
     worker_baseline_bytes: int = Field(
         474_460_160, ge=0, description="Resident memory of a CPU job's libraries before its model loads."
     )
+    # Data-parallel jobs (resources.processes, tuning.launch): read by the API, which refuses a job
+    # asking for more, and by the worker, which starts that many processes under torchrun.
+    worker_max_processes_per_job: int | None = Field(
+        None,
+        ge=1,
+        description="Processes (one device each) one job may ask for on a worker of job_queue's class. "
+        "null: this machine's CPU count (a worker with CUDA: its GPU count); set it where the API runs "
+        "on another machine than the workers.",
+    )
+    worker_process_restarts: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="How often a worker starts a job's processes again (a fresh torchrun) after one "
+        "died; they resume from the latest resume point; then the attempt fails.",
+    )
     worker_memory_bytes: int | None = Field(
         None,
         ge=1,
@@ -214,6 +231,12 @@ class Settings(BaseSettings):
         ]
         if given:
             raise ValueError(f"s3_bucket: required with {', '.join(given)} (DELTATUNE_S3_BUCKET is unset)")
+
+    @property
+    def max_processes_per_job(self) -> int:
+        """What the API allows a job's resources.processes; a CUDA worker counts its GPUs instead
+        (tuning.distribution.processes_offered), where the API, which loads no torch, cannot."""
+        return self.worker_max_processes_per_job or len(os.sched_getaffinity(0))
 
     @property
     def files_dir(self) -> Path:

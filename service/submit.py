@@ -67,6 +67,7 @@ def submit_job(
     `before_commit` joins the job's INSERT transaction (the idempotency key's response)."""
     webhook_url = _checked_webhook_url(session, settings, owner_id, request.webhook_url)
     spec, base_path = resolve_base(session, owner_id, request.job_spec(), settings)
+    check_processes(settings, spec)
     _check_fits_model(spec, base_path)
     files = _job_files(session, owner_id, spec)
     check_from_checkpoint(session, owner_id, spec)
@@ -105,6 +106,19 @@ def _checked_webhook_url(session: Session, settings: Settings, owner_id: str, ur
             code="webhook_secret_missing",
         )
     return url
+
+
+def check_processes(settings: Settings, spec: JobSpec) -> None:
+    """A job asks for at most the processes the queue's workers give one job (a dry run too)."""
+    offered = settings.max_processes_per_job
+    if spec.resources.processes > offered:
+        raise ApiError(
+            f"resources.processes is {spec.resources.processes}, but the workers of queue "
+            f"{settings.job_queue!r} give a job at most {offered}",
+            param="resources.processes",
+            code="too_many_processes",
+            status_code=422,
+        )
 
 
 def _check_fits_model(spec: JobSpec, base_path: Path) -> None:

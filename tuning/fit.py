@@ -30,6 +30,7 @@ from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
 from tuning.device import pick_device, uses_bf16
+from tuning.distribution import SINGLE, Ranks
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.frozen_prefix import FrozenPrefix, frozen_prefix_for
@@ -131,6 +132,7 @@ def fit(
     resume_from: Path | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
+    ranks: Ranks = SINGLE,
 ) -> Fitted:
     """Everything `tuning.run` does but writing the artifact: the trained model stays in memory.
 
@@ -139,6 +141,7 @@ def fit(
     `spec.checkpoints` and a `checkpoints_dir`, each checkpoint is written there as an artifact and
     handed to `on_checkpoint`. With `resume` and a `resume_dir`, resume points are written there (see
     tuning.resume); `resume_from`, one of this job's points, continues the job where it was written.
+    `ranks`: this process's place among those that train the job together (tuning.distribution).
     """
     job = prepare(
         spec,
@@ -150,6 +153,7 @@ def fit(
         resumable=resume is not None or resume_from is not None,
         resume_from=resume_from,
         on_event=on_event,
+        device=ranks.device,
     )
     writer = None
     if resume is not None and resume_dir is not None:
@@ -157,7 +161,13 @@ def fit(
         start = job.resume_point.step if job.resume_point is not None else 0
         writer = ResumePointWriter(resume, resume_dir, job.identity, start_step=start)
     result = train_job(
-        job, checkpoints_dir, on_checkpoint, resume_points=writer, on_event=on_event, should_stop=should_stop
+        job,
+        checkpoints_dir,
+        on_checkpoint,
+        resume_points=writer,
+        on_event=on_event,
+        should_stop=should_stop,
+        ranks=ranks,
     )
     return finish(job, result)
 
@@ -173,11 +183,13 @@ def prepare(
     on_event: EventSink,
     resumable: bool = False,
     resume_from: Path | None = None,
+    device: torch.device | None = None,
 ) -> Prepared:
     """The job's checks and data first, then its model and the encoded data.
 
     A `resumable` job (one that writes or reads resume points) records what makes a point its own;
-    `resume_from` is refused here, before the model loads, unless it is this job's.
+    `resume_from` is refused here, before the model loads, unless it is this job's. `device`: where
+    it trains, when the caller knows (one of several processes); else tuning.device picks it.
     """
     # Data: cheap checks first, so a bad job fails in a second, not after the model has loaded.
     given_spec = spec  # a resume point records the spec as the job gave it
@@ -202,7 +214,7 @@ def prepare(
 
     # Model: seeded before it is built, since the new head's init is part of the run.
     seed_everything(spec.hyperparameters.seed)
-    device = pick_device()
+    device = device or pick_device()
     precision = "bf16 autocast" if uses_bf16(device, spec.hyperparameters.mixed_precision) else "float32"
     on_event(
         Event(
@@ -269,6 +281,7 @@ def train_job(
     resume_points: ResumePointWriter | None = None,
     on_event: EventSink,
     should_stop: StopCheck,
+    ranks: Ranks = SINGLE,
 ) -> TrainResult:
     """tuning.train's loop with the parts the spec composes: optimizer groups, regularizers, schedule;
     from `job.resume_point`'s state when it has one."""
@@ -295,6 +308,8 @@ def train_job(
         frozen_prefix=_frozen_prefix(job, on_event),
         on_event=on_event,
         should_stop=should_stop,
+        ranks=ranks,
+        rows_per_pass=spec.resources.max_examples_per_device,
     )
 
 

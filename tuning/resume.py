@@ -102,7 +102,8 @@ class JobIdentity:
         from tuning.artifacts.manifest import weights_sha256  # the artifacts package imports torch
 
         return cls(
-            spec.model_dump(mode="json"),
+            # Not its resources: a job may resume on another number of processes (tuning.distribution).
+            spec.model_dump(mode="json", exclude={"resources"}),
             {name: file_digest(path) for name, path in data_files.items() if path is not None},
             {"id": spec.base_model, "weights_sha256": weights_sha256(base_model_path)},
         )

@@ -18,6 +18,7 @@ from tuning.spec import JobSpec
 
 if TYPE_CHECKING:
     from tuning.checkpoints import CheckpointSink
+    from tuning.distribution import Ranks
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def run(
     should_stop: StopCheck = never_stop,
     resume: ResumeOptions | None = None,
     resume_from: Path | None = None,
+    ranks: Ranks | None = None,
 ) -> RunResult:
     """Fine-tune `spec.base_model` on `training_path` and write the artifact into `out_dir`.
 
@@ -53,9 +55,12 @@ def run(
     step-<k>/`) and handed to `resume.on_resume_point`; `resume_from`, one of this job's points,
     continues the job at the step after it, as if it had never stopped (tuning.resume). Raises
     DataError, SpecError, ModelNotFound, ResumeMismatch, or Cancelled when `should_stop()` turns true.
+    `ranks` is rank 0 of the processes that train the job together (tuning.distributed starts them;
+    tuning.launch.run_in_processes is this function's counterpart for a job of several processes).
     """
     # torch and transformers load here, not when the API imports tuning.
     from tuning.artifacts import write_artifact
+    from tuning.distribution import SINGLE
     from tuning.fit import fit
 
     fitted = fit(
@@ -72,6 +77,7 @@ def run(
         resume_from=resume_from,
         on_event=on_event,
         should_stop=should_stop,
+        ranks=ranks or SINGLE,
     )
     # Said in the user's words: the scratch folder's name means nothing to a client.
     on_event(Event("message", "training finished; writing the artifact", {}))

@@ -10,7 +10,7 @@ step as if it had never stopped.
 import random
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -18,6 +18,7 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
+from tuning.distribution import SINGLE, Ranks, Share, gradient_sync
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -95,6 +96,8 @@ def train(
     frozen_prefix: FrozenPrefix | None = None,
     on_event: EventSink = ignore_event,
     should_stop: StopCheck = never_stop,
+    ranks: Ranks = SINGLE,
+    rows_per_pass: int | None = None,
 ) -> TrainResult:
     """Train the parameters in `optimizer_groups` (see tuning.optim.parameter_groups).
 
@@ -108,11 +111,16 @@ def train(
     steps before it (their events included) happens again. `frozen_prefix` (tuning.frozen_prefix), the
     job's frozen layers, brings its own views of the model and data: the frozen part runs without
     dropout and, with reuse, batches carry its outputs, cached again whenever the boundary moves.
+    With several `ranks` (tuning.distribution), each process trains on its share of every batch and
+    they stop together at rank 0's word; the caller gives the other ranks no sinks. `rows_per_pass`
+    bounds the examples of one forward and backward: a larger share is trained in passes whose
+    gradients add up before the step.
     """
     if frozen_prefix is not None:
         model, train_set = frozen_prefix.model, frozen_prefix.train_set
         validation_set = frozen_prefix.validation_set
     per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
+    stepped_model = ranks.wrap(model)  # what the step's forward and backward run through
     optimizer = make_optimizer(optimizer_groups, hp)
     named = _named_parameters(optimizer_groups)
     trainable: list[torch.Tensor] = [parameter for _, parameter in named]
@@ -155,7 +163,7 @@ def train(
             order = epoch_order(train_set, hp.batch_size, shuffle, group_by_length=grouped)
         assert order is not None
         for done, indices in enumerate(batch_indices(order, hp.batch_size, skip=skip), start=skip + 1):
-            if should_stop():
+            if ranks.agree(should_stop()):
                 raise Cancelled()
             step += 1
             # Step: the schedule first, since a stage moves the frozen layers' boundary, then the batch.
@@ -164,13 +172,24 @@ def train(
                 if frozen_prefix is not None:
                     frozen_prefix.follow()
             batch = collate(train_set, indices)
+            passes = ranks.shares(batch, causal_lm=task.kind == "causal_lm", rows_per_pass=rows_per_pass)
             lr = learning_rate_at(
                 step, peak=hp.learning_rate, total_steps=progress.total_steps, warmup=progress.warmup
             )
             set_learning_rate(optimizer, lr)
             losses = optimizer_step(
-                model, optimizer, trainable, batch, task, regularizers, hp.max_grad_norm, device, bf16
+                stepped_model,
+                optimizer,
+                trainable,
+                batch,
+                task,
+                regularizers,
+                hp.max_grad_norm,
+                device,
+                bf16,
+                passes=passes,
             )
+            losses = replace(losses, task=ranks.batch_loss(losses.task))
             progress.stepped(step, batch, losses, lr, evaluations.seconds)
             # Evaluate or stop.
             if hp.eval_steps is not None and step % hp.eval_steps == 0:
@@ -471,25 +490,37 @@ def optimizer_step(
     max_grad_norm: float | None,
     device: torch.device,
     bf16: bool,
+    *,
+    passes: Sequence[Share] = (),
 ) -> StepLosses:
-    """One optimizer step on one batch: the loop's, and what benchmarks/step.py times against PEFT."""
-    task_loss, logits = task.loss(model, batch, device, mixed_precision=bf16)
-    loss = task_loss
-    penalties: dict[str, torch.Tensor | float] = {}
-    for regularizer in regularizers:
-        penalty = regularizer.penalty(model, batch, logits)
-        loss = loss + regularizer.weight * penalty
-        penalties[regularizer.name] = penalty.detach()
-    # The graph keeps what the backward needs; the logits themselves (a causal LM's are batch ×
-    # length × vocabulary floats, the step's largest tensor) must not live through it as well.
-    del logits
+    """One optimizer step on one batch: the loop's, and what benchmarks/step.py times against PEFT.
+
+    `passes` (tuning.distribution.Ranks.shares): this process's parts of `batch`, each a forward and
+    backward whose gradients add up before the step; none: `batch` in one pass.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    task_loss: torch.Tensor | float = 0.0
+    penalties: dict[str, torch.Tensor | float] = {}
+    parts = passes or [Share(batch, 1.0, 1.0)]
+    for index, part in enumerate(parts):
+        with gradient_sync(model, last=index == len(parts) - 1):
+            part_loss, logits = task.loss(model, part.batch, device, mixed_precision=bf16)
+            loss = part_loss if part.loss_scale == 1.0 else part_loss * part.loss_scale
+            if index == 0:  # penalties on the weights (kl, on the data, splits no batch): once a step
+                for regularizer in regularizers:
+                    penalty = regularizer.penalty(model, part.batch, logits)
+                    loss = loss + regularizer.weight * penalty
+                    penalties[regularizer.name] = penalty.detach()
+            # The graph keeps what the backward needs; the logits themselves (a causal LM's are batch ×
+            # length × vocabulary floats, the step's largest tensor) must not live through it as well.
+            del logits
+            loss.backward()
+        task_loss = task_loss + part.weighted(part_loss.detach())
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     optimizer.step()
     # Detached, not .item(): reading a GPU value waits for the device; they are read at logging steps.
-    return StepLosses(task_loss.detach(), penalties)
+    return StepLosses(task_loss, penalties)
 
 
 def _floats(values: dict[str, torch.Tensor | float]) -> dict[str, float]:

@@ -12,10 +12,12 @@ that keeps its attempt ends in a recorded status, whatever goes wrong, and the a
 folder is always removed.
 """
 
+import itertools
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,28 +106,52 @@ def _run_claimed(
         keeper(point)
         heartbeat.point_kept(point.step)  # stored first: a pause stops only once it can resume there
 
+    restarts = itertools.count(1)
+
+    def latest_point() -> ResumePoint | None:
+        """After the job's processes died, the latest point kept, fetched anew for their restart."""
+        return resume_store.latest(scratch / f"resume-from-restart-{next(restarts)}")
+
     def train(point: ResumePoint | None) -> RunResult:
         inputs = load_inputs(sessions, job_id, settings=settings, storage=storage, scratch=scratch / "inputs")
         if point is not None:
             logger.info("%s resumes from step %d", attempt.describe(), point.step)
-        return tuning.run(
-            inputs.spec,
-            scratch / "out",
-            training_path=inputs.training_path,
-            validation_path=inputs.validation_path,
-            fisher_path=inputs.fisher_path,
-            model_dirs=inputs.model_dirs,
-            start_from=inputs.start_from,
-            on_checkpoint=CheckpointPublisher(attempt, storage=storage),
-            on_event=ProgressRecorder(attempt),
-            should_stop=heartbeat.should_stop,
-            resume=ResumeOptions(
+        processes = inputs.spec.resources.processes
+        common: dict[str, Any] = {
+            "training_path": inputs.training_path,
+            "validation_path": inputs.validation_path,
+            "fisher_path": inputs.fisher_path,
+            "model_dirs": inputs.model_dirs,
+            "start_from": inputs.start_from,
+            "on_checkpoint": CheckpointPublisher(attempt, storage=storage),
+            "on_event": ProgressRecorder(attempt),
+            "should_stop": heartbeat.should_stop,
+            "resume": ResumeOptions(
                 every_steps=settings.resume_every_steps,
                 every_seconds=settings.resume_every_seconds,
                 due_now=heartbeat.pause_wanted,
                 on_resume_point=keep_point,
             ),
-            resume_from=point.folder if point is not None else None,
+            "resume_from": point.folder if point is not None else None,
+        }
+        if processes == 1:
+            return tuning.run(inputs.spec, scratch / "out", **common)
+        from tuning.distribution import processes_offered  # torch: loaded only for such a job
+        from tuning.launch import run_in_processes
+
+        offered = processes_offered(settings.worker_max_processes_per_job)
+        if processes > offered:  # queued before the workers offered fewer
+            raise JobFailure(
+                "too_many_processes",
+                f"resources.processes is {processes}; this worker gives a job at most {offered}",
+                param="resources.processes",
+            )
+        return run_in_processes(
+            inputs.spec,
+            scratch / "out",
+            **common,
+            latest_resume_point=latest_point,
+            max_restarts=settings.worker_process_restarts,
         )
 
     try:

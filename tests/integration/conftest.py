@@ -49,6 +49,7 @@ def stack(
             "DELTATUNE_MODEL_DIRS": json.dumps([str(models_root)]),
             "DELTATUNE_HEARTBEAT_SECONDS": "0.2",
             "DELTATUNE_AUTO_MIGRATE": "false",
+            "DELTATUNE_WORKER_MAX_PROCESSES_PER_JOB": "2",
         }
         settings = Settings(
             database_url=database_url,
@@ -56,6 +57,7 @@ def stack(
             data_dir=data_dir,
             model_dirs=[models_root],
             auto_migrate=False,
+            worker_max_processes_per_job=2,
         )
         upgrade_to_head(settings.database_url)  # the compose file's one-shot migration
         worker = WorkerProcess(clean_environment(**env), data_dir.parent / "worker.log", hostname=WORKER_NAME)

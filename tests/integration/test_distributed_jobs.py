@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from peft import PeftModel
@@ -115,6 +116,40 @@ def test_a_running_job_is_cancelled_and_publishes_nothing(stack: Stack) -> None:
     assert stack.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"] == []
     assert not (stack.settings.artifacts_dir / job["id"]).exists()
     assert status_events(stack, job["id"])[-1]["data"]["status"] == "cancelled"
+
+
+def training_processes(job_id: str) -> list[psutil.Process]:
+    """The job's torchrun and its training processes, wherever they are (the worker's pool starts them)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "tuning.distributed" in cmdline and job_id in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.mark.timeout(150)
+def test_a_job_on_two_processes_trains_under_the_worker_and_a_cancel_stops_them_all(stack: Stack) -> None:
+    training_id, validation_id = upload_pair(stack)
+    spec = job_spec(training_id, validation_id, epochs=400, logging_steps=1) | {"resources": {"processes": 2}}
+    job = create_job(stack.client, spec)
+    wait_for_job(
+        stack.client,
+        job["id"],
+        lambda j: j["status"] == "running" and j["progress"] > 0,
+        timeout=120,
+        what="training",
+        log=stack.worker.log,
+    )
+    assert len(training_processes(job["id"])) == 3  # torchrun and its 2 ranks
+
+    response = stack.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200, response.text
+    job = wait_for_job(stack.client, job["id"], finished, timeout=60, what="finished", log=stack.worker.log)
+    assert job["status"] == "cancelled"
+    assert job["progress"] < 0.1
+    assert job["artifacts"] == []
+    assert training_processes(job["id"]) == []  # every rank stopped, none left behind
 
 
 def test_bad_data_is_refused_before_anything_is_queued(stack: Stack) -> None:

@@ -195,3 +195,22 @@ def test_a_job_too_big_for_its_worker_class_is_refused_before_it_is_queued(
     settings.worker_memory_bytes = peak
     assert client.post("/v1/jobs", headers=auth, json=body | {"dry_run": True}).json()["fits_worker"] is True
     assert client.post("/v1/jobs", headers=auth, json=body).status_code == 201
+
+
+def test_more_processes_than_the_workers_give_a_job_is_refused_naming_the_field(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    settings.worker_max_processes_per_job = 2
+    body = job_body(file_id(client, auth, TWO_LABELS))
+    for dry_run in (True, False):
+        refused = client.post(
+            "/v1/jobs", headers=auth, json=body | {"resources": {"processes": 3}, "dry_run": dry_run}
+        )
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["param"], error["code"]) == ("resources.processes", "too_many_processes")
+        assert "at most 2" in error["message"]
+    assert_nothing_created(client, auth, settings)
+    accepted = client.post("/v1/jobs", headers=auth, json=body | {"resources": {"processes": 2}})
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["spec"]["resources"]["processes"] == 2

@@ -4,7 +4,10 @@ from typing import Any
 
 import pytest
 
+from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
+from tests.tuning.distributed_jobs import Seen, job_spec
+from tuning import ResumeOptions, RunResult, run
 from tuning.spec import JobSpec
 
 
@@ -47,3 +50,33 @@ def tiny_spec() -> Callable[..., JobSpec]:
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def nodrop_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The files of tests.tuning.distributed_jobs' job: a tiny BERT without dropout and its data."""
+    directory = tmp_path_factory.mktemp("distributed")
+    make_tiny_bert(directory / "models" / "tiny-bert-nodrop", dropout=0.0)
+    return {
+        "training_path": write_jsonl(directory / "train.jsonl", sentiment_lines(48, seed=1)),
+        "validation_path": write_jsonl(directory / "validation.jsonl", sentiment_lines(16, seed=2)),
+        "model_dirs": [directory / "models"],
+    }
+
+
+@pytest.fixture(scope="module")
+def one_process(
+    nodrop_files: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[RunResult, Path, Seen]:
+    """That job on one process, as the others are compared with: its result, artifact and what it told."""
+    out = tmp_path_factory.mktemp("one") / "out"
+    seen = Seen(out.with_name("kept"))
+    result = run(
+        job_spec(1),
+        out,
+        **nodrop_files,
+        on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
+        resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
+    )
+    return result, out, seen

@@ -380,7 +380,8 @@ def test_only_the_latest_point_is_left_beside_out_dir(two_epochs: TwoEpochs) -> 
     manifest = read_point_manifest(scratch / "step-00000008")
     assert manifest["step"] == 8 and manifest["epoch"] == 2.0
     assert manifest["position"] == {"epoch": 2, "batches_done": 0}
-    assert manifest["job"]["spec"] == two_epochs.spec.model_dump(mode="json")
+    # Not its resources: a job resumes on any number of processes (tests/tuning/test_distributed.py).
+    assert manifest["job"]["spec"] == two_epochs.spec.model_dump(mode="json", exclude={"resources"})
     assert set(manifest["job"]["data"]) == {"training_file", "validation_file"}
     assert manifest["job"]["base_model"]["weights_sha256"]
     assert manifest["versions"]["torch"] and manifest["format_version"] == 1

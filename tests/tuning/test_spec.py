@@ -39,6 +39,27 @@ def method_names() -> set[str]:
     return {model.model_fields["type"].default for model in union}
 
 
+@pytest.mark.parametrize(
+    ("resources", "param"),
+    [
+        ({"processes": 2}, "resources.processes"),
+        ({"max_examples_per_device": 4}, "resources.max_examples_per_device"),
+    ],
+)
+def test_a_kl_penalty_on_whole_batches_is_refused_when_batches_are_split(
+    resources: dict[str, Any], param: str
+) -> None:
+    error = composition_error(regularizers=KL, resources=resources)
+    assert error.param == param and "one pass" in str(error)
+
+
+def test_a_growing_trainable_set_runs_in_one_process() -> None:
+    unfreeze = {"gradual_unfreeze": {"every": 1}, "method": {"type": "full"}}
+    error = composition_error(**unfreeze, resources={"processes": 2})
+    assert error.param == "resources.processes" and "gradual_unfreeze" in str(error)
+    assert spec(**unfreeze, resources={"max_examples_per_device": 4})  # passes keep DDP out of it
+
+
 @pytest.mark.parametrize("method", sorted(ADDITIVE_METHODS))
 @pytest.mark.parametrize(("regularizer", "options"), [("l2sp", L2SP), ("ewc", EWC)])
 def test_a_pull_toward_pretrained_weights_needs_a_method_that_changes_them(

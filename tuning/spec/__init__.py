@@ -20,6 +20,7 @@ from tuning.methods import (
 )
 from tuning.methods.lora import LoraMethod
 from tuning.spec.parts import ExportOptions, GradualUnfreeze, HeadSpec, LayerLrDecay, Regularizers
+from tuning.spec.resources import Resources
 from tuning.spec.training import (
     FORMAT_OF_PROBLEM,
     FORMATS_BY_TASK,
@@ -62,6 +63,7 @@ __all__ = [
     "Method",
     "MethodOptions",
     "Regularizers",
+    "Resources",
     "SpecModel",
     "Task",
 ]
@@ -160,6 +162,7 @@ class JobSpec(SpecModel):
     metadata: dict[str, str] = Field(
         default_factory=dict, max_length=16, description="Up to 16 string pairs kept with the job."
     )
+    resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="after")
     def _parts_fit_the_task(self) -> Self:
@@ -234,6 +237,24 @@ class JobSpec(SpecModel):
                 )
         return self
 
+    def _fits_split_batches(self) -> None:
+        # DDP fixes the trainable set when it wraps the model, and each batch is split among processes
+        # and passes: a growing set, or a penalty computed on each batch whole, would not give the
+        # result of one process and one pass.
+        split_by = (
+            "resources.processes" if self.resources.processes > 1 else "resources.max_examples_per_device"
+        )
+        if self.gradual_unfreeze is not None and self.resources.processes > 1:
+            raise CompositionError(
+                "gradual_unfreeze grows the trainable set while training; it runs in one process",
+                param=split_by,
+            )
+        if self.regularizers.kl is not None:
+            raise CompositionError(
+                "regularizers.kl is computed on each batch whole; it runs in one process and one pass",
+                param=split_by,
+            )
+
     @model_validator(mode="after")
     def _parts_fit_the_method(self) -> Self:
         method, entry = self.method.type, method_entry(self.method.type)
@@ -247,6 +268,8 @@ class JobSpec(SpecModel):
                 )
         if self.gradual_unfreeze is not None and (reason := entry.unfreeze_refusal(self.method)) is not None:
             raise CompositionError(reason, param="gradual_unfreeze")
+        if self.resources.processes > 1 or self.resources.max_examples_per_device is not None:
+            self._fits_split_batches()
         if self.export.merged:
             if not entry.mergeable:
                 raise CompositionError(
