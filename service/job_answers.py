@@ -2,72 +2,32 @@
 
 A page of `GET /v1/jobs` is 20 jobs, and building each JobObject (pydantic validates every field)
 and serialising it was most of a page's CPU, though few jobs change between two pages. So each job's
-bytes are kept beside the exact column values, and artifact rows, they were made from; a job read
-again with the same values gets the same bytes back, and any difference makes them anew. The key is
-the data itself: no write anywhere (a worker's progress, a cancel, a delete, another API process)
-has to invalidate anything, and an answer cannot go stale.
-
-The columns read are every column of `jobs` except those the answer never shows (`NOT_ANSWERED`),
-so a column added later is read, and takes part in the key, without anyone remembering to add it.
-JSON columns are read as their text: comparing text is cheaper than parsing it, which only a miss does.
+bytes are kept beside the exact column values, and artifact rows, they were made from
+(service/crud/job_rows.py reads them); a job read again with the same values gets the same bytes
+back, and any difference makes them anew. The key is the data itself: no write anywhere (a worker's
+progress, a cancel, a delete, another API process) has to invalidate anything, and an answer cannot
+go stale.
 """
 
 from collections import OrderedDict
 from collections.abc import Sequence
 from threading import Lock
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import orjson
-from sqlalchemy import JSON, ColumnElement, Text, cast, inspect, select
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy.orm import Session
 
 from core.db import read_json
 from core.models import Artifact, Job, JobStatus
-from service.crud.jobs import SelectedRow
+from service.crud import job_rows
+from service.crud.job_rows import SelectedRow
 from service.schemas.common import optional_unix_seconds, unix_seconds
 from service.schemas.jobs import ArtifactObject, JobError, JobObject
 from service.stored_specs import stored_spec
 
-# Columns of `jobs` that no answer shows; they change (a lease's heartbeat) without the answer changing.
-NOT_ANSWERED = frozenset(
-    {
-        "owner_id",
-        "method",
-        "queue",
-        "worker",
-        "attempt",
-        "lease_expires_at",
-        "heartbeat_at",
-        "dispatched_at",
-        "dispatches",
-    }
-)
-ARTIFACT_COLUMNS: tuple[QueryableAttribute[Any], ...] = (
-    Artifact.job_id,
-    Artifact.name,
-    Artifact.bytes,
-    Artifact.sha256,
-    Artifact.created_at,
-)
 MAX_JOBS = 4096
-
-_JSON_COLUMNS = frozenset(
-    attr.key for attr in inspect(Job).column_attrs if isinstance(attr.columns[0].type, JSON)
-)
-
-
-def _answered_columns() -> list[ColumnElement[Any]]:
-    columns: list[ColumnElement[Any]] = []
-    for attr in inspect(Job).column_attrs:
-        if attr.key in NOT_ANSWERED:
-            continue
-        column = getattr(Job, attr.key)
-        columns.append(cast(column, Text).label(attr.key) if attr.key in _JSON_COLUMNS else column)
-    return columns
-
-
-JOB_COLUMNS = _answered_columns()
 
 
 class JobAnswers:
@@ -103,18 +63,19 @@ class JobAnswers:
 
 
 def _made(row: SelectedRow, artifacts: Sequence[SelectedRow]) -> bytes:
-    # job_object makes it, from a Job and Artifacts never added to a session: one way a job object is
-    # built, whether it is answered as bytes from here or as a model (a cancel, the event stream's end).
+    # job_object makes it, as it makes the models other routes answer (a cancel, the event stream's
+    # end): from plain namespaces of the row's values, which it reads as it reads a Job and Artifacts
+    # (a transient Job instead took as long to build as the answer).
     values = {
-        key: read_json(value) if key in _JSON_COLUMNS and value is not None else value
+        key: read_json(value) if key in job_rows.JSON_COLUMNS and value is not None else value
         for key, value in row._mapping.items()
     }
-    job_artifacts = [Artifact(**artifact._mapping) for artifact in artifacts]
-    obj: JobObject = job_object(Job(**values), job_artifacts)
+    job_artifacts = [SimpleNamespace(**artifact._mapping) for artifact in artifacts]
+    obj = job_object(SimpleNamespace(**values), job_artifacts)
     return obj.__pydantic_serializer__.to_json(obj, by_alias=True)
 
 
-def artifact_object(artifact: Artifact) -> ArtifactObject:
+def artifact_object(artifact: Artifact | SimpleNamespace) -> ArtifactObject:
     return ArtifactObject(
         name=artifact.name,
         bytes=artifact.bytes,
@@ -124,8 +85,8 @@ def artifact_object(artifact: Artifact) -> ArtifactObject:
     )
 
 
-def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
-    spec = stored_spec(job)
+def job_object(job: Job | SimpleNamespace, artifacts: Sequence[Artifact | SimpleNamespace]) -> JobObject:
+    spec = stored_spec(job.id, job.spec)
     error = None
     if job.error_code is not None:
         error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)
@@ -161,7 +122,7 @@ def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
 def page_answer(session: Session, rows: Sequence[SelectedRow], *, has_more: bool) -> bytes:
     """A JobList's JSON from rows of JOB_COLUMNS, each job's part kept or made by `job_answers`."""
     succeeded = [row.id for row in rows if row.status == JobStatus.SUCCEEDED]
-    artifacts = artifact_rows(session, job_ids=succeeded)
+    artifacts = job_rows.artifact_rows(session, job_ids=succeeded)
     data = [orjson.Fragment(job_answers.answer(row, artifacts.get(row.id, ()))) for row in rows]
     # The fields in JobList's order: the same bytes FastAPI would write from a JobList.
     return orjson.dumps({"object": "list", "data": data, "has_more": has_more})
@@ -169,18 +130,8 @@ def page_answer(session: Session, rows: Sequence[SelectedRow], *, has_more: bool
 
 def job_answer(session: Session, row: SelectedRow) -> bytes:
     """One job's JSON from its row of JOB_COLUMNS, with its artifacts."""
-    artifacts = artifact_rows(session, job_ids=[row.id]) if row.status == JobStatus.SUCCEEDED else {}
+    artifacts = job_rows.artifact_rows(session, job_ids=[row.id]) if row.status == JobStatus.SUCCEEDED else {}
     return job_answers.answer(row, artifacts.get(row.id, ()))
-
-
-def artifact_rows(session: Session, *, job_ids: Sequence[str]) -> dict[str, list[SelectedRow]]:
-    """The artifact rows of many jobs in one query, by job, each job's in name order."""
-    found: dict[str, list[SelectedRow]] = {job_id: [] for job_id in job_ids}
-    if job_ids:
-        query = select(*ARTIFACT_COLUMNS).where(Artifact.job_id.in_(job_ids)).order_by(Artifact.name)
-        for artifact in session.execute(query):
-            found[artifact.job_id].append(artifact)
-    return found
 
 
 job_answers = JobAnswers()

@@ -4,17 +4,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, select, update
-from sqlalchemy.orm import QueryableAttribute, Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, CANCELLABLE_AT_ONCE, Artifact, Checkpoint, Job, JobEvent, JobStatus, utcnow
 from core.webhook_outbox import record_job_deliveries
 from service.crud import storable
-from service.crud.pages import newest_first, newest_first_page
+from service.crud.pages import newest_first_page
 from tuning.spec import JobSpec
-
-Column = ColumnElement[Any] | QueryableAttribute[Any]  # what select() takes: a column, or a model's attribute
-SelectedRow = Row[*tuple[Any, ...]]  # a row of columns, whichever were selected
 
 
 def create_job(
@@ -63,31 +60,6 @@ def list_jobs(
 ) -> tuple[list[Job], bool]:
     query = select(Job).where(Job.owner_id == owner_id)
     return newest_first_page(session, query, Job, limit=limit, after=after)
-
-
-def job_rows(
-    session: Session,
-    *,
-    owner_id: str,
-    columns: Sequence[Column],
-    limit: int,
-    after: SelectedRow | None = None,
-) -> tuple[list[SelectedRow], bool]:
-    """A page of the owner's jobs as rows of `columns` (no ORM objects: a page is read, never changed)."""
-    query = select(*columns).where(Job.owner_id == owner_id)
-    rows = list(session.execute(newest_first(query, Job, limit=limit, after=after)))
-    return rows[:limit], len(rows) > limit
-
-
-def job_row(session: Session, *, owner_id: str, job_id: str, columns: Sequence[Column]) -> SelectedRow | None:
-    if not storable(job_id):
-        return None
-    return session.execute(select(*columns).where(Job.id == job_id, Job.owner_id == owner_id)).first()
-
-
-def job_position(session: Session, *, owner_id: str, job_id: str) -> SelectedRow | None:
-    """The job's place in the newest-first order (its created_at and id): a page's `after` cursor."""
-    return job_row(session, owner_id=owner_id, job_id=job_id, columns=(Job.created_at, Job.id))
 
 
 def cancel_job_not_started(session: Session, *, job: Job) -> bool:

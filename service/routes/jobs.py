@@ -9,11 +9,12 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from core.models import ACTIVE, Job, JobEvent, JobStatus
+from service.crud import job_rows
 from service.crud import jobs as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep, read_in_thread
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
-from service.job_answers import JOB_COLUMNS, artifact_object, job_answer, job_object, page_answer
+from service.job_answers import artifact_object, job_answer, job_object, page_answer
 from service.schemas.common import error_responses, unix_seconds
 from service.schemas.jobs import (
     ArtifactList,
@@ -106,10 +107,10 @@ async def list_jobs(
 def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> Response:
     cursor = None
     if after is not None:
-        cursor = crud.job_position(session, owner_id=owner_id, job_id=after)
+        cursor = job_rows.position(session, owner_id=owner_id, job_id=after)
         if cursor is None:
             raise ApiError(f"after: no job with id {after!r}", param="after", code="invalid_cursor")
-    rows, has_more = crud.job_rows(session, owner_id=owner_id, columns=JOB_COLUMNS, limit=limit, after=cursor)
+    rows, has_more = job_rows.job_rows(session, owner_id=owner_id, limit=limit, after=cursor)
     return Response(page_answer(session, rows, has_more=has_more), media_type="application/json")
 
 
@@ -120,7 +121,7 @@ async def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> Resp
 
 
 def owned_job_answer(session: Session, owner_id: str, job_id: str) -> Response:
-    row = crud.job_row(session, owner_id=owner_id, job_id=job_id, columns=JOB_COLUMNS)
+    row = job_rows.job_row(session, owner_id=owner_id, job_id=job_id)
     if row is None:
         raise _no_job(job_id)
     return Response(job_answer(session, row), media_type="application/json")

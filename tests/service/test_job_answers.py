@@ -15,8 +15,10 @@ from core.models import Job
 from core.schema_version import upgrade_to_head
 from core.settings import Settings
 from service.app import create_app
+from service.crud import job_rows
 from service.crud import jobs as crud
-from service.job_answers import JOB_COLUMNS, NOT_ANSWERED, JobAnswers, job_object
+from service.crud.job_rows import NOT_ANSWERED
+from service.job_answers import JobAnswers, job_object
 from service.schemas.jobs import JobList, JobObject
 from tests.integration.services import fresh_database
 from tests.service.conftest import key_headers
@@ -161,7 +163,7 @@ def test_unchanged_rows_get_the_same_bytes_and_the_oldest_go_first(
     ids = [create_job(client, auth)["id"] for _ in range(3)]
     answers = JobAnswers(max_jobs=2)
     with app.state.sessionmaker() as session:
-        rows, _ = crud.job_rows(session, owner_id=owner_of(app, ids[0]), columns=JOB_COLUMNS, limit=3)
+        rows, _ = job_rows.job_rows(session, owner_id=owner_of(app, ids[0]), limit=3)
     made = [answers.answer(row, ()) for row in rows]
     assert len(answers) == 2
     assert answers.answer(rows[2], ()) is made[2]  # kept: the same object, not made again
@@ -177,7 +179,7 @@ def test_columns_no_answer_shows_leave_the_kept_bytes_alone(
 
     def answer() -> bytes:
         with app.state.sessionmaker() as session:
-            row = crud.job_row(session, owner_id=owner_of(app, job_id), job_id=job_id, columns=JOB_COLUMNS)
+            row = job_rows.job_row(session, owner_id=owner_of(app, job_id), job_id=job_id)
         assert row is not None
         return answers.answer(row, ())
 
