@@ -72,7 +72,7 @@ async def read_in_thread(session: Session, read: Callable[..., Answer], *args: A
     default READ COMMITTED, without the round trips of BEGIN and ROLLBACK. (A route that writes must
     not come here: its statements would not commit or fail together.) The session gives its
     connection back at the end of the trip, so the request then closes it on the event loop without
-    a second trip. `read` returns the answer built (a response model), not rows.
+    a second trip. `read` returns the answer built (a response model, or the Response), not rows.
     """
     return await anyio.to_thread.run_sync(
         _read_then_close, session, read, *args, limiter=_reads_limiter(session)
