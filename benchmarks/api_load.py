@@ -6,7 +6,10 @@
 The distributed layout as compose runs it: `deltatune api` over PostgreSQL (a database of its own,
 created on the local server and dropped at the end), the broker kombu's filesystem transport in a
 scratch folder (nothing is consumed; GET never sends). One owner has 40 jobs, submitted through the
-API; every request lists its newest 20, the default page, each with its full spec.
+API; every request lists its newest 20, the default page, each with its full spec. No worker runs,
+so the jobs do not change: after the first page each job is answered from the bytes its API process
+kept (service/job_answers.py), as for clients polling jobs that have not moved since; a page whose
+20 jobs all changed costs about twice the server CPU (README, "The API").
 
 For each process count, three phases, each `--seconds` long, from one load generator process:
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.settings import Settings
 
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+# A pooled connection idle longer than this is pinged before use (see _ping_when_idle).
+PING_AFTER_IDLE_SECONDS = 1.0
 
 # SQLite's OperationalError covers bugs (a syntax error, a missing table) as well as a database that
 # cannot be used right now; only these mean "try again later".
@@ -94,11 +97,42 @@ def make_engine(url: str, *, connections: int | None = None) -> Engine:
             cursor.close()
 
         return engine
-    # pre_ping replaces connections a restarted server dropped; connect_timeout keeps a request from
-    # hanging on a host that does not answer at all (the API answers 503 instead).
-    return create_engine(
-        url, pool_pre_ping=True, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}, **options
-    )
+    # connect_timeout keeps a request from hanging on a host that does not answer at all (the API
+    # answers 503 instead).
+    engine = create_engine(url, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS}, **options)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Replace the connections a restarted server dropped, as `pool_pre_ping` does, but ping only a
+    connection that sat idle in the pool for PING_AFTER_IDLE_SECONDS or more.
+
+    `pool_pre_ping` pings at every checkout: a round trip more for each request, as many as the
+    query itself of a `GET /v1/jobs` page (benchmarks/api_load.py). A connection returned less than a
+    second ago was working then; if the server went away since, the request fails as one in flight
+    at that moment would, answers 503 (service/errors.py), and that disconnect invalidates the pool.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("returned_at", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                # The pool retries with a new connection, and replaces the other ones from before.
+                raise sa_exc.InvalidatePoolError() from error
+            raise
 
 
 def lasting_sessions(settings: Settings) -> tuple[sessionmaker[Session], Engine]:

@@ -4,6 +4,7 @@ Each app owns its engine, sessionmaker and Celery app (on `app.state`), built fr
 is given, so tests and embedded servers never share a database through a module-level cache.
 """
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,4 +113,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.mount(page.STATIC_URL, page.static_files(), name="static")
+    return app
+
+
+def served_app(settings: Settings | None = None) -> FastAPI:
+    """The app a server process runs (`deltatune api`, `serve`): create_app's, with every object the
+    process holds by then (its imports' ~150,000) set aside from the garbage collector.
+
+    A full collection walks every tracked object: each took 70 to 140 ms on a loaded 2-core machine, a
+    stall that every request in flight waited out (benchmarks/api_load.py's p99). Those objects live
+    as long as the process anyway; frozen, no collection walks them again.
+    """
+    app = create_app(settings)
+    gc.freeze()
     return app

@@ -258,16 +258,16 @@ def _write_private(path: Path, text: str) -> None:
 def _run_uvicorn(settings: Settings, *, processes: int = 1) -> None:
     import uvicorn
 
-    from service.app import create_app
+    from service.app import served_app
 
     if processes == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        uvicorn.run(served_app(settings), host=settings.host, port=settings.port, log_level="info")
         return
     # Several processes share the listening socket; each builds its own app (engine, pool, Celery app)
     # from the environment, which is where these settings came from too (only host and port, which
     # uvicorn's parent binds, may have come from flags).
     uvicorn.run(
-        "service.app:create_app",
+        "service.app:served_app",
         factory=True,
         workers=processes,
         host=settings.host,

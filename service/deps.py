@@ -19,7 +19,6 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, QueuePool
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from core.settings import Settings
 from core.storage import Storage
@@ -72,7 +71,7 @@ async def read_in_thread(session: Session, read: Callable[..., Answer], *args: A
     default READ COMMITTED, without the round trips of BEGIN and ROLLBACK. (A route that writes must
     not come here: its statements would not commit or fail together.) The session gives its
     connection back at the end of the trip, so the request then closes it on the event loop without
-    a second trip. `read` returns the answer built (a response model), not rows.
+    a second trip. `read` returns the answer built (a response model, or the Response), not rows.
     """
     return await anyio.to_thread.run_sync(
         _read_then_close, session, read, *args, limiter=_reads_limiter(session)
@@ -101,7 +100,7 @@ def _reads_limiter(session: Session) -> anyio.CapacityLimiter | None:
 
 
 def _read_then_close(session: Session, read: Callable[..., Answer], *args: Any) -> Answer:
-    if not session.in_transaction():  # else the key's lookup (a cache miss) began one: it goes on in it
+    if not session.in_transaction():  # else the caller began one: the read goes on in it
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     answer = read(session, *args)
     session.close()  # on an exception the request's own close (get_session) ends it
@@ -132,7 +131,11 @@ async def current_owner(
     keys: KeyCache = request.app.state.api_keys
     owner = keys.get(key_hash)
     if owner is None:
-        owner = await run_in_threadpool(owner_for_key_hash, session, key_hash)
+        # A read like the route's: it waits for a read slot on the event loop and gives its connection
+        # back before the route waits for one. Keeping it (in a transaction) stalled a process when a
+        # key's cache entry expired under load: the requests that missed held every pooled connection
+        # while waiting for slots, and those holding slots waited for a connection.
+        owner = await read_in_thread(session, owner_for_key_hash, key_hash)
         if owner is None:
             raise Unauthorized("invalid API key: it is unknown or has been revoked", code="invalid_api_key")
         keys.remember(key_hash, owner)

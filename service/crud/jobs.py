@@ -1,7 +1,6 @@
 """Jobs, their events and artifacts: the rows behind /v1/jobs, always scoped to their owner."""
 
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -153,16 +152,6 @@ def list_events(
 
 def list_artifacts(session: Session, *, job_id: str) -> list[Artifact]:
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
-
-
-def artifacts_by_job(session: Session, *, job_ids: Sequence[str]) -> dict[str, list[Artifact]]:
-    """Artifacts of many jobs in one query, for a page of jobs."""
-    found: dict[str, list[Artifact]] = defaultdict(list)
-    if job_ids:
-        query = select(Artifact).where(Artifact.job_id.in_(job_ids)).order_by(Artifact.name)
-        for artifact in session.scalars(query):
-            found[artifact.job_id].append(artifact)
-    return found
 
 
 def get_artifact(session: Session, *, job_id: str, name: str) -> Artifact | None:

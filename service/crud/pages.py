@@ -16,6 +16,14 @@ def newest_first_page(
     session: Session, query: Select[Row], model: Any, *, limit: int, after: Any | None
 ) -> tuple[list[Row], bool]:
     """One page of `query` ordered newest first, and whether more rows follow it."""
+    # One row more than the page: it only tells whether more follow.
+    rows = list(session.scalars(newest_first(query, model, after=after).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def newest_first(query: Select[Any], model: Any, *, after: Any | None) -> Select[Any]:
+    """`query` narrowed to the rows after `after`, newest first; `model` and `after` are anything
+    with a `created_at` and an `id` (a model or a table's columns; a row or bound parameters)."""
     if after is not None:
         query = query.where(
             or_(
@@ -23,5 +31,4 @@ def newest_first_page(
                 and_(model.created_at == after.created_at, model.id < after.id),
             )
         )
-    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return query.order_by(model.created_at.desc(), model.id.desc())

@@ -8,25 +8,24 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from core.models import ACTIVE, Artifact, Job, JobEvent, JobStatus
+from core.models import ACTIVE, Job, JobEvent, JobStatus
+from service.crud import job_rows
 from service.crud import jobs as crud
 from service.deps import CeleryDep, CurrentOwner, SessionDep, SettingsDep, StorageDep, read_in_thread
 from service.errors import ApiError, Conflict, NotFound
 from service.idempotency import JsonIdempotency, idempotent
-from service.schemas.common import error_responses, optional_unix_seconds, unix_seconds
+from service.job_answers import artifact_object, job_answer, job_object, page_answer
+from service.schemas.common import error_responses, unix_seconds
 from service.schemas.jobs import (
     ArtifactList,
-    ArtifactObject,
     DryRun,
     JobDeleted,
-    JobError,
     JobEventList,
     JobEventObject,
     JobList,
     JobObject,
 )
 from service.storage import artifact_key, remove_job_objects, stored_file_response, stream_tar_gz
-from service.stored_specs import stored_spec
 from service.submit import submit_job
 from tuning.spec import JobRequest
 
@@ -37,55 +36,15 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=error_responses(4
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size.")]
 
 
-def artifact_object(artifact: Artifact) -> ArtifactObject:
-    return ArtifactObject(
-        name=artifact.name,
-        bytes=artifact.bytes,
-        sha256=artifact.sha256,
-        created_at=unix_seconds(artifact.created_at),
-        url=f"/v1/jobs/{quote(artifact.job_id)}/artifacts/{quote(artifact.name)}",
-    )
-
-
-def job_object(job: Job, artifacts: list[Artifact]) -> JobObject:
-    spec = stored_spec(job)
-    error = None
-    if job.error_code is not None:
-        error = JobError(code=job.error_code, message=job.error_message or "", param=job.error_param)
-    return JobObject(
-        id=job.id,
-        status=JobStatus(job.status),
-        base_model=job.base_model,
-        method=spec.method,
-        training_file=job.training_file_id,
-        validation_file=job.validation_file_id,
-        spec=spec,
-        metadata=spec.metadata,
-        created_at=unix_seconds(job.created_at),
-        started_at=optional_unix_seconds(job.started_at),
-        finished_at=optional_unix_seconds(job.finished_at),
-        # OpenAI's meaning: an estimate only while the job runs (a finished job's is history, not news).
-        estimated_finish=optional_unix_seconds(job.estimated_finish_at)
-        if job.status == JobStatus.RUNNING
-        else None,
-        examples_seen=job.examples_seen,
-        trained_tokens=job.trained_tokens,
-        progress=min(max(job.progress, 0.0), 1.0),
-        metrics=job.metrics or {},
-        validation=job.validation,
-        error=error,
-        cancel_requested=job.cancel_requested,
-        pause_requested=job.pause_requested and job.status == JobStatus.RUNNING,
-        artifacts=[artifact_object(a) for a in artifacts] if job.status == JobStatus.SUCCEEDED else [],
-        webhook_url=job.webhook_url,
-    )
-
-
 def owned_job(session: Session, owner_id: str, job_id: str) -> Job:
     job = crud.get_job(session, owner_id=owner_id, job_id=job_id)
     if job is None:
-        raise NotFound(f"no job with id {job_id!r}", param="job_id", code="job_not_found")
+        raise _no_job(job_id)
     return job
+
+
+def _no_job(job_id: str) -> NotFound:
+    return NotFound(f"no job with id {job_id!r}", param="job_id", code="job_not_found")
 
 
 def full_job_object(session: Session, job: Job) -> JobObject:
@@ -132,37 +91,40 @@ def create_job(
         return created[0]
 
 
-@router.get("", responses=error_responses(400))
+# The two reads below answer bytes made by service/job_answers.py, which FastAPI sends as they are;
+# `response_model` keeps the OpenAPI document as it was when they answered the models.
+@router.get("", response_model=JobList, responses=error_responses(400))
 async def list_jobs(
     owner: CurrentOwner,
     session: SessionDep,
     limit: Limit = 20,
     after: Annotated[str | None, Query(description="The last job id of the previous page.")] = None,
-) -> JobList:
+) -> Response:
     """List your jobs, newest first."""
     return await read_in_thread(session, job_page, owner.id, limit, after)
 
 
-def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> JobList:
+def job_page(session: Session, owner_id: str, limit: int, after: str | None) -> Response:
     cursor = None
     if after is not None:
-        cursor = crud.get_job(session, owner_id=owner_id, job_id=after)
+        cursor = job_rows.position(session, owner_id=owner_id, job_id=after)
         if cursor is None:
             raise ApiError(f"after: no job with id {after!r}", param="after", code="invalid_cursor")
-    jobs, has_more = crud.list_jobs(session, owner_id=owner_id, limit=limit, after=cursor)
-    succeeded = [job.id for job in jobs if job.status == JobStatus.SUCCEEDED]
-    artifacts = crud.artifacts_by_job(session, job_ids=succeeded)
-    return JobList(data=[job_object(job, artifacts.get(job.id, [])) for job in jobs], has_more=has_more)
+    rows, has_more = job_rows.job_rows(session, owner_id=owner_id, limit=limit, after=cursor)
+    return Response(page_answer(session, rows, has_more=has_more), media_type="application/json")
 
 
-@router.get("/{job_id}", responses=error_responses(404))
-async def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> JobObject:
+@router.get("/{job_id}", response_model=JobObject, responses=error_responses(404))
+async def get_job(job_id: str, owner: CurrentOwner, session: SessionDep) -> Response:
     """Get a job: status, progress, latest metrics, error and artifacts."""
-    return await read_in_thread(session, owned_job_object, owner.id, job_id)
+    return await read_in_thread(session, owned_job_answer, owner.id, job_id)
 
 
-def owned_job_object(session: Session, owner_id: str, job_id: str) -> JobObject:
-    return full_job_object(session, owned_job(session, owner_id, job_id))
+def owned_job_answer(session: Session, owner_id: str, job_id: str) -> Response:
+    row = job_rows.job_row(session, owner_id=owner_id, job_id=job_id)
+    if row is None:
+        raise _no_job(job_id)
+    return Response(job_answer(session, row), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", responses=error_responses(404, 409, 413))
