@@ -14,7 +14,7 @@ class Resources(SpecModel):
         ge=1,
         le=64,
         description="Processes that train the job together, one device each (a GPU on CUDA, a share of "
-        "the CPU otherwise), under torch.distributed: DDP, or FSDP for method 'full' on CUDA. Each global "
+        "the CPU otherwise), under torch.distributed's DDP (each device holds the whole model). Each global "
         "batch of hyperparameters.batch_size is split among them, so the schedule, the seed and the "
         "result do not depend on this number. At most what the queue's workers offer a job.",
     )
