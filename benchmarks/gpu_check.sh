@@ -2,7 +2,7 @@
 # The GPU checks of the performance and scaling work, in one prepared run on a machine with an
 # NVIDIA GPU (everything else in the project passes without one):
 #
-#   benchmarks/gpu_check.sh               # about 10 minutes on one H100; prints every table
+#   benchmarks/gpu_check.sh               # about 10 minutes on one GPU; prints every table
 #   OUT=results benchmarks/gpu_check.sh   # also keeps each step's output under results/
 #
 # 1. the GPU, the driver and what torch sees;
@@ -14,7 +14,9 @@
 #    against the job's `train_seconds`, with the machine's figures measured first;
 # 4. a whole LoRA job against the PEFT + Trainer script (benchmarks/whole_job.py, one round; both
 #    sides on the GPU, the Trainer with bf16=True as a GPU user writes it): wall time, accuracy,
-#    evaluation throughput.
+#    evaluation throughput;
+# 5. where there are several GPUs, the LoRA job and the full fine-tune on 1 and 2 processes (one GPU
+#    each, nccl; benchmarks/processes.py): wall time, training tokens per second, accuracy.
 #
 # Python: $PYTHON, else the project's .venv (on a GPU host install torch's CUDA build, as the
 # Dockerfile does, then the project: `pip install -e '.[dev]'`).
@@ -52,3 +54,10 @@ step torch "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda",
 step training_step "$PYTHON" -m benchmarks.step --device cuda --precisions bf16 --steps 20 --warmup 3
 step estimate "$PYTHON" -m benchmarks.estimate lora full
 step whole_job "$PYTHON" -m benchmarks.whole_job --rounds 1
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    step processes_lora "$PYTHON" -m benchmarks.processes --method lora --processes 1 2
+    step processes_full "$PYTHON" -m benchmarks.processes --method full --processes 1 2
+else
+    echo
+    echo "== processes: one GPU here; the 2-GPU runs need a machine with two"
+fi
