@@ -13,7 +13,7 @@ and, where the CPU multiplies bf16 natively, under bf16 autocast on both sides.
 
 - deltatune: the job's own code path: the task loads the model (`Task.load`), the method is applied
   (`tuning.build.apply_spec_method`), the optimizer is the job's (`parameter_groups`, `make_optimizer`)
-  and each step is the training loop's `optimizer_step` (forward, loss, zero_grad, backward,
+  and each step is the training loop's `optimizer_step` (zero_grad, forward, loss, backward,
   clipping at 1.0, AdamW).
 - peer: what a PEFT user writes: `get_peft_model` with the same rank, alpha, dropout, targets or
   virtual tokens, then `loss = model(**batch, labels=...).loss`, zero_grad, backward, clipping at
