@@ -83,15 +83,15 @@ LearningRate = Annotated[float, Field(gt=0, le=1.0)]
 class Hyperparameters(SpecModel):
     epochs: Epochs | Literal["auto"] = Field(
         "auto",
-        description="Passes over the training file. auto: enough passes for about 200 optimizer steps, "
-        "between 2 and 10 (tuning.auto); the job's events say how many it chose.",
+        description="Passes over the training file. auto: enough passes for about 150 optimizer steps, "
+        "between 1 and 10 (tuning.auto); the job's events say how many it chose.",
     )
     batch_size: int = Field(16, ge=1, le=4096)
     learning_rate: LearningRate | Literal["auto"] = Field(
         "auto",
-        description="Peak learning rate. auto: the rate the method's paper fine-tunes with, at this batch "
-        "size, and a new head at 1e-3 when the method's own rate is lower (tuning.auto); a number "
-        "applies to every trained parameter.",
+        description="Peak learning rate. auto: the AdamW rate the method's paper fine-tunes with, × "
+        "√(batch_size/16), and a new task head at 1e-3 (tuning.auto); a number applies to every "
+        "trained parameter.",
     )
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd is plain SGD, no momentum.")
     warmup_ratio: float = Field(0.06, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
