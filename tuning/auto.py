@@ -9,9 +9,10 @@ checkpoints carry; the stored spec keeps "auto", and the job's events say what i
   paper, `MethodEntry.learning_rate`), given for batch 16, scaled by √(batch_size / 16), the
   square-root rule for Adam (Malladi et al. 2022, arXiv:2205.10287; Hoffer et al. 2017 for its
   reason: it keeps the update's noise scale). The task's new head (a fresh pooler or classifier)
-  trains at 1e-3, Adam's default (Kingma & Ba 2014), whatever the body's rate: at BERT's 2e-5..5e-5
-  a randomly initialised head is still near its start after a few hundred steps, and a head that has
-  not learned yet makes the body chase noise (Kumar et al. 2022, arXiv:2202.10054).
+  trains at least at 1e-3, Adam's default (Kingma & Ba 2014): at BERT's 2e-5..5e-5 a randomly
+  initialised head is still near its start after a few hundred steps, and a head that has not
+  learned yet makes the body chase noise (Kumar et al. 2022, arXiv:2202.10054); beside a faster
+  body (prompts at 3e-2) it keeps the body's rate, so it never lags what feeds it.
 - epochs: enough passes for about TARGET_STEPS optimizer steps, clamped to MIN_EPOCHS..MAX_EPOCHS. A
   small set gets more passes, as OpenAI's auto does and as Mosbach et al. 2021 (arXiv:2006.04884)
   found small-data fine-tuning needs (more iterations, not a different rate); a large one gets one.
@@ -73,7 +74,7 @@ def resolve(spec: JobSpec, *, examples: int, steps_per_epoch: int) -> AutoChoice
     if hp.learning_rate == "auto":
         values["learning_rate"], reasons["learning_rate"] = auto_learning_rate(spec)
         if spec.task == "sequence_classification":
-            head_rate = HEAD_LEARNING_RATE
+            head_rate = max(HEAD_LEARNING_RATE, values["learning_rate"])
     resolved = ResolvedHyperparameters.model_validate(values)
     return AutoChoice(spec.model_copy(update={"hyperparameters": resolved}), head_rate, reasons)
 

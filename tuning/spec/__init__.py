@@ -90,8 +90,8 @@ class Hyperparameters(SpecModel):
     learning_rate: LearningRate | Literal["auto"] = Field(
         "auto",
         description="Peak learning rate. auto: the AdamW rate the method's paper fine-tunes with, × "
-        "√(batch_size/16), and a new task head at 1e-3 (tuning.auto); a number applies to every "
-        "trained parameter.",
+        "√(batch_size/16), and a new task head at that or 1e-3, whichever is higher (tuning.auto); "
+        "a number applies to every trained parameter.",
     )
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd is plain SGD, no momentum.")
     warmup_ratio: float = Field(0.06, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
