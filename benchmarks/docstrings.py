@@ -1,12 +1,16 @@
 """A real, variable-length text classification task: which library a docstring comes from.
 
     .venv/bin/python -m benchmarks.docstrings OUT_DIR     # writes OUT_DIR/train.jsonl and test.jsonl
+    .venv/bin/python -m benchmarks.docstrings OUT_DIR --libraries tools   # the second task
 
 The texts are the docstrings (module, class and function) of four libraries installed beside
 deltatune, read from their source files with `ast` (nothing is imported or run), and the label is
-the library: `torch` (tensors and layers), `sqlalchemy` (SQL and the ORM), `celery` (tasks, workers,
-brokers; kombu's docstrings count as celery's, the messaging half of it) and `pydantic` (models and
-validation). Docstrings are real prose written by many people: a few words ("Return the dtype.") to
+the library. Two sets of four: `service` (the default, the whole-job benchmark's) is `torch`
+(tensors and layers), `sqlalchemy` (SQL and the ORM), `celery` (tasks, workers, brokers; kombu's
+docstrings count as celery's, the messaging half of it) and `pydantic` (models and validation);
+`tools`, a second task that no example or default was written for, is `numpy` (arrays and their
+maths), `redis` (a key-value server's commands), `aws` (boto3 and botocore, the AWS SDK) and `rich`
+(terminal rendering). Docstrings are real prose written by many people: a few words ("Return the dtype.") to
 pages with examples, so lengths vary as a real task's do, and many are generic ("Returns a copy of
 self.") and cannot be told apart, which keeps accuracy below 100%.
 
@@ -30,11 +34,20 @@ from importlib import util
 from pathlib import Path
 
 SALT = "deltatune-docstrings-1"
-LIBRARIES: dict[str, tuple[str, ...]] = {
-    "torch": ("torch",),
-    "sqlalchemy": ("sqlalchemy",),
-    "celery": ("celery", "kombu"),
-    "pydantic": ("pydantic",),
+# Label → the packages whose docstrings carry it, per set.
+LIBRARY_SETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "service": {
+        "torch": ("torch",),
+        "sqlalchemy": ("sqlalchemy",),
+        "celery": ("celery", "kombu"),
+        "pydantic": ("pydantic",),
+    },
+    "tools": {
+        "numpy": ("numpy",),
+        "redis": ("redis",),
+        "aws": ("boto3", "botocore"),
+        "rich": ("rich",),
+    },
 }
 PER_LIBRARY = 315
 TRAIN, TEST = 945, 315
@@ -77,11 +90,16 @@ def docstrings(root: Path, max_files: int | None = None) -> Iterator[str]:
 
 
 def build(
-    per_library: int = PER_LIBRARY, train: int = TRAIN, test: int = TEST, *, max_files: int | None = None
+    per_library: int = PER_LIBRARY,
+    train: int = TRAIN,
+    test: int = TEST,
+    *,
+    max_files: int | None = None,
+    libraries: str = "service",
 ) -> Split:
     seen: set[str] = set()
     rows: list[dict[str, str]] = []
-    for label, packages in LIBRARIES.items():
+    for label, packages in LIBRARY_SETS[libraries].items():
         texts = {
             text
             for package in packages
@@ -97,8 +115,8 @@ def build(
     return Split(rows[:train], rows[train : train + test])
 
 
-def write(out_dir: Path, *, quick: bool = False) -> tuple[Path, Path]:
-    split = build(24, 64, 32, max_files=40) if quick else build()
+def write(out_dir: Path, *, quick: bool = False, libraries: str = "service") -> tuple[Path, Path]:
+    split = build(24, 64, 32, max_files=40, libraries=libraries) if quick else build(libraries=libraries)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = out_dir / "train.jsonl", out_dir / "test.jsonl"
     for path, rows in zip(paths, (split.train, split.test), strict=True):
@@ -110,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--quick", action="store_true", help="64 train / 32 test texts")
+    parser.add_argument("--libraries", choices=sorted(LIBRARY_SETS), default="service", help="which four")
     args = parser.parse_args(argv)
-    for path in write(args.out_dir, quick=args.quick):
+    for path in write(args.out_dir, quick=args.quick, libraries=args.libraries):
         data = path.read_bytes()
         lines = data.count(b"\n")
         print(f"{path.name}: {lines} lines, sha256 {hashlib.sha256(data).hexdigest()[:16]}")

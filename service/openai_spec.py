@@ -14,7 +14,7 @@ goes through service.submit.submit_job exactly as one from POST /v1/jobs.
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -31,10 +31,10 @@ from service.schemas.fine_tuning import (
     SupervisedMethod,
     UnsupportedMethod,
 )
-from tuning.spec import FORMATS_BY_TASK, Hyperparameters, JobRequest
+from tuning.auto import auto_learning_rate
+from tuning.spec import FORMATS_BY_TASK, JobRequest, JobSpec
 from tuning.validation import chat_template
 
-DEFAULT_LEARNING_RATE: float = Hyperparameters.model_fields["learning_rate"].default
 # deltatune's spec parts a create request may carry by their own names (the SDK's extra_body).
 PARTS = (
     "task",
@@ -79,7 +79,7 @@ def job_request(session: Session, settings: Settings, owner_id: str, body: FineT
         "base_model": base_model_of(body.model),
         "training_file": body.training_file,
         "validation_file": body.validation_file,
-        "hyperparameters": _hyperparameters(body),
+        "hyperparameters": _hyperparameters(body),  # learning_rate_multiplier: applied last
         "metadata": _metadata(body),
     }
     supervised = body.method is None or isinstance(body.method, SupervisedMethod)
@@ -104,7 +104,18 @@ def job_request(session: Session, settings: Settings, owner_id: str, body: FineT
     if data_format == "chat" and not data.get("chat_template") and chat_template(base_path) is None:
         # OpenAI's chat files train on any base model: one without a template of its own gets ChatML.
         spec["data"] = data | {"chat_template": CHATML}
+    multiplier = _learning_rate_multiplier(body)
+    if multiplier is not None:
+        # Times the rate "auto" picks for the job's method and batch size, the job's default.
+        rate, _ = auto_learning_rate(_validated(spec).job_spec())
+        spec["hyperparameters"]["learning_rate"] = multiplier * rate
     return _validated(spec)
+
+
+def learning_rate_multiplier(spec: JobSpec) -> float | Literal["auto"]:
+    """The job's learning rate as OpenAI says it: "auto", or times what auto would pick."""
+    rate = spec.hyperparameters.learning_rate
+    return "auto" if rate == "auto" else rate / auto_learning_rate(spec)[0]
 
 
 def _validated(spec: dict[str, Any]) -> JobRequest:
@@ -153,13 +164,20 @@ def _hyperparameters(body: FineTuningJobCreate) -> dict[str, Any]:
             values["epochs"] = openai.n_epochs
         if isinstance(openai.batch_size, int):
             values["batch_size"] = openai.batch_size
-        if isinstance(openai.learning_rate_multiplier, float | int):
-            values["learning_rate"] = DEFAULT_LEARNING_RATE * openai.learning_rate_multiplier
     if body.seed is not None:
         if "seed" in extra:
             raise _bad("seed: give it at the top level or in hyperparameters, not both", "seed")
         values["seed"] = body.seed
     return values
+
+
+def _learning_rate_multiplier(body: FineTuningJobCreate) -> float | None:
+    inner = None
+    if isinstance(body.method, SupervisedMethod) and body.method.supervised is not None:
+        inner = body.method.supervised.hyperparameters
+    openai = inner if inner is not None else body.hyperparameters
+    multiplier = openai.learning_rate_multiplier if openai is not None else None
+    return float(multiplier) if isinstance(multiplier, float | int) else None
 
 
 def _given(hyperparameters: SupervisedHyperparameters) -> bool:

@@ -284,6 +284,8 @@ def dry_run(
         worker_memory_bytes=settings.worker_memory_bytes,
         fits_worker=fits_worker(settings, estimate),
         estimate_method=method,
+        hyperparameters=dict(estimate.hyperparameters),
+        auto_reasons=dict(estimate.auto_reasons),
     )
 
 

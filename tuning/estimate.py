@@ -5,6 +5,8 @@ on a worker described by its measured figures (`Worker`: the settings DELTATUNE_
 `python -m benchmarks.estimate --measure-worker` measures on a machine); no earlier job calibrates it.
 How each figure is made (also returned as text):
 
+- hyperparameters: "auto" learning rate and epochs resolved as training resolves them (tuning.auto),
+  from the training file's batches; the estimate reports the numbers and why.
 - steps = epochs × batches; batches = ceil(examples / batch_size), or with packing
   ceil(packed sequences / batch_size). Early stopping can only make it fewer.
 - tokens = Σ min(tokens, max_seq_length) over the training file × epochs (packing: Σ tokens).
@@ -54,6 +56,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tuning.auto import resolve, trained_with
 from tuning.methods import method_entry
 from tuning.methods.base_model import ModelShapes
 from tuning.models import tensor_shapes
@@ -100,6 +103,9 @@ class Estimate:
     method: str = METHOD_TEXT
     seconds_parts: Mapping[str, float] = field(default_factory=dict)  # what the seconds are made of
     memory_parts: Mapping[str, int] = field(default_factory=dict)  # what the peak is made of
+    # The hyperparameters training would use, "auto" resolved (tuning.auto), and why for those that were.
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    auto_reasons: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,11 +182,12 @@ def parameter_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
 
 def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, worker: Worker) -> Estimate:
     """The dry run's figures for `spec` on the files `report` (tuning.validation) describes."""
-    hp = spec.hyperparameters
     training = report["files"]["training_file"]
     validation = report["files"].get("validation_file")
-    trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     train_shapes = _training_shapes(spec, training)
+    auto = resolve(spec, examples=training["examples"], steps_per_epoch=train_shapes.count)
+    spec, hp = auto.spec, auto.hyperparameters
+    trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     steps = hp.epochs * train_shapes.count
     shapes = ModelShapes(parameter_shapes(base_path), _config(base_path))
     parameters = shapes.total()
@@ -209,7 +216,13 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
         int(sum(memory_parts.values())),
         seconds_parts=seconds_parts,
         memory_parts=memory_parts,
+        hyperparameters=_chosen(auto.hyperparameters.model_dump(), auto.head_learning_rate),
+        auto_reasons=dict(auto.reasons),
     )
+
+
+def _chosen(values: dict[str, Any], head_learning_rate: float | None) -> dict[str, Any]:
+    return values if head_learning_rate is None else values | {"head_learning_rate": head_learning_rate}
 
 
 def _training_shapes(spec: JobSpec, training: Mapping[str, Any]) -> Shapes:
@@ -294,7 +307,7 @@ def _reuses_frozen_prefix(
     spec: JobSpec, shapes: ModelShapes, lowest: int, trained_tokens: int, validation: Mapping[str, Any] | None
 ) -> bool:
     """Whether tuning.frozen_prefix caches the layers below `lowest` (its `auto` rules, and the size cap)."""
-    hp = spec.hyperparameters
+    hp = trained_with(spec)
     if spec.task != "sequence_classification" or lowest < 1 or spec.gradual_unfreeze is not None:
         return False
     if str(shapes.config.get("model_type", "")) in LAST_TOKEN_SCORE:
@@ -316,7 +329,7 @@ def _seconds(
     validation: Shapes | None,
     steps: int,
 ) -> dict[str, float]:
-    hp = spec.hyperparameters
+    hp = trained_with(spec)
     flops, _ = worker.training_flops(hp.mixed_precision)
     running = model.layers - model.cached
     backward_layers = model.layers - model.lowest
@@ -342,7 +355,7 @@ def _evaluations(spec: JobSpec, steps: int, per_epoch: int) -> int:
     """Before the first step, then each epoch's end or every eval_steps, and at the end if not on one."""
     every = spec.hyperparameters.eval_steps
     if every is None:
-        return 1 + spec.hyperparameters.epochs
+        return 1 + trained_with(spec).epochs
     return 1 + steps // every + (1 if steps % every else 0)
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tuning.artifacts import TrainedJob
+from tuning.auto import AutoChoice, resolve, trained_with
 from tuning.batching import Encoded, steps_per_epoch
 from tuning.build import Built, apply_spec_method
 from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint_weights
@@ -82,7 +83,7 @@ class BeforeMethod:
 class Prepared:
     """A job ready to train: its resolved spec, data, task, and the model with its method applied."""
 
-    spec: JobSpec  # problem_type resolved, as the manifest records it
+    spec: JobSpec  # problem_type and "auto" hyperparameters resolved, as the manifest records it
     base_path: Path
     task: Task
     data: TaskData
@@ -94,6 +95,7 @@ class Prepared:
     method_trainable: list[nn.Parameter]  # the method's whole trainable set, as it applied it
     train_set: Encoded
     validation_set: Encoded | None
+    head_learning_rate: float | None = None  # "auto"'s rate for the new head; None: the spec's rate
     identity: JobIdentity | None = None  # what makes a resume point this job's, when it writes or reads one
     resume_point: ResumePoint | None = None  # the point it resumes from, checked to be this job's
 
@@ -239,11 +241,12 @@ def prepare(
     # Encoded after the method: a method that adds tokens (input_adapter) adds them to the tokenizer.
     train_set = task.encode(task_model, spec, data.train, data.labels)
     validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
+    auto = _resolve_auto(spec, len(data.train), len(train_set), on_event)
     on_event(_training_started(model, built))
     if identity is not None and before_method.fisher is not None:
         identity = replace(identity, fisher_sha256=tensors_sha256(before_method.fisher))
     return Prepared(
-        spec,
+        auto.spec,
         base_path,
         task,
         data,
@@ -255,9 +258,20 @@ def prepare(
         method_trainable,
         train_set,
         validation_set,
+        auto.head_learning_rate,
         identity,
         resume_point,
     )
+
+
+def _resolve_auto(spec: JobSpec, examples: int, sequences: int, on_event: EventSink) -> AutoChoice:
+    """The "auto" hyperparameters as numbers, once the training set's size in batches is known (packing
+    makes it the packed sequences'), announced with the reasons."""
+    per_epoch = steps_per_epoch(sequences, spec.hyperparameters.batch_size)
+    auto = resolve(spec, examples=examples, steps_per_epoch=per_epoch)
+    if (event := auto.event()) is not None:
+        on_event(event)
+    return auto
 
 
 def _save_memory(spec: JobSpec, model: nn.Module, device: torch.device, on_event: EventSink) -> None:
@@ -294,7 +308,7 @@ def train_job(
         job.model,
         job.train_set,
         job.validation_set,
-        spec.hyperparameters,
+        trained_with(spec),
         task=job.task,
         device=job.device,
         optimizer_groups=_optimizer_groups(job),
@@ -400,6 +414,11 @@ def _optimizer_groups(job: Prepared) -> list[dict[str, Any]]:
     if spec.layer_lr_decay is not None:
         for name, scale in layer_lr_scales(model, built.layers, spec.layer_lr_decay.decay).items():
             scales[name] = scales.get(name, 1.0) * scale
+    if job.head_learning_rate is not None:
+        head = job.head_learning_rate / trained_with(spec).learning_rate
+        for name, _ in model.named_parameters():
+            if any(name.startswith(module + ".") for module in built.task_model.head_modules):
+                scales[name] = scales.get(name, 1.0) * head
     return parameter_groups(model, spec.hyperparameters.weight_decay, scales)
 
 

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from tuning.auto import trained_with
 from tuning.batching import Encoded, collate, steps_per_epoch, to_device
 from tuning.device import autocast
 from tuning.events import Event, EventSink
@@ -376,7 +377,7 @@ def _auto_declines(spec: JobSpec, task_kind: str, cut: ModelCut, per_epoch: int)
         return "regularizers.kl runs its reference model on the tokens"
     if cut.refusal is not None:
         return cut.refusal
-    schedule, epochs = spec.gradual_unfreeze, spec.hyperparameters.epochs
+    schedule, epochs = spec.gradual_unfreeze, trained_with(spec).epochs
     stage = epochs if schedule is None else schedule.every / (1 if schedule.unit == "epochs" else per_epoch)
     if min(stage, epochs) < MIN_EPOCHS_TO_PAY:
         return "each boundary would serve under 2 epochs, so caching would not pay"

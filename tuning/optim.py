@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuning.spec import Hyperparameters
+from tuning.spec import ResolvedHyperparameters
 
 
 def parameter_groups(
@@ -38,7 +38,7 @@ def parameter_groups(
     return [groups[key] for key in sorted(groups, key=lambda key: (not key[0], -key[1]))]
 
 
-def make_optimizer(groups: list[dict[str, Any]], hp: Hyperparameters) -> torch.optim.Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], hp: ResolvedHyperparameters) -> torch.optim.Optimizer:
     if hp.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.learning_rate)
     return torch.optim.AdamW(groups, lr=hp.learning_rate)

@@ -26,7 +26,7 @@ from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.frozen_prefix import FrozenPrefix
 from tuning.optim import learning_rate_at, make_optimizer, set_learning_rate, warmup_steps
 from tuning.regularizers import Regularizer
-from tuning.spec import CheckpointOptions, EarlyStopping, Hyperparameters
+from tuning.spec import CheckpointOptions, EarlyStopping, ResolvedHyperparameters
 from tuning.tasks import Task
 from tuning.training_state import TrainingState, capture_rng, restore_rng
 
@@ -81,7 +81,7 @@ def train(
     model: nn.Module,
     train_set: Encoded,
     validation_set: Encoded | None,
-    hp: Hyperparameters,
+    hp: ResolvedHyperparameters,
     *,
     task: Task,
     device: torch.device,
@@ -373,7 +373,7 @@ class Evaluations:
 class Progress:
     """What the metrics events report: losses since the last one, examples, tokens, speed."""
 
-    def __init__(self, hp: Hyperparameters, per_epoch: int, on_event: EventSink) -> None:
+    def __init__(self, hp: ResolvedHyperparameters, per_epoch: int, on_event: EventSink) -> None:
         self.total_steps = hp.epochs * per_epoch
         self.warmup = warmup_steps(self.total_steps, hp.warmup_ratio)
         self.logging_steps, self.per_epoch, self.on_event = hp.logging_steps, per_epoch, on_event
@@ -417,7 +417,7 @@ class Progress:
 
 
 def _checkpoint_due_after_step(
-    step: int, checkpoints: CheckpointOptions | None, hp: Hyperparameters, per_epoch: int
+    step: int, checkpoints: CheckpointOptions | None, hp: ResolvedHyperparameters, per_epoch: int
 ) -> bool:
     every = checkpoints.every_steps if checkpoints is not None else None
     # A checkpoint due on the epoch's last step waits for the end-of-epoch evaluation.
@@ -426,7 +426,7 @@ def _checkpoint_due_after_step(
 
 
 def _checkpoint_due_after_epoch(
-    step: int, checkpoints: CheckpointOptions | None, hp: Hyperparameters
+    step: int, checkpoints: CheckpointOptions | None, hp: ResolvedHyperparameters
 ) -> bool:
     if checkpoints is None:
         return False

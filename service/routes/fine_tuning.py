@@ -22,7 +22,7 @@ from service.errors import ApiError
 from service.fine_tuned_models import checkpoint_model, fine_tuned_model
 from service.idempotency import JsonIdempotency, idempotent
 from service.key_cache import AuthenticatedOwner
-from service.openai_spec import DEFAULT_LEARNING_RATE, job_request
+from service.openai_spec import job_request, learning_rate_multiplier
 from service.pausing import pause_job, resume_job
 from service.result_files import result_files
 from service.routes.jobs import cancel, owned_job
@@ -63,7 +63,7 @@ def openai_job(session: Session, settings: Settings, job: Job, owner: Authentica
     hp = spec.hyperparameters
     hyperparameters = JobHyperparameters(
         batch_size=hp.batch_size,
-        learning_rate_multiplier=hp.learning_rate / DEFAULT_LEARNING_RATE,
+        learning_rate_multiplier=learning_rate_multiplier(spec),
         n_epochs=hp.epochs,
     )
     error = None

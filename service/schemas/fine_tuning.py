@@ -133,9 +133,11 @@ class FineTuningJobCreate(OpenAIModel):
 
 
 class JobHyperparameters(BaseModel):
+    """As the job's spec has them: "auto" until the job resolves it (its events say to what)."""
+
     batch_size: int
-    learning_rate_multiplier: float
-    n_epochs: int
+    learning_rate_multiplier: float | Literal["auto"]
+    n_epochs: int | Literal["auto"]
 
 
 class JobSupervised(BaseModel):

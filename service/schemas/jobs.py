@@ -125,3 +125,11 @@ class DryRun(BaseModel):
         "answers 422 (code job_exceeds_worker_memory). null: not configured.",
     )
     estimate_method: str | None = Field(None, description="How these figures were estimated.")
+    hyperparameters: dict[str, Any] | None = Field(
+        None,
+        description='The hyperparameters the job would train with: "auto" learning_rate and epochs as '
+        "the numbers training would choose (and head_learning_rate, the new head's rate under auto).",
+    )
+    auto_reasons: dict[str, str] | None = Field(
+        None, description='Why "auto" chose each value it chose, by hyperparameter.'
+    )

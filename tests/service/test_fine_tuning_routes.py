@@ -78,7 +78,7 @@ def test_create_answers_openai_job_on_the_same_job(client: TestClient, auth: dic
     FineTuningJob.model_validate(job)  # the SDK's own type, strictly
     assert job["object"] == "fine_tuning.job" and job["status"] == "queued"
     assert job["model"] == "tiny-bert" and job["fine_tuned_model"] is None and job["result_files"] == []
-    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 16, "learning_rate_multiplier": 1.0}
+    assert job["hyperparameters"] == {"n_epochs": 2, "batch_size": 16, "learning_rate_multiplier": "auto"}
     assert job["method"] == {"type": "supervised", "supervised": {"hyperparameters": job["hyperparameters"]}}
     assert job["seed"] == 42 and job["trained_tokens"] is None and job["finished_at"] is None
     assert job["organization_id"].startswith("owner-")
@@ -101,8 +101,10 @@ def test_hyperparameters_map_auto_and_multiplier(client: TestClient, auth: dict[
         hyperparameters={"n_epochs": "auto", "batch_size": 4, "learning_rate_multiplier": 0.5},
         seed=7,
     )
-    assert job["hyperparameters"] == {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}
-    assert job["spec"]["hyperparameters"]["learning_rate"] == pytest.approx(2.5e-4)
+    # "auto" stays "auto" until the job resolves it; the multiplier is times auto's rate for LoRA at
+    # batch 4: 5e-4 (Hu et al.) × √(4/16) × 0.5.
+    assert job["hyperparameters"] == {"n_epochs": "auto", "batch_size": 4, "learning_rate_multiplier": 0.5}
+    assert job["spec"]["hyperparameters"]["learning_rate"] == pytest.approx(1.25e-4)
     assert job["seed"] == 7
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.spec_base import MethodOptions
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 
 Options = TypeVar("Options", bound=MethodOptions)
 Layout = Literal["peft", "deltatune"]
+
+
+class PaperRate(NamedTuple):
+    """The AdamW learning rate a method's paper fine-tunes with at batch 16, and where it says so."""
+
+    rate: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class MethodEntry(Generic[Options]):
     # the stack): backward runs down to it, and the layers below it can run once (tuning.frozen_prefix).
     lowest_layer: Callable[[Options, ModelShapes], int]
     frozen_base: Callable[[Options], bool]  # trains only new tensors: every pretrained one stays as loaded
+    learning_rate: Callable[[Options], PaperRate]  # what "auto" trains it at (tuning.auto)
 
     @property
     def layout(self) -> Layout:
@@ -63,6 +71,7 @@ def register_method(
     options: type[Options],
     estimate: Callable[[Options, ModelShapes], int],
     torch_half: Callable[[], MethodModel],
+    learning_rate: Callable[[Options], PaperRate],
     additive: bool,
     mergeable: bool,
     peft_artifact: Callable[[], ArtifactLayout] | None = None,
@@ -87,7 +96,7 @@ def register_method(
         raise TypeError(
             f"method {name!r}: {options.__name__} needs a docstring and a paper for the catalogue"
         )
-    for part, value in (("estimate", estimate), ("torch_half", torch_half)):
+    for part, value in (("estimate", estimate), ("torch_half", torch_half), ("learning_rate", learning_rate)):
         if not callable(value):
             raise TypeError(f"method {name!r} registers no {part}: every method needs one")
     if additive and mergeable:
@@ -113,6 +122,7 @@ def register_method(
         virtual_keys_only=virtual_keys_only,
         lowest_layer=lowest_layer or (lambda _options, _shapes: 0),
         frozen_base=frozen_base or (lambda _: additive),
+        learning_rate=learning_rate,
     )
 
 

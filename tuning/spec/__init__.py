@@ -5,7 +5,7 @@ jobs table, the worker's input and the spec written into every artifact's manife
 of parts that cannot work is refused here, with the reason, so the API answers 422 before queueing.
 """
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -63,6 +63,7 @@ __all__ = [
     "Method",
     "MethodOptions",
     "Regularizers",
+    "ResolvedHyperparameters",
     "Resources",
     "SpecModel",
     "Task",
@@ -77,10 +78,23 @@ class CompositionError(ValueError):
         self.param = param
 
 
+Epochs = Annotated[int, Field(ge=1, le=1000)]
+LearningRate = Annotated[float, Field(gt=0, le=1.0)]
+
+
 class Hyperparameters(SpecModel):
-    epochs: int = Field(3, ge=1, le=1000)
+    epochs: Epochs | Literal["auto"] = Field(
+        "auto",
+        description="Passes over the training file. auto: enough passes for about 150 optimizer steps, "
+        "between 1 and 10 (tuning.auto); the job's events say how many it chose.",
+    )
     batch_size: int = Field(16, ge=1, le=4096)
-    learning_rate: float = Field(5e-4, gt=0, le=1.0)
+    learning_rate: LearningRate | Literal["auto"] = Field(
+        "auto",
+        description="Peak learning rate. auto: the AdamW rate the method's paper fine-tunes with, × "
+        "√(batch_size/16), and a new task head at that or 1e-3, whichever is higher (tuning.auto); "
+        "a number applies to every trained parameter.",
+    )
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd is plain SGD, no momentum.")
     warmup_ratio: float = Field(0.06, ge=0.0, le=1.0, description="Fraction of steps with linear warmup.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
@@ -129,6 +143,14 @@ class Hyperparameters(SpecModel):
         "outputs in, float32 tokens × hidden size over the training and validation sets; above it they "
         "are recomputed each step instead, with an event saying so.",
     )
+
+
+class ResolvedHyperparameters(Hyperparameters):
+    """Hyperparameters with every "auto" resolved to a number (tuning.auto): what training reads and
+    the artifact's manifest records."""
+
+    epochs: Epochs
+    learning_rate: LearningRate
 
 
 class JobSpec(SpecModel):
@@ -215,6 +237,12 @@ class JobSpec(SpecModel):
             ):
                 if value:
                     raise CompositionError(f"{name} applies to causal_lm only", param=name)
+        if self.hyperparameters.optimizer == "sgd" and self.hyperparameters.learning_rate == "auto":
+            raise CompositionError(
+                "hyperparameters.learning_rate auto picks the AdamW rates of the methods' papers; "
+                "give sgd a number",
+                param="hyperparameters.learning_rate",
+            )
         if self.early_stopping is not None:
             if self.validation_file is None:
                 raise CompositionError(

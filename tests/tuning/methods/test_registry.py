@@ -14,7 +14,7 @@ import tuning.methods
 from tuning.estimate import trainable_parameters
 from tuning.methods import METHODS, Method
 from tuning.methods.base_model import ModelShapes
-from tuning.methods.registry import by_name, register_method
+from tuning.methods.registry import PaperRate, by_name, register_method
 from tuning.models import tensor_shapes
 from tuning.spec import JobSpec
 from tuning.spec.catalogue import catalogue
@@ -45,6 +45,7 @@ def toy_parts(**overrides: Any) -> dict[str, Any]:
         "options": ToyMethod,
         "estimate": toy_estimate,
         "torch_half": toy_torch_half,
+        "learning_rate": lambda _options: PaperRate(1e-3, "Nobody 2024, a toy"),
         "additive": True,
         "mergeable": False,
     } | overrides
@@ -69,6 +70,7 @@ def test_a_method_registered_without_an_estimate_fails() -> None:
     ("overrides", "words"),
     [
         ({"torch_half": None}, "registers no torch_half"),
+        ({"learning_rate": None}, "registers no learning_rate"),
         ({"name": "other"}, "must default to 'other'"),
         ({"additive": True, "mergeable": True}, "nothing to merge"),
         ({"example": {"unknown": 1}}, "Extra inputs"),
@@ -77,6 +79,12 @@ def test_a_method_registered_without_an_estimate_fails() -> None:
 def test_a_registration_whose_parts_disagree_fails(overrides: dict[str, Any], words: str) -> None:
     with pytest.raises(Exception, match=words):
         register_method(**toy_parts(**overrides))
+
+
+def test_every_method_names_the_paper_its_auto_rate_comes_from() -> None:
+    for name, entry in METHODS.items():
+        rate = entry.learning_rate(entry.options.model_validate(entry.example))
+        assert 0 < rate.rate <= 1.0 and rate.source.strip(), name
 
 
 def test_a_method_registered_twice_is_refused() -> None:

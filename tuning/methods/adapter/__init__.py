@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tuning.methods.adapter.options import AdapterMethod
 from tuning.methods.base_model import ModelShapes
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -30,10 +30,17 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: AdapterMethod) -> PaperRate:
+    # Houlsby et al. 2019 (section 3.1) search {3e-5, 3e-4, 3e-3}; Pfeiffer et al.'s AdapterHub trains
+    # at 1e-4 for 10+ epochs. Adapters start at identity, so a short job needs the upper end.
+    return PaperRate(1e-3, "Houlsby et al. 2019, §3.1: 3e-5..3e-3")
+
+
 METHOD = register_method(
     name="adapter",
     options=AdapterMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=True,
     mergeable=False,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from tuning.methods.base_model import ModelShapes
 from tuning.methods.bitfit.options import BitFitMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -28,10 +28,17 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: BitFitMethod) -> PaperRate:
+    # Ben Zaken et al. 2021 (section 3) search {1e-4, 4e-4, 7e-4, 1e-3}: biases are few and small, so
+    # they take the largest of them.
+    return PaperRate(1e-3, "Ben Zaken et al. 2021, BitFit, §3: 1e-4..1e-3")
+
+
 METHOD = register_method(
     name="bitfit",
     options=BitFitMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=False,
     mergeable=True,

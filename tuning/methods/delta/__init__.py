@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.delta.options import DeltaMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 from tuning.methods.targets import check_targets
 
 if TYPE_CHECKING:
@@ -37,10 +37,17 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: DeltaMethod) -> PaperRate:
+    # Δw's trajectory is the full fine-tune's of the same weights (W + Δw, W frozen): BERT's rates
+    # (Devlin et al. 2018, A.3: 2e-5..5e-5), the top of the grid as for `full`.
+    return PaperRate(5e-5, "Devlin et al. 2018, BERT, A.3: 2e-5..5e-5, as full fine-tuning")
+
+
 METHOD = register_method(
     name="delta",
     options=DeltaMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=False,
     mergeable=True,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from tuning.methods.base_model import ModelShapes
 from tuning.methods.full.options import FullMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -28,10 +28,17 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: FullMethod) -> PaperRate:
+    # BERT fine-tunes every weight at 5e-5, 3e-5 or 2e-5 with batch 16 or 32 (Devlin et al. 2018,
+    # appendix A.3); the top of that grid, since a few hundred steps is all "auto" gives it.
+    return PaperRate(5e-5, "Devlin et al. 2018, BERT, A.3: 2e-5..5e-5")
+
+
 METHOD = register_method(
     name="full",
     options=FullMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=False,
     mergeable=True,

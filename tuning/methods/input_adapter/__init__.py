@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tuning.methods.base_model import ModelShapes
 from tuning.methods.input_adapter.options import InputAdapterMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -33,10 +33,18 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: InputAdapterMethod) -> PaperRate:
+    # Pfeiffer et al. 2021 train their invertible and embedding adapters with the task adapters' rate
+    # (AdapterHub's 1e-4, tens of epochs); a zero-initialised encoder under a short job needs the
+    # bottleneck adapters' upper end (Houlsby et al. 2019, §3.1: 3e-5..3e-3).
+    return PaperRate(1e-3, "Houlsby et al. 2019, §3.1: 3e-5..3e-3, as bottleneck adapters")
+
+
 METHOD = register_method(
     name="input_adapter",
     options=InputAdapterMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=True,
     mergeable=False,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tuning.errors import SpecError
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.lora.options import LoraMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 from tuning.methods.targets import check_targets
 
 if TYPE_CHECKING:
@@ -68,10 +68,16 @@ def peft_artifact() -> ArtifactLayout:
     return artifact
 
 
+def learning_rate(options: LoraMethod) -> PaperRate:
+    # Hu et al. 2021 (appendix D, table 9) train RoBERTa-base's LoRA at 4e-4..5e-4 with batch 16.
+    return PaperRate(5e-4, "Hu et al. 2021, LoRA, table 9: 4e-4..5e-4 at batch 16")
+
+
 METHOD = register_method(
     name="lora",
     options=LoraMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     peft_artifact=peft_artifact,
     additive=False,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tuning.errors import SpecError
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.partial.options import PartialMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.methods.apply import MethodModel
@@ -62,10 +62,20 @@ def torch_half() -> MethodModel:
     return model
 
 
+def learning_rate(options: PartialMethod) -> PaperRate:
+    # A linear probe trains a fresh head alone: Adam's default rate (Kingma & Ba 2014). The last N
+    # layers are fine-tuned as BERT fine-tunes them all (Devlin et al. 2018, A.3: 2e-5..5e-5); with
+    # the layers below frozen, the top of that grid.
+    if options.head_only:
+        return PaperRate(1e-3, "a linear probe: Adam's default, Kingma & Ba 2014")
+    return PaperRate(5e-5, "Devlin et al. 2018, BERT, A.3: 2e-5..5e-5")
+
+
 METHOD = register_method(
     name="partial",
     options=PartialMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     additive=False,
     mergeable=True,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tuning.errors import SpecError
 from tuning.methods.base_model import ModelConfig, ModelShapes
 from tuning.methods.prompt_tuning.options import PromptTuningMethod
-from tuning.methods.registry import register_method
+from tuning.methods.registry import PaperRate, register_method
 
 if TYPE_CHECKING:
     from tuning.artifacts.job import ArtifactLayout
@@ -54,10 +54,18 @@ def peft_artifact() -> ArtifactLayout:
     return artifact
 
 
+def learning_rate(options: PromptTuningMethod) -> PaperRate:
+    # Lester et al. 2021 (section 3) train prompts at 0.3 with Adafactor, whose step is relative to the
+    # parameter's scale; with AdamW's absolute steps P-tuning v2 (Liu et al. 2022, arXiv:2110.07602)
+    # tunes prompts at 5e-3..1e-2 over many epochs, so a short job takes a few times that.
+    return PaperRate(3e-2, "Lester et al. 2021: 0.3 with Adafactor; AdamW: Liu et al. 2022, 5e-3..1e-2")
+
+
 METHOD = register_method(
     name="prompt_tuning",
     options=PromptTuningMethod,
     estimate=estimate,
+    learning_rate=learning_rate,
     torch_half=torch_half,
     peft_artifact=peft_artifact,
     additive=True,
