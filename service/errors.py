@@ -260,12 +260,17 @@ def field_path(loc: Sequence[Any], body: Any) -> str | None:
     """`("body", "method", "lora", "r")` → `"method.r"`: dotted, list indices in brackets.
 
     Pydantic puts a discriminated union's tag into `loc`; it is not a field the client wrote, so
-    a step that is absent from the submitted body but equals that object's `type` is skipped.
+    a step that is absent from the submitted body but equals that object's `type` is skipped. A
+    union of plain values (`"epochs": 3` or `"auto"`) puts the member's name after the field
+    (`epochs.constrained-int`): nothing under a value the client sent as a string or a number is a
+    field, so the path ends there.
     """
     steps = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     current = body if loc and loc[0] == "body" else None
     path = ""
     for index, step in enumerate(steps):
+        if isinstance(current, str | int | float | bool):
+            break
         if isinstance(current, dict) and current.get("type") == step:
             # The tag is skipped; a field named like it (OpenAI's `{"type": "supervised", "supervised":
             # ...}`) follows it in `loc` and is the client's own.

@@ -91,6 +91,7 @@ def test_unknown_base_model_lists_the_known_ones(
             "string_type",
         ),
         ({"hyperparameters": {"epochs": "many"}}, "hyperparameters.epochs", "int_parsing"),
+        ({"hyperparameters": {"learning_rate": "fast"}}, "hyperparameters.learning_rate", "float_parsing"),
         ({"hyperparameters": {"epochs": 1, "lr": 0.1}}, "hyperparameters.lr", "extra_forbidden"),
         ({"colour": "blue"}, "colour", "extra_forbidden"),
         ({"task": "translation"}, "task", "literal_error"),
