@@ -30,7 +30,7 @@ from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
 from tuning.device import pick_device, uses_bf16
-from tuning.distribution import SINGLE, Ranks
+from tuning.distribution import SINGLE, Ranks, is_sharded, whole
 from tuning.errors import SpecError
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.frozen_prefix import FrozenPrefix, frozen_prefix_for
@@ -141,7 +141,8 @@ def fit(
     `spec.checkpoints` and a `checkpoints_dir`, each checkpoint is written there as an artifact and
     handed to `on_checkpoint`. With `resume` and a `resume_dir`, resume points are written there (see
     tuning.resume); `resume_from`, one of this job's points, continues the job where it was written.
-    `ranks`: this process's place among those that train the job together (tuning.distribution).
+    `ranks`: this process's place among those that train the job together (tuning.distribution); a
+    sharded model (`full`) is gathered whole at the end, into a fresh copy of the model on rank 0.
     """
     job = prepare(
         spec,
@@ -169,6 +170,8 @@ def fit(
         should_stop=should_stop,
         ranks=ranks,
     )
+    if is_sharded(job.model):
+        return _gathered(job, result, ranks)
     return finish(job, result)
 
 
@@ -290,6 +293,8 @@ def train_job(
     if spec.checkpoints is not None and checkpoints_dir is not None:
         checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, job.trained_job, on_checkpoint)
     resumed = _resumed_state(job, on_event) if job.resume_point is not None else None
+    if spec.method.type == "full" and ranks.world_size > 1:
+        _shard(job, ranks)
     return train(
         job.model,
         job.train_set,
@@ -311,6 +316,15 @@ def train_job(
         ranks=ranks,
         rows_per_pass=spec.resources.max_examples_per_device,
     )
+
+
+def _shard(job: Prepared, ranks: Ranks) -> None:
+    """`full` on several processes: each holds a shard of the model (tuning.distribution), and nothing
+    else keeps its whole weights on the device. θ₀, read again only by the artifact's writer (the
+    regularizers that read it each step are refused with sharding), waits on the CPU."""
+    ranks.shard(job.model, job.model.get_submodule(job.built.layers.stack))
+    job.method_trainable = [parameter for parameter in job.model.parameters() if parameter.requires_grad]
+    job.snapshot = job.snapshot.to("cpu")
 
 
 def _frozen_prefix(job: Prepared, on_event: EventSink) -> FrozenPrefix | None:
@@ -362,6 +376,27 @@ def finish(job: Prepared, result: TrainResult) -> Fitted:
     job.model.to("cpu").eval()
     job.snapshot = job.snapshot.to("cpu")
     return Fitted(job.trained_job(metrics), result)
+
+
+def _gathered(job: Prepared, result: TrainResult, ranks: Ranks) -> Fitted:
+    """A sharded job's trained weights, whole, in a fresh copy of the model on rank 0 (which writes the
+    artifact); every process takes part in gathering each tensor. The other processes keep their shards.
+    """
+    fresh = None
+    if ranks.leads:
+        fresh = job.task.load(job.spec, job.base_path, job.data.labels)
+        apply_spec_method(job.spec, fresh)
+    fresh_parameters = dict(fresh.model.named_parameters()) if fresh is not None else {}
+    with torch.no_grad():
+        for name, parameter in job.model.named_parameters():
+            tensor = whole(parameter.detach())  # a collective: every process, the same order
+            if fresh is not None:
+                fresh_parameters[name].copy_(tensor)
+    if fresh is None:
+        return Fitted(job.trained_job(_final_metrics(result)), result)
+    job.task_model = fresh
+    job.method_trainable = [parameter for parameter in fresh.model.parameters() if parameter.requires_grad]
+    return finish(job, result)
 
 
 def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[AnyExample]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
-from tuning.distribution import SINGLE, Ranks, Share, gradient_sync
+from tuning.distribution import SINGLE, Ranks, Share, gradient_sync, is_sharded, sharded_like, whole
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -141,8 +141,13 @@ def train(
             save_checkpoint(step, step / per_epoch, evaluations.taken_at(step))
 
     def resume_point(step: int, epoch: int, batches_done: int, order: list[int] | None) -> None:
-        if resume_points is not None and resume_points.due(step):
-            resume_points(loop.state(step, epoch, batches_done, order))
+        due = resume_points is not None and resume_points.due(step)
+        if is_sharded(model):  # every process gathers the whole state for rank 0's point
+            due = ranks.agree(due)
+        if due:
+            state = loop.state(step, epoch, batches_done, order)
+            if resume_points is not None:
+                resume_points(state)
 
     step, first_epoch, skip, order = 0, 0, 0, None
     if resume_from is not None:
@@ -248,8 +253,11 @@ class LoopState:
                 "checkpoints_kept": list(self.checkpoints.kept) if self.checkpoints is not None else [],
                 "trainable_now": [name for name, parameter in self.named if parameter.requires_grad],
             },
-            trainable={name: parameter.detach().to("cpu", copy=True) for name, parameter in self.named},
-            optimizer=self.optimizer.state_dict(),
+            # Whole tensors, also of a sharded model: a point resumes on any number of processes.
+            trainable={
+                name: whole(parameter.detach()).to("cpu", copy=True) for name, parameter in self.named
+            },
+            optimizer=_whole_optimizer_state(self.optimizer.state_dict()),
             rng=capture_rng(self.shuffle),
             order=order if batches_done else None,
             best=dict(zip((name for name, _ in self.named), stopper.saved, strict=True))
@@ -285,8 +293,8 @@ class LoopState:
                     raise ResumeMismatch(
                         f"the resume point's {name} is {tuple(stored.shape)}, not {tuple(parameter.shape)}"
                     )
-                parameter.copy_(stored)
-        self.optimizer.load_state_dict(state.optimizer)
+                parameter.copy_(sharded_like(stored, parameter))
+        self.optimizer.load_state_dict(_sharded_optimizer_state(state.optimizer, self.optimizer))
         loop = state.loop
         self.progress.restore(loop["progress"])
         self.evaluations.restore(loop["evaluations"])
@@ -296,6 +304,33 @@ class LoopState:
             self.stopper.restore_state(loop["early_stopping"], saved)
         if self.checkpoints is not None:
             self.checkpoints.kept = list(loop["checkpoints_kept"])
+
+
+def _whole_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's state_dict with each sharded moment gathered whole: one process's format."""
+    moments = {
+        index: {key: whole(value) for key, value in per_parameter.items()}
+        for index, per_parameter in state["state"].items()
+    }
+    return {**state, "state": moments}
+
+
+def _sharded_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A resume point's optimizer state cut to this process's shards (the same state when unsharded)."""
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    moments = {}
+    for index, per_parameter in state["state"].items():
+        parameter = parameters[int(index)]
+        moments[index] = {
+            key: sharded_like(value, parameter) if _moment_of(value, parameter) else value
+            for key, value in per_parameter.items()
+        }
+    return {**state, "state": moments}
+
+
+def _moment_of(value: object, parameter: torch.Tensor) -> bool:
+    """Whether an optimizer state entry is shaped as its parameter (Adam's moments; not its step count)."""
+    return isinstance(value, torch.Tensor) and value.shape == parameter.shape
 
 
 def _named_parameters(optimizer_groups: list[dict[str, Any]]) -> list[tuple[str, nn.Parameter]]:
