@@ -135,6 +135,12 @@ def whole(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+def whole_on_cpu(value: object) -> object:
+    """A shard's whole tensor gathered onto the CPU (as every process must call it); anything else as is.
+    For the optimizer's moments: gathered all at once, they would take twice the weights on the device."""
+    return value.full_tensor().cpu() if isinstance(value, DTensor) else value
+
+
 def sharded_like(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
     """`value`, a whole tensor every process holds alike, cut to `parameter`'s shard (no communication)."""
     if not isinstance(parameter, DTensor):

@@ -293,7 +293,8 @@ def train_job(
     if spec.checkpoints is not None and checkpoints_dir is not None:
         checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, job.trained_job, on_checkpoint)
     resumed = _resumed_state(job, on_event) if job.resume_point is not None else None
-    if spec.method.type == "full" and ranks.world_size > 1:
+    sharded = spec.method.type == "full" and ranks.world_size > 1
+    if sharded:
         _shard(job, ranks)
     return train(
         job.model,
@@ -310,7 +311,9 @@ def train_job(
         save_checkpoint=checkpoints,
         resume_points=resume_points,
         resume_from=resumed,
-        frozen_prefix=_frozen_prefix(job, on_event),
+        # Nothing of `full` is frozen (gradual_unfreeze runs in one process): no view of a frozen part
+        # may come between the loop and the sharded model.
+        frozen_prefix=None if sharded else _frozen_prefix(job, on_event),
         on_event=on_event,
         should_stop=should_stop,
         ranks=ranks,

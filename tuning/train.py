@@ -18,7 +18,16 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
-from tuning.distribution import SINGLE, Ranks, Share, gradient_sync, is_sharded, sharded_like, whole
+from tuning.distribution import (
+    SINGLE,
+    Ranks,
+    Share,
+    gradient_sync,
+    is_sharded,
+    sharded_like,
+    whole,
+    whole_on_cpu,
+)
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -309,7 +318,7 @@ class LoopState:
 def _whole_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
     """The optimizer's state_dict with each sharded moment gathered whole: one process's format."""
     moments = {
-        index: {key: whole(value) for key, value in per_parameter.items()}
+        index: {key: whole_on_cpu(value) for key, value in per_parameter.items()}
         for index, per_parameter in state["state"].items()
     }
     return {**state, "state": moments}
