@@ -1,7 +1,7 @@
 """`full` on 2 processes trains sharded (FSDP2 over gloo) and ends as the same job on 1: same weights,
-metrics and events, an artifact (the dense delta and a merged export) that loads to the same outputs;
-its resume points hold the whole state, so a point written by 2 processes resumes on 1, and one written
-by 1 resumes on 2.
+metrics and events, checkpoints, an artifact (the dense delta and a merged export) that loads to the
+same outputs; its resume points hold the whole state, so a point written by 2 processes resumes on 1,
+and one written by 1 resumes on 2.
 
 Real processes, as in test_distributed (two torchrun launches in all). Metrics and outputs agree within
 tests.tuning.distributed_jobs' ATOL; the weights within FULL_ATOL, as the same job does in one process
@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from tests.tuning.distributed_jobs import ATOL, Seen, assert_same_job, job_spec
+from tests.tuning.distributed_jobs import ATOL, Seen, assert_same_job, job_spec, weights
 from tests.tuning.test_spec_tasks import refused
 from tuning import JobSpec, ResumeOptions, RunResult, load_artifact, predict_logits, run
 from tuning.launch import run_in_processes
@@ -33,7 +33,6 @@ def full_spec(processes: int, max_examples_per_device: int | None = None) -> Job
     """The distributed tests' job with every weight trained, and a merged export besides the delta."""
     fields = job_spec(processes, max_examples_per_device).model_dump(exclude_none=True)
     fields |= {"method": {"type": "full"}, "export": {"merged": True}}
-    del fields["checkpoints"]  # refused with sharding, see test_what_reads_whole_weights_alone_is_refused
     return JobSpec.model_validate(fields)
 
 
@@ -48,6 +47,7 @@ def one_full(
         out,
         **nodrop_files,
         on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
         resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
     )
     return result, out, seen
@@ -55,6 +55,13 @@ def one_full(
 
 def assert_same_full_job(a: tuple[RunResult, Path], b: tuple[RunResult, Path]) -> float:
     return assert_same_job(a, b, weights_atol=FULL_ATOL, unconstrained=KEY_BIAS)
+
+
+def assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert sorted(a) == sorted(b) and a
+    for name, tensor in a.items():
+        if KEY_BIAS not in name:
+            assert torch.allclose(b[name], tensor, rtol=0, atol=FULL_ATOL), name
 
 
 def logits(out: Path, model_dirs: list[Path]) -> torch.Tensor:
@@ -77,6 +84,7 @@ def test_full_on_two_processes_ends_as_on_one(
         two_out,
         **nodrop_files,
         on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
         resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
     )
     largest = assert_same_full_job((one_result, one_out), (result, two_out))
@@ -86,14 +94,17 @@ def test_full_on_two_processes_ends_as_on_one(
     for (_, _, a), (_, _, b) in zip(one_steps, two_steps, strict=True):
         for key, value in a.items():
             assert b[key] == (pytest.approx(value, abs=ATOL) if isinstance(value, float) else value), key
+    # Checkpoints: every process gathers the weights, rank 0 writes them.
+    one_checkpoints, two_checkpoints = one_seen.checkpoints, seen.checkpoints
+    assert [c[:2] for c in two_checkpoints] == [c[:2] for c in one_checkpoints] == [(7, []), (14, [7])]
+    for (_, _, a), (_, _, b) in zip(one_checkpoints, two_checkpoints, strict=True):
+        assert b == pytest.approx(a, abs=ATOL)
+    last = "out-checkpoints/step-00000014"  # the one kept; an artifact like the job's own
+    assert_close_weights(weights(one_out.parent / last), weights(tmp_path / last))
     # The artifact rank 0 wrote from the gathered weights: tuning's loader and the merged export.
     model_dirs = nodrop_files["model_dirs"]
     assert torch.allclose(logits(two_out, model_dirs), logits(one_out, model_dirs), rtol=0, atol=ATOL)
-    one_merged, two_merged = merged_weights(one_out), merged_weights(two_out)
-    assert sorted(one_merged) == sorted(two_merged)
-    for name, tensor in one_merged.items():
-        if KEY_BIAS not in name:
-            assert torch.allclose(two_merged[name], tensor, rtol=0, atol=FULL_ATOL), name
+    assert_close_weights(merged_weights(one_out), merged_weights(two_out))
     # Rank 0's points hold the whole weights and optimizer moments, as one process writes them.
     assert [point.step for point in seen.points] == [point.step for point in one_seen.points] == [3, 6, 9, 12]
     resumed = tmp_path / "resumed"
@@ -112,14 +123,13 @@ def test_a_point_written_by_one_process_resumes_sharded_on_two(
     assert_same_full_job((one_result, one_out), (result, out))
 
 
-@pytest.mark.parametrize("name", ["regularizers.l2sp", "regularizers.ewc", "early_stopping", "checkpoints"])
+@pytest.mark.parametrize("name", ["regularizers.l2sp", "regularizers.ewc", "early_stopping"])
 def test_what_reads_whole_weights_alone_is_refused(name: str) -> None:
     fields = full_spec(2).model_dump(exclude_none=True)
     part = {
         "regularizers.l2sp": ("regularizers", {"l2sp": {"weight": 0.01}}),
         "regularizers.ewc": ("regularizers", {"ewc": {"weight": 0.01, "fisher_file": "file-fisher"}}),
         "early_stopping": ("early_stopping", {"metric": "accuracy", "patience": 2}),
-        "checkpoints": ("checkpoints", {"keep": 1}),
     }[name]
     fields[part[0]] = part[1]
     assert refused(fields).param == name

@@ -262,7 +262,6 @@ class JobSpec(SpecModel):
             "regularizers.l2sp": self.regularizers.l2sp,
             "regularizers.ewc": self.regularizers.ewc,
             "early_stopping": self.early_stopping,
-            "checkpoints": self.checkpoints,
         }
         for name, value in alone.items():
             if value is not None:
