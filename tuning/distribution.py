@@ -15,8 +15,9 @@ DDP wraps the model of every method but `full`, over gloo on the CPU and nccl on
 sharded (FSDP2's fully_shard, each transformer layer then the root): each process holds 1/N of the
 weights, gradients and optimizer moments, and a forward or backward gathers one layer at a time.
 FSDP averages the gradients as DDP does, so the loss scales above hold for both. Whatever needs the
-whole weights (a resume point, the artifact) gathers them, every process taking part (`whole`), and
-a resume point's whole tensors are cut to this process's shard again when it is read (`sharded_like`).
+whole weights (a resume point, a checkpoint, the artifact) gathers them, every process taking part
+(`whole`), and a resume point's whole tensors are cut to this process's shard again when it is read
+(`sharded_like`).
 """
 
 import contextlib
