@@ -131,6 +131,15 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def reshard(model: nn.Module) -> None:
+    """Put a sharded model's weights back into their shards. After a forward the root's stay gathered
+    (FSDP expects a backward to need them), as plain tensors that neither see a write to the shards (early
+    stopping's restore) nor are the shards a gather reads."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """A shard's whole tensor, gathered from every process (each must call it, in the same order)."""
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor

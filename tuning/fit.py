@@ -30,7 +30,7 @@ from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
 from tuning.device import pick_device, uses_bf16
-from tuning.distribution import SINGLE, Ranks, is_sharded, whole
+from tuning.distribution import SINGLE, Ranks, is_sharded, reshard, whole
 from tuning.errors import SpecError
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
@@ -186,6 +186,7 @@ class WholeModel:
         self.task_model: TaskModel | None = None  # rank 0's, built when first asked for
 
     def gather(self) -> None:
+        reshard(self.job.model)  # the shards, not the root's weights an evaluation left gathered
         plain = dict(self._plain().model.named_parameters()) if self.ranks.leads else {}
         with torch.no_grad():
             for name, parameter in self.job.model.named_parameters():

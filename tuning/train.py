@@ -24,6 +24,7 @@ from tuning.distribution import (
     Share,
     gradient_sync,
     is_sharded,
+    reshard,
     sharded_like,
     whole,
     whole_on_cpu,
@@ -223,6 +224,8 @@ def train(
         if _checkpoint_due_after_epoch(step, checkpoints, hp):
             checkpoint(step)
         resume_point(step, epoch + 1, 0, None)
+    if is_sharded(model):  # early stopping may write the best weights into the shards
+        reshard(model)
     return _result(step, loop.initial_eval, evaluations, stopper, progress, on_event)
 
 
@@ -269,7 +272,7 @@ class LoopState:
             optimizer=_whole_optimizer_state(self.optimizer.state_dict()),
             rng=capture_rng(self.shuffle),
             order=order if batches_done else None,
-            best=dict(zip((name for name, _ in self.named), stopper.saved, strict=True))
+            best={name: whole(saved) for (name, _), saved in zip(self.named, stopper.saved, strict=True)}
             if stopper is not None and stopper.saved
             else {},
         )
@@ -309,7 +312,9 @@ class LoopState:
         self.evaluations.restore(loop["evaluations"])
         self.initial_eval = _evaluation(loop["initial_eval"])
         if self.stopper is not None:
-            saved = [state.best[name] for name in names] if state.best else []
+            saved = []
+            if state.best:
+                saved = [sharded_like(state.best[name], parameter) for name, parameter in self.named]
             self.stopper.restore_state(loop["early_stopping"], saved)
         if self.checkpoints is not None:
             self.checkpoints.kept = list(loop["checkpoints_kept"])

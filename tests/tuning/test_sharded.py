@@ -33,6 +33,9 @@ def full_spec(processes: int, max_examples_per_device: int | None = None) -> Job
     """The distributed tests' job with every weight trained, and a merged export besides the delta."""
     fields = job_spec(processes, max_examples_per_device).model_dump(exclude_none=True)
     fields |= {"method": {"type": "full"}, "export": {"merged": True}}
+    # Step 7's accuracy is not beaten at step 14: the best weights are kept (whole in later resume
+    # points) and put back at the end.
+    fields["early_stopping"] = {"metric": "accuracy", "patience": 1}
     return JobSpec.model_validate(fields)
 
 
@@ -123,13 +126,12 @@ def test_a_point_written_by_one_process_resumes_sharded_on_two(
     assert_same_full_job((one_result, one_out), (result, out))
 
 
-@pytest.mark.parametrize("name", ["regularizers.l2sp", "regularizers.ewc", "early_stopping"])
+@pytest.mark.parametrize("name", ["regularizers.l2sp", "regularizers.ewc"])
 def test_what_reads_whole_weights_alone_is_refused(name: str) -> None:
     fields = full_spec(2).model_dump(exclude_none=True)
     part = {
         "regularizers.l2sp": ("regularizers", {"l2sp": {"weight": 0.01}}),
         "regularizers.ewc": ("regularizers", {"ewc": {"weight": 0.01, "fisher_file": "file-fisher"}}),
-        "early_stopping": ("early_stopping", {"metric": "accuracy", "patience": 2}),
     }[name]
     fields[part[0]] = part[1]
     assert refused(fields).param == name

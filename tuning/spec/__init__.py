@@ -257,11 +257,10 @@ class JobSpec(SpecModel):
 
     def _fits_shards(self) -> None:
         # `full` on several processes trains sharded: each holds a part of every weight, so what reads
-        # the whole weights on one process alone, or beside each step, is not built for it yet.
+        # θ−θ₀ whole beside each step is not built for it yet.
         alone = {
             "regularizers.l2sp": self.regularizers.l2sp,
             "regularizers.ewc": self.regularizers.ewc,
-            "early_stopping": self.early_stopping,
         }
         for name, value in alone.items():
             if value is not None:
