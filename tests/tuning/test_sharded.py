@@ -1,7 +1,7 @@
 """`full` on 2 processes trains sharded (FSDP2 over gloo) and ends as the same job on 1: same weights,
-metrics and events, checkpoints, an artifact (the dense delta and a merged export) that loads to the
-same outputs; its resume points hold the whole state, so a point written by 2 processes resumes on 1,
-and one written by 1 resumes on 2.
+metrics and events, checkpoints, early stopping's best weights, an artifact (the dense delta and a
+merged export) that loads to the same outputs; its resume points hold the whole state, so a point
+written by 2 processes resumes on 1, and one written by 1 resumes on 2.
 
 Real processes, as in test_distributed (two torchrun launches in all). Metrics and outputs agree within
 tests.tuning.distributed_jobs' ATOL; the weights within FULL_ATOL, as the same job does in one process
