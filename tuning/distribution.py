@@ -11,8 +11,13 @@ result do not depend on the number of processes (to float rounding: a sum split 
 order). Rank 0 alone reports, checkpoints and writes resume points; `agree` makes every process stop
 at the step rank 0 stops at. With one process (`SINGLE`) and one pass every method is the identity.
 
-DDP wraps the model for every method, over gloo on the CPU and nccl on CUDA. Not yet FSDP: `full` on
-CUDA keeps a whole copy of the model and its optimizer state on each GPU.
+DDP wraps the model of every method but `full`, over gloo on the CPU and nccl on CUDA. `full` trains
+sharded (FSDP2's fully_shard, each transformer layer then the root): each process holds 1/N of the
+weights, gradients and optimizer moments, and a forward or backward gathers one layer at a time.
+FSDP averages the gradients as DDP does, so the loss scales above hold for both. Whatever needs the
+whole weights (a resume point, a checkpoint, the artifact) gathers them, every process taking part
+(`whole`), and a resume point's whole tensors are cut to this process's shard again when it is read
+(`sharded_like`).
 """
 
 import contextlib
@@ -22,6 +27,8 @@ from datetime import timedelta
 
 import torch
 from torch import distributed, nn
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from tuning.batching import IGNORE_INDEX, Batch
 
@@ -57,9 +64,21 @@ class Ranks:
         """Whether this process is rank 0: the one that reports, checkpoints and writes resume points."""
         return self.rank == 0
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model as the training step calls it: under DDP, whose backward averages the gradients."""
+    def shard(self, model: nn.Module, layers: nn.Module) -> None:
+        """Shard `model` in place (FSDP2) among the processes: each of the `layers`, then the rest.
+
+        Before the optimizer is built: it must hold the shards, the parameters that train from now on.
+        """
         if self.world_size == 1:
+            return
+        for layer in layers.children():
+            fully_shard(layer)
+        fully_shard(model)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model as the training step calls it: under DDP, whose backward averages the gradients
+        (a sharded model averages them itself)."""
+        if self.world_size == 1 or is_sharded(model):
             return model
         on_cuda = self.device is not None and self.device.type == "cuda"
         return nn.parallel.DistributedDataParallel(model, device_ids=[self.device] if on_cuda else None)
@@ -108,8 +127,44 @@ class Ranks:
 SINGLE = Ranks()
 
 
+def is_sharded(model: nn.Module) -> bool:
+    return isinstance(model, FSDPModule)
+
+
+def reshard(model: nn.Module) -> None:
+    """Put a sharded model's weights back into their shards. After a forward the root's stay gathered
+    (FSDP expects a backward to need them), as plain tensors that neither see a write to the shards (early
+    stopping's restore) nor are the shards a gather reads."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A shard's whole tensor, gathered from every process (each must call it, in the same order)."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def whole_on_cpu(value: object) -> object:
+    """A shard's whole tensor gathered onto the CPU (as every process must call it); anything else as is.
+    For the optimizer's moments: gathered all at once, they would take twice the weights on the device."""
+    return value.full_tensor().cpu() if isinstance(value, DTensor) else value
+
+
+def sharded_like(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """`value`, a whole tensor every process holds alike, cut to `parameter`'s shard (no communication)."""
+    if not isinstance(parameter, DTensor):
+        return value
+    local = value.to(parameter.device)
+    return distribute_tensor(local, parameter.device_mesh, parameter.placements, src_data_rank=None)
+
+
 def gradient_sync(model: nn.Module, *, last: bool) -> contextlib.AbstractContextManager[object]:
-    """Under DDP, the backward of a step's last pass averages the gradients; the others' add up locally."""
+    """Under DDP or FSDP, the backward of a step's last pass averages the gradients; the others' add up
+    locally."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
     if last or not isinstance(model, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()

@@ -3,6 +3,7 @@
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from tuning.evaluate import Evaluation
 from tuning.events import Event
@@ -13,7 +14,9 @@ class BestTracker:
     """Watches evaluations of `options.metric`; keeps a CPU copy of `parameters` at the best one.
 
     Only the trained parameters are copied (all a method can change), on the CPU so that a full
-    fine-tune does not double its accelerator memory.
+    fine-tune does not double its accelerator memory; a sharded one's (tuning.distribution) keeps each
+    process's shard where it is, 1/N of the weights, since gathering them whole for a resume point runs
+    there. Every process evaluates the same model on the same data, so all of them decide alike.
     """
 
     def __init__(self, options: EarlyStopping, parameters: list[torch.Tensor]) -> None:
@@ -36,7 +39,7 @@ class BestTracker:
         value = evaluation.metrics[self.metric]
         if self.best_eval is None or self._improves(value, self.best_eval.metrics[self.metric]):
             self.best_eval, self.best_step, self.since_best = evaluation, step, 0
-            self.saved = [parameter.detach().to("cpu", copy=True) for parameter in self.parameters]
+            self.saved = [_kept(parameter) for parameter in self.parameters]
             return None
         self.since_best += 1
         if not self.should_stop:
@@ -68,3 +71,9 @@ class BestTracker:
 
     def _improves(self, value: float, best: float) -> bool:
         return value < best - self.min_delta if self.lower_is_better else value > best + self.min_delta
+
+
+def _kept(parameter: torch.Tensor) -> torch.Tensor:
+    if isinstance(parameter, DTensor):
+        return parameter.detach().clone()
+    return parameter.detach().to("cpu", copy=True)

@@ -9,6 +9,7 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batches_by_length, to_device
 from tuning.device import autocast
+from tuning.distribution import is_sharded
 from tuning.errors import Cancelled
 from tuning.events import StopCheck, never_stop
 from tuning.memory import holds_bf16
@@ -47,7 +48,6 @@ def classifier_logits(
         return model(**inputs).logits.float()
 
 
-@torch.inference_mode()
 def evaluation_batches(
     model: nn.Module,
     encoded: Encoded,
@@ -57,7 +57,7 @@ def evaluation_batches(
     visit: Callable[[torch.Tensor, Batch], None],
     should_stop: StopCheck = never_stop,
 ) -> None:
-    """Call `visit(float32 logits, batch)` for each batch, in eval mode (dropout off) and inference mode.
+    """Call `visit(float32 logits, batch)` for each batch, in eval mode (dropout off) and without autograd.
 
     Batches come longest first (`batches_by_length`), so each pads to a length near its examples';
     a task's evaluate accumulates its sums in `visit`, which must not depend on the order. The
@@ -66,11 +66,15 @@ def evaluation_batches(
     was_training = model.training
     bf16_base = holds_bf16(model)
     model.eval()
+    # A sharded model's forward gathers each layer's weights into buffers that the next training step
+    # reuses: made under inference mode, autograd would refuse them there. no_grad saves as much here.
+    no_autograd = torch.no_grad() if is_sharded(model) else torch.inference_mode()
     try:
-        for batch in batches_by_length(encoded, batch_size):
-            if should_stop():
-                raise Cancelled()
-            # A frozen base held in bf16 (tuning.memory, CUDA only) runs under autocast.
-            visit(classifier_logits(model, batch, device, mixed_precision=bf16_base), batch)
+        with no_autograd:
+            for batch in batches_by_length(encoded, batch_size):
+                if should_stop():
+                    raise Cancelled()
+                # A frozen base held in bf16 (tuning.memory, CUDA only) runs under autocast.
+                visit(classifier_logits(model, batch, device, mixed_precision=bf16_base), batch)
     finally:
         model.train(was_training)

@@ -31,8 +31,9 @@ from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
 from tuning.device import pick_device, uses_bf16
-from tuning.distribution import SINGLE, Ranks
+from tuning.distribution import SINGLE, Ranks, is_sharded, reshard, whole
 from tuning.errors import SpecError
+from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
 from tuning.frozen_prefix import FrozenPrefix, frozen_prefix_for
 from tuning.memory import (
@@ -98,6 +99,7 @@ class Prepared:
     head_learning_rate: float | None = None  # "auto"'s rate for the new head; None: the spec's rate
     identity: JobIdentity | None = None  # what makes a resume point this job's, when it writes or reads one
     resume_point: ResumePoint | None = None  # the point it resumes from, checked to be this job's
+    whole_model: "WholeModel | None" = None  # sharded (`full` on several processes): rank 0's plain copy
 
     @property
     def model(self) -> nn.Module:
@@ -143,7 +145,8 @@ def fit(
     `spec.checkpoints` and a `checkpoints_dir`, each checkpoint is written there as an artifact and
     handed to `on_checkpoint`. With `resume` and a `resume_dir`, resume points are written there (see
     tuning.resume); `resume_from`, one of this job's points, continues the job where it was written.
-    `ranks`: this process's place among those that train the job together (tuning.distribution).
+    `ranks`: this process's place among those that train the job together (tuning.distribution); a
+    sharded model (`full`) is gathered whole at the end, into a fresh copy of the model on rank 0.
     """
     job = prepare(
         spec,
@@ -171,7 +174,54 @@ def fit(
         should_stop=should_stop,
         ranks=ranks,
     )
+    if is_sharded(job.model):
+        return _gathered(job, result, ranks)
     return finish(job, result)
+
+
+class WholeModel:
+    """A sharded job's whole weights on rank 0: a plain copy of the model, on the CPU, that every process
+    fills by gathering each tensor (a collective), for the writers of checkpoints and of the artifact."""
+
+    def __init__(self, job: Prepared, ranks: Ranks) -> None:
+        self.job, self.ranks = job, ranks
+        self.task_model: TaskModel | None = None  # rank 0's, built when first asked for
+
+    def gather(self) -> None:
+        reshard(self.job.model)  # the shards, not the root's weights an evaluation left gathered
+        plain = dict(self._plain().model.named_parameters()) if self.ranks.leads else {}
+        with torch.no_grad():
+            for name, parameter in self.job.model.named_parameters():
+                tensor = whole(parameter.detach())  # every process, the same order
+                if plain:
+                    plain[name].copy_(tensor)
+
+    def trained_job(self, metrics: dict[str, float]) -> TrainedJob:
+        """Rank 0's: the job with its plain copy (as trained until the last gather)."""
+        return replace(self.job.trained_job(metrics), model=self._plain().model)
+
+    def _plain(self) -> TaskModel:
+        if self.task_model is None:
+            job = self.job
+            self.task_model = job.task.load(job.spec, job.base_path, job.data.labels)
+            apply_spec_method(job.spec, self.task_model)
+        return self.task_model
+
+
+class GatheredCheckpoints:
+    """tuning.train's save_checkpoint for a sharded job, on every process: all gather the weights, then
+    rank 0's writer (the others have none) writes the copy."""
+
+    def __init__(self, whole_model: WholeModel, writer: CheckpointWriter | None) -> None:
+        self.whole_model, self.writer = whole_model, writer
+        self.kept: list[int] = []  # the writer's, as a resume point carries it
+
+    def __call__(self, step: int, epoch: float, evaluation: Evaluation | None) -> None:
+        self.whole_model.gather()
+        if self.writer is not None:
+            self.writer.kept = self.kept
+            self.writer(step, epoch, evaluation)
+            self.kept = self.writer.kept
 
 
 def prepare(
@@ -300,10 +350,16 @@ def train_job(
     """tuning.train's loop with the parts the spec composes: optimizer groups, regularizers, schedule;
     from `job.resume_point`'s state when it has one."""
     spec = job.spec
-    checkpoints = None
-    if spec.checkpoints is not None and checkpoints_dir is not None:
-        checkpoints = CheckpointWriter(spec.checkpoints, checkpoints_dir, job.trained_job, on_checkpoint)
     resumed = _resumed_state(job, on_event) if job.resume_point is not None else None
+    sharded = spec.method.type == "full" and ranks.world_size > 1
+    checkpoints: CheckpointWriter | GatheredCheckpoints | None = None
+    if sharded:
+        _shard(job, ranks)
+        job.whole_model = WholeModel(job, ranks)
+        if spec.checkpoints is not None:  # on every process: each takes part in the gather
+            checkpoints = GatheredCheckpoints(job.whole_model, _writer(job, checkpoints_dir, on_checkpoint))
+    else:
+        checkpoints = _writer(job, checkpoints_dir, on_checkpoint)
     return train(
         job.model,
         job.train_set,
@@ -319,12 +375,33 @@ def train_job(
         save_checkpoint=checkpoints,
         resume_points=resume_points,
         resume_from=resumed,
-        frozen_prefix=_frozen_prefix(job, on_event),
+        # Nothing of `full` is frozen (gradual_unfreeze runs in one process): no view of a frozen part
+        # may come between the loop and the sharded model.
+        frozen_prefix=None if sharded else _frozen_prefix(job, on_event),
         on_event=on_event,
         should_stop=should_stop,
         ranks=ranks,
         rows_per_pass=spec.resources.max_examples_per_device,
     )
+
+
+def _writer(
+    job: Prepared, checkpoints_dir: Path | None, on_checkpoint: CheckpointSink | None
+) -> CheckpointWriter | None:
+    spec = job.spec
+    if spec.checkpoints is None or checkpoints_dir is None:
+        return None
+    trained_job = job.whole_model.trained_job if job.whole_model is not None else job.trained_job
+    return CheckpointWriter(spec.checkpoints, checkpoints_dir, trained_job, on_checkpoint)
+
+
+def _shard(job: Prepared, ranks: Ranks) -> None:
+    """`full` on several processes: each holds a shard of the model (tuning.distribution), and nothing
+    else keeps its whole weights on the device. θ₀, read again only by the artifact's writer (the
+    regularizers that read it each step are refused with sharding), waits on the CPU."""
+    ranks.shard(job.model, job.model.get_submodule(job.built.layers.stack))
+    job.method_trainable = [parameter for parameter in job.model.parameters() if parameter.requires_grad]
+    job.snapshot = job.snapshot.to("cpu")
 
 
 def _frozen_prefix(job: Prepared, on_event: EventSink) -> FrozenPrefix | None:
@@ -376,6 +453,19 @@ def finish(job: Prepared, result: TrainResult) -> Fitted:
     job.model.to("cpu").eval()
     job.snapshot = job.snapshot.to("cpu")
     return Fitted(job.trained_job(metrics), result)
+
+
+def _gathered(job: Prepared, result: TrainResult, ranks: Ranks) -> Fitted:
+    """A sharded job's trained weights, whole, in rank 0's plain copy of the model (which the artifact is
+    written from); every process takes part in gathering them. The other processes keep their shards."""
+    assert job.whole_model is not None
+    job.whole_model.gather()
+    plain = job.whole_model.task_model
+    if plain is None:
+        return Fitted(job.trained_job(_final_metrics(result)), result)
+    job.task_model = plain
+    job.method_trainable = [parameter for parameter in plain.model.parameters() if parameter.requires_grad]
+    return finish(job, result)
 
 
 def _read_fisher_data(spec: JobSpec, fisher_path: Path | None) -> list[AnyExample]:

@@ -18,7 +18,17 @@ from torch import nn
 
 from tuning.batching import Batch, Encoded, batch_indices, collate, epoch_order, steps_per_epoch
 from tuning.device import uses_bf16
-from tuning.distribution import SINGLE, Ranks, Share, gradient_sync
+from tuning.distribution import (
+    SINGLE,
+    Ranks,
+    Share,
+    gradient_sync,
+    is_sharded,
+    reshard,
+    sharded_like,
+    whole,
+    whole_on_cpu,
+)
 from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
@@ -141,8 +151,13 @@ def train(
             save_checkpoint(step, step / per_epoch, evaluations.taken_at(step))
 
     def resume_point(step: int, epoch: int, batches_done: int, order: list[int] | None) -> None:
-        if resume_points is not None and resume_points.due(step):
-            resume_points(loop.state(step, epoch, batches_done, order))
+        due = resume_points is not None and resume_points.due(step)
+        if is_sharded(model):  # every process gathers the whole state for rank 0's point
+            due = ranks.agree(due)
+        if due:
+            state = loop.state(step, epoch, batches_done, order)
+            if resume_points is not None:
+                resume_points(state)
 
     step, first_epoch, skip, order = 0, 0, 0, None
     if resume_from is not None:
@@ -209,6 +224,8 @@ def train(
         if _checkpoint_due_after_epoch(step, checkpoints, hp):
             checkpoint(step)
         resume_point(step, epoch + 1, 0, None)
+    if is_sharded(model):  # early stopping may write the best weights into the shards
+        reshard(model)
     return _result(step, loop.initial_eval, evaluations, stopper, progress, on_event)
 
 
@@ -248,11 +265,14 @@ class LoopState:
                 "checkpoints_kept": list(self.checkpoints.kept) if self.checkpoints is not None else [],
                 "trainable_now": [name for name, parameter in self.named if parameter.requires_grad],
             },
-            trainable={name: parameter.detach().to("cpu", copy=True) for name, parameter in self.named},
-            optimizer=self.optimizer.state_dict(),
+            # Whole tensors, also of a sharded model: a point resumes on any number of processes.
+            trainable={
+                name: whole(parameter.detach()).to("cpu", copy=True) for name, parameter in self.named
+            },
+            optimizer=_whole_optimizer_state(self.optimizer.state_dict()),
             rng=capture_rng(self.shuffle),
             order=order if batches_done else None,
-            best=dict(zip((name for name, _ in self.named), stopper.saved, strict=True))
+            best={name: whole(saved) for (name, _), saved in zip(self.named, stopper.saved, strict=True)}
             if stopper is not None and stopper.saved
             else {},
         )
@@ -285,17 +305,46 @@ class LoopState:
                     raise ResumeMismatch(
                         f"the resume point's {name} is {tuple(stored.shape)}, not {tuple(parameter.shape)}"
                     )
-                parameter.copy_(stored)
-        self.optimizer.load_state_dict(state.optimizer)
+                parameter.copy_(sharded_like(stored, parameter))
+        self.optimizer.load_state_dict(_sharded_optimizer_state(state.optimizer, self.optimizer))
         loop = state.loop
         self.progress.restore(loop["progress"])
         self.evaluations.restore(loop["evaluations"])
         self.initial_eval = _evaluation(loop["initial_eval"])
         if self.stopper is not None:
-            saved = [state.best[name] for name in names] if state.best else []
+            saved = []
+            if state.best:
+                saved = [sharded_like(state.best[name], parameter) for name, parameter in self.named]
             self.stopper.restore_state(loop["early_stopping"], saved)
         if self.checkpoints is not None:
             self.checkpoints.kept = list(loop["checkpoints_kept"])
+
+
+def _whole_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's state_dict with each sharded moment gathered whole: one process's format."""
+    moments = {
+        index: {key: whole_on_cpu(value) for key, value in per_parameter.items()}
+        for index, per_parameter in state["state"].items()
+    }
+    return {**state, "state": moments}
+
+
+def _sharded_optimizer_state(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A resume point's optimizer state cut to this process's shards (the same state when unsharded)."""
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    moments = {}
+    for index, per_parameter in state["state"].items():
+        parameter = parameters[int(index)]
+        moments[index] = {
+            key: sharded_like(value, parameter) if _moment_of(value, parameter) else value
+            for key, value in per_parameter.items()
+        }
+    return {**state, "state": moments}
+
+
+def _moment_of(value: object, parameter: torch.Tensor) -> bool:
+    """Whether an optimizer state entry is shaped as its parameter (Adam's moments; not its step count)."""
+    return isinstance(value, torch.Tensor) and value.shape == parameter.shape
 
 
 def _named_parameters(optimizer_groups: list[dict[str, Any]]) -> list[tuple[str, nn.Parameter]]:

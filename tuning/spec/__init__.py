@@ -283,6 +283,21 @@ class JobSpec(SpecModel):
                 param=split_by,
             )
 
+    def _fits_shards(self) -> None:
+        # `full` on several processes trains sharded: each holds a part of every weight, so what reads
+        # θ−θ₀ whole beside each step is not built for it yet.
+        alone = {
+            "regularizers.l2sp": self.regularizers.l2sp,
+            "regularizers.ewc": self.regularizers.ewc,
+        }
+        for name, value in alone.items():
+            if value is not None:
+                raise CompositionError(
+                    f"{name} is not available for method 'full' on several processes, which shards the "
+                    "weights among them; use resources.processes 1",
+                    param=name,
+                )
+
     @model_validator(mode="after")
     def _parts_fit_the_method(self) -> Self:
         method, entry = self.method.type, method_entry(self.method.type)
@@ -298,6 +313,8 @@ class JobSpec(SpecModel):
             raise CompositionError(reason, param="gradual_unfreeze")
         if self.resources.processes > 1 or self.resources.max_examples_per_device is not None:
             self._fits_split_batches()
+        if method == "full" and self.resources.processes > 1:
+            self._fits_shards()
         if self.export.merged:
             if not entry.mergeable:
                 raise CompositionError(

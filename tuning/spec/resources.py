@@ -14,9 +14,11 @@ class Resources(SpecModel):
         ge=1,
         le=64,
         description="Processes that train the job together, one device each (a GPU on CUDA, a share of "
-        "the CPU otherwise), under torch.distributed's DDP (each device holds the whole model). Each global "
-        "batch of hyperparameters.batch_size is split among them, so the schedule, the seed and the "
-        "result do not depend on this number. At most what the queue's workers offer a job.",
+        "the CPU otherwise), under torch.distributed: DDP (each device holds the whole model), or for "
+        "method full FSDP (each device holds 1/N of the weights, gradients and optimizer state; not with "
+        "regularizers.l2sp or regularizers.ewc). Each global batch of "
+        "hyperparameters.batch_size is split among them, so the schedule, the seed and the result do not "
+        "depend on this number. At most what the queue's workers offer a job.",
     )
     max_examples_per_device: int | None = Field(
         None,
