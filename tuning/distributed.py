@@ -94,17 +94,32 @@ def train_rank(request: dict[str, Any], ranks: Ranks, launcher: Launcher | None)
             due_now=launcher.resume_due if launcher is not None else None,
             on_resume_point=launcher.resume_point if launcher is not None else None,
         )
+    on_event = launcher.event if launcher is not None else ignore_event
+    on_event(_processes_event(spec, ranks))
     result = run(
         spec,
         out_dir,
         **inputs,
         on_checkpoint=launcher.checkpoint if launcher is not None else None,
-        on_event=launcher.event if launcher is not None else ignore_event,
+        on_event=on_event,
         should_stop=launcher.should_stop if launcher is not None else (lambda: False),
         resume=resume,
     )
     if launcher is not None:
         launcher.ask("result", result)
+
+
+def _processes_event(spec: JobSpec, ranks: Ranks) -> Event:
+    """What the job's reader learns first: how many processes train it, and how (tuning.fit decides)."""
+    parallelism = "FSDP" if spec.method.type == "full" else "DDP"
+    backend = distributed.get_backend()
+    share = spec.hyperparameters.batch_size / ranks.world_size
+    return Event(
+        "message",
+        f"training on {ranks.world_size} processes under torchrun: {parallelism} over {backend}, "
+        f"each about {share:g} examples of every batch of {spec.hyperparameters.batch_size}",
+        {"processes": ranks.world_size, "parallelism": parallelism.lower(), "backend": backend},
+    )
 
 
 def _agreed_resume_from(request: dict[str, Any], ranks: Ranks, launcher: Launcher | None) -> Path | None:

@@ -34,6 +34,8 @@ def test_two_processes_end_as_one(
     )
     largest = assert_same_job((one_process[0], one_process[1]), (result, tmp_path / "out"))
     print(f"1 vs 2 processes: largest weight difference {largest:.3g}")
+    told = [event.data for event in seen.events if "processes" in event.data]
+    assert told == [{"processes": 2, "parallelism": "ddp", "backend": "gloo"}]  # the reader learns how
     one_steps, two_steps = one_process[2].steps(), seen.steps()
     assert [s[:2] for s in one_steps] == [s[:2] for s in two_steps]
     for (_, _, a), (_, _, b) in zip(one_steps, two_steps, strict=True):
