@@ -88,7 +88,8 @@ def test_a_job_from_upload_through_watch_to_a_checked_download(
     code, job_id, err = run(
         capsys,
         *("jobs", "create", "--spec", "spec.json", "--training-file", training.strip()),
-        *("--validation-file", "validation.jsonl", "--epochs", "2", "--batch-size", "4"),
+        # 80 steps: long enough for the poller below to see the job running, however fast the machine.
+        *("--validation-file", "validation.jsonl", "--epochs", "20", "--batch-size", "4"),
         *("--learning-rate", "0.01", "--metadata", "run=watch"),
     )
     job_id = job_id.strip()
@@ -102,18 +103,18 @@ def test_a_job_from_upload_through_watch_to_a_checked_download(
     with capsys.disabled():
         print(f"\n--- what `deltatune jobs watch` printed ---\n{watched}")
     assert code == 0, watched
-    assert f"watching job {job_id}" in watched and "step 8/8: train loss" in watched
-    assert "step 8: validation loss" in watched and f"job {job_id} succeeded" in watched
+    assert f"watching job {job_id}" in watched and "step 80/80: train loss" in watched
+    assert "step 80: validation loss" in watched and f"job {job_id} succeeded" in watched
     running = [job for job in snapshots if job["status"] == "running" and job["examples_seen"] > 0]
     assert running, snapshots
     assert any(job["estimated_finish"] is not None and job["trained_tokens"] > 0 for job in running)
-    assert any(job["examples_seen"] < 32 for job in running)  # mid-training figures, not only the final 32
+    assert any(job["examples_seen"] < 320 for job in running)  # mid-training figures, not only the final 320
 
     code, got, _ = run(capsys, "jobs", "get", job_id, "--json")
     job = json.loads(got)
     assert (job["status"], job["examples_seen"], job["metadata"]) == (
         "succeeded",
-        32,
+        320,
         {"t": "cli", "run": "watch"},
     )
     assert job["estimated_finish"] is None  # no estimate once it is no longer running
