@@ -56,6 +56,7 @@ from tuning.resume import (
     ResumePointWriter,
     check_resume_point,
     fisher_matches,
+    trained_precision,
 )
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel
@@ -164,7 +165,10 @@ def fit(
     if resume is not None and resume_dir is not None:
         assert job.identity is not None
         start = job.resume_point.step if job.resume_point is not None else 0
-        writer = ResumePointWriter(resume, resume_dir, job.identity, start_step=start)
+        trains_in = "bf16" if uses_bf16(job.device, job.spec.hyperparameters.mixed_precision) else "no"
+        writer = ResumePointWriter(
+            resume, resume_dir, job.identity, start_step=start, mixed_precision=trains_in
+        )
     result = train_job(
         job,
         checkpoints_dir,
@@ -267,6 +271,8 @@ def prepare(
     # Model: seeded before it is built, since the new head's init is part of the run.
     seed_everything(spec.hyperparameters.seed)
     device = device or pick_device()
+    if resume_point is not None:
+        spec = _precision_of_point(spec, resume_point, device, on_event)
     precision = "bf16 autocast" if uses_bf16(device, spec.hyperparameters.mixed_precision) else "float32"
     on_event(
         Event(
@@ -322,6 +328,28 @@ def _resolve_auto(spec: JobSpec, examples: int, sequences: int, on_event: EventS
     if (event := auto.event()) is not None:
         on_event(event)
     return auto
+
+
+def _precision_of_point(
+    spec: JobSpec, point: ResumePoint, device: torch.device, on_event: EventSink
+) -> JobSpec:
+    """`spec` training in what the point's run trained in, when "auto" would pick otherwise here (a CPU
+    with other bf16 instructions than the one that wrote it): a resumed job ends as if never stopped."""
+    recorded = trained_precision(point)
+    hp = spec.hyperparameters
+    here = "bf16" if uses_bf16(device, hp.mixed_precision) else "no"
+    if hp.mixed_precision != "auto" or recorded is None or recorded == here:
+        return spec
+    words = {"bf16": "bf16 autocast", "no": "float32"}
+    on_event(
+        Event(
+            "message",
+            f"resuming in {words[recorded]}, as the job trained before its resume point "
+            f"(mixed_precision auto would pick {words[here]} on this {device.type})",
+            {"mixed_precision": recorded, "auto_here": here},
+        )
+    )
+    return spec.model_copy(update={"hyperparameters": hp.model_copy(update={"mixed_precision": recorded})})
 
 
 def _save_memory(spec: JobSpec, model: nn.Module, device: torch.device, on_event: EventSink) -> None:

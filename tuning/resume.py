@@ -182,6 +182,12 @@ def check_resume_point(folder: Path, identity: JobIdentity) -> ResumePoint:
     return ResumePoint(int(manifest["step"]), folder)
 
 
+def trained_precision(point: ResumePoint) -> str | None:
+    """What the point's run trained in ("bf16" autocast or "no"), when it says (older points do not)."""
+    recorded = read_point_manifest(point.folder).get("mixed_precision")
+    return recorded if recorded in ("bf16", "no") else None
+
+
 def fisher_matches(point: ResumePoint, identity: JobIdentity) -> bool:
     return bool(read_point_manifest(point.folder)["job"]["fisher_sha256"] == identity.fisher_sha256)
 
@@ -201,9 +207,16 @@ class ResumePointWriter:
     sink once complete; afterwards the older ones it wrote and that are still there are deleted."""
 
     def __init__(
-        self, options: ResumeOptions, root: Path, identity: JobIdentity, *, start_step: int = 0
+        self,
+        options: ResumeOptions,
+        root: Path,
+        identity: JobIdentity,
+        *,
+        start_step: int = 0,
+        mixed_precision: str | None = None,
     ) -> None:
         self.options, self.root, self.identity = options, root, identity
+        self.mixed_precision = mixed_precision  # "bf16" or "no": what the run trains in
         self.last_step = start_step  # a resumed run writes no point of a step it did not train
         self.last_time = options.clock()
         self.written: list[Path] = []
@@ -241,6 +254,7 @@ class ResumePointWriter:
             "format_version": FORMAT_VERSION,
             **state.describe(),
             "job": self.identity.as_json(),
+            "mixed_precision": self.mixed_precision,
             "files": [*files, MANIFEST],
             "versions": _versions(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
-from tuning import Event, JobSpec, ResumeMismatch, ResumeOptions, ResumePoint, RunResult, run
+from tuning import Event, JobSpec, ResumeMismatch, ResumeOptions, ResumePoint, RunResult, device, run
 from tuning.checkpoints import Checkpoint
 from tuning.resume import (
     MANIFEST,
@@ -280,6 +280,31 @@ def test_a_killed_job_resumes_as_if_never_interrupted(case: str, sentiment: File
     if spec.checkpoints is not None:  # the user's checkpoints: the same steps, the same ones dropped
         assert [s for s in killed.checkpoints if s <= k] + resumed.checkpoints == whole.checkpoints
         assert [s for s in killed.dropped if s <= k] + resumed.dropped == whole.dropped
+
+
+def test_a_job_resumed_where_auto_picks_another_precision_trains_on_in_its_own(
+    sentiment: Files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mixed_precision "auto" follows the CPU's bf16 instructions: a point written on one CPU and resumed
+    on another (here: this one, told it has the other kind) goes on in the precision it trained in."""
+    spec = sentiment_spec(method=LORA)
+    native = device.cpu_has_native_bf16()
+    wrote, other = ("bf16", "no") if native else ("no", "bf16")
+    whole = attempt(spec, tmp_path / "whole" / "out", sentiment)
+    store = Store(tmp_path / "store")
+    killed = attempt(
+        spec,
+        tmp_path / "killed" / "out",
+        sentiment,
+        kill_at=7,
+        resume=ResumeOptions(every_steps=3, on_resume_point=store),
+    )
+    assert read_point_manifest(store.latest.folder)["mixed_precision"] == wrote
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: not native)
+    resumed = attempt(spec, tmp_path / "resumed" / "out", sentiment, resume_from=store.latest.folder)
+    told = [event.data for event in resumed.events if "auto_here" in event.data]
+    assert told == [{"mixed_precision": wrote, "auto_here": other}]
+    assert_resumed_exactly(whole, killed, resumed, store.latest.step)
 
 
 def test_early_stopping_resumes_with_its_best_weights_and_patience(sentiment: Files, tmp_path: Path) -> None:
