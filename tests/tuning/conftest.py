@@ -6,8 +6,8 @@ import pytest
 
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
-from tests.tuning.distributed_jobs import Seen, job_spec
-from tuning import ResumeOptions, RunResult, run
+from tests.tuning.distributed_jobs import Seen, job_spec, on_one_process
+from tuning import RunResult
 from tuning.spec import JobSpec
 
 
@@ -69,14 +69,4 @@ def one_process(
     nodrop_files: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[RunResult, Path, Seen]:
     """That job on one process, as the others are compared with: its result, artifact and what it told."""
-    out = tmp_path_factory.mktemp("one") / "out"
-    seen = Seen(out.with_name("kept"))
-    result = run(
-        job_spec(1),
-        out,
-        **nodrop_files,
-        on_event=seen.on_event,
-        on_checkpoint=seen.on_checkpoint,
-        resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
-    )
-    return result, out, seen
+    return on_one_process(job_spec(1), tmp_path_factory.mktemp("one") / "out", nodrop_files)

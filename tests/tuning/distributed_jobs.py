@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tuning import Event, JobSpec, ResumePoint, RunResult
+from tuning import Event, JobSpec, ResumeOptions, ResumePoint, RunResult, run
 from tuning.checkpoints import Checkpoint
 
 ATOL = 1e-5  # ~100 float32 ulps at O(1): summation order, carried through the steps
@@ -72,6 +72,21 @@ class Seen:
             for event in self.events
             if "step" in event.data
         ]
+
+
+def on_one_process(spec: JobSpec, out: Path, files: dict[str, Any]) -> tuple[RunResult, Path, Seen]:
+    """`spec` run in this process, as the several-process runs are compared with: its result, artifact
+    folder and what it told (resume points every 3 steps, kept beside `out`)."""
+    seen = Seen(out.with_name("kept"))
+    result = run(
+        spec,
+        out,
+        **files,
+        on_event=seen.on_event,
+        on_checkpoint=seen.on_checkpoint,
+        resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
+    )
+    return result, out, seen
 
 
 def weights(out_dir: Path) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from tests.tuning.distributed_jobs import ATOL, Seen, assert_same_job, job_spec, weights
+from tests.tuning.distributed_jobs import ATOL, Seen, assert_same_job, job_spec, on_one_process, weights
 from tests.tuning.test_spec_tasks import refused
 from tuning import JobSpec, ResumeOptions, RunResult, load_artifact, predict_logits, run
 from tuning.launch import run_in_processes
@@ -43,17 +43,7 @@ def full_spec(processes: int, max_examples_per_device: int | None = None) -> Job
 def one_full(
     nodrop_files: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[RunResult, Path, Seen]:
-    out = tmp_path_factory.mktemp("full-one") / "out"
-    seen = Seen(out.with_name("kept"))
-    result = run(
-        full_spec(1),
-        out,
-        **nodrop_files,
-        on_event=seen.on_event,
-        on_checkpoint=seen.on_checkpoint,
-        resume=ResumeOptions(every_steps=3, on_resume_point=seen.keep),
-    )
-    return result, out, seen
+    return on_one_process(full_spec(1), tmp_path_factory.mktemp("full-one") / "out", nodrop_files)
 
 
 def assert_same_full_job(a: tuple[RunResult, Path], b: tuple[RunResult, Path]) -> float:
