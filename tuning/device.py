@@ -4,8 +4,9 @@ A CUDA GPU when there is one, else the CPU. Training's forward runs under bf16 a
 fast: on CUDA, and on CPUs with native bf16 matrix instructions (AMX `amx_bf16`, or `avx512_bf16`),
 where a bf16 matmul runs 3-4× float32's FLOP/s; on other CPUs bf16 is emulated and slower than
 float32. Weights, gradients and optimizer state stay float32 under autocast (so the saved delta is
-float32), and evaluation always runs in float32. `hyperparameters.mixed_precision` overrides the
-choice: "bf16" forces autocast, "no" trains in float32 everywhere.
+float32), and the job's evaluations run as its training does (tuning.evaluate).
+`hyperparameters.mixed_precision` overrides the choice: "bf16" forces autocast, "no" trains and
+evaluates in float32 everywhere.
 """
 
 import contextlib

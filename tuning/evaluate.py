@@ -39,9 +39,8 @@ def classifier_logits(
 ) -> torch.Tensor:
     """Float32 logits of one batch (labels, if any, are not passed: the loss is ours to compute).
 
-    `mixed_precision`: the forward under bf16 autocast (training, where tuning.device.uses_bf16 says
-    so). Evaluation and prediction run in float32 so that the metrics a job reports are the ones a
-    PEFT user reproduces from the artifact (bf16 would move logits by ~1e-2).
+    `mixed_precision`: the forward under bf16 autocast (training and its evaluations, where
+    tuning.device.uses_bf16 says so). Prediction from an artifact runs in float32.
     """
     inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
     with autocast(device, mixed_precision):
@@ -56,8 +55,14 @@ def evaluation_batches(
     device: torch.device,
     visit: Callable[[torch.Tensor, Batch], None],
     should_stop: StopCheck = never_stop,
+    mixed_precision: bool = False,
 ) -> None:
     """Call `visit(float32 logits, batch)` for each batch, in eval mode (dropout off) and without autograd.
+
+    `mixed_precision`: the forwards under bf16 autocast, as the job's training steps run. A job's
+    evaluations are in the precision it trains in, as the Trainer's are with `bf16=True`: bf16 moves
+    logits by ~1e-2 (an argmax near a tie may flip), and on a CPU with native bf16 it evaluates at
+    1.7-1.9× float32's speed. `mixed_precision: "no"` evaluates, as it trains, in float32.
 
     Batches come longest first (`batches_by_length`), so each pads to a length near its examples';
     a task's evaluate accumulates its sums in `visit`, which must not depend on the order. The
@@ -74,7 +79,8 @@ def evaluation_batches(
             for batch in batches_by_length(encoded, batch_size):
                 if should_stop():
                     raise Cancelled()
-                # A frozen base held in bf16 (tuning.memory, CUDA only) runs under autocast.
-                visit(classifier_logits(model, batch, device, mixed_precision=bf16_base), batch)
+                # A frozen base held in bf16 (tuning.memory, CUDA only) needs autocast either way.
+                logits = classifier_logits(model, batch, device, mixed_precision=mixed_precision or bf16_base)
+                visit(logits, batch)
     finally:
         model.train(was_training)

@@ -277,7 +277,7 @@ def prepare(
     on_event(
         Event(
             "message",
-            f"loading {spec.base_model} on {device.type}, training in {precision}",
+            f"loading {spec.base_model} on {device.type}, training and evaluating in {precision}",
             {"device": device.type, "training_precision": precision},
         )
     )

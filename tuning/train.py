@@ -141,7 +141,17 @@ def train(
     grouped = hp.group_by_length if hp.group_by_length is not None else task.kind != "causal_lm"
     stopper = BestTracker(early_stopping, trainable) if early_stopping is not None else None
     evaluations = Evaluations(
-        model, validation_set, task, hp.batch_size, device, per_epoch, stopper, on_event, should_stop
+        model,
+        validation_set,
+        task,
+        hp.batch_size,
+        device,
+        per_epoch,
+        stopper,
+        on_event,
+        should_stop,
+        mixed_precision=bf16,  # evaluated in the precision it trains in (tuning.evaluate)
+        last_step=hp.epochs * per_epoch,
     )
     progress = Progress(hp, per_epoch, on_event)
     loop = LoopState(optimizer, named, shuffle, stopper, evaluations, progress, save_checkpoint, per_epoch)
@@ -378,28 +388,29 @@ class Evaluations:
         stopper: BestTracker | None,
         on_event: EventSink,
         should_stop: StopCheck,
+        *,
+        mixed_precision: bool,
+        last_step: int,
     ) -> None:
         self.model, self.validation_set, self.task = model, validation_set, task
         self.batch_size, self.device, self.per_epoch = batch_size, device, per_epoch
         self.stopper, self.on_event, self.should_stop = stopper, on_event, should_stop
+        self.mixed_precision = mixed_precision  # the forwards under bf16 autocast
+        self.last_step = last_step
+        self.latest_exact = False  # whether `latest` was evaluated in float32
         self.latest: Evaluation | None = None  # None when there is no validation set
         self.step = 0
         self.seconds = 0.0  # kept out of examples/s, which should describe training speed
 
-    def run(self, step: int) -> None:
-        """Evaluate at `step` (0: the untrained start), and let early stopping observe it."""
+    def run(self, step: int, *, exact: bool = False) -> None:
+        """Evaluate at `step` (0: the untrained start), and let early stopping observe it: in the training's
+        precision, but in float32 when `exact` or at the last step, so that the result a job reports is
+        what its artifact reproduces."""
         self.step = step
         if self.validation_set is None:
             return
-        started = time.perf_counter()
-        result = self.task.evaluate(
-            self.model,
-            self.validation_set,
-            batch_size=self.batch_size,
-            device=self.device,
-            should_stop=self.should_stop,
-        )
-        self.seconds += time.perf_counter() - started
+        self.latest_exact = exact or step == self.last_step or not self.mixed_precision
+        result = self._evaluate(bf16=not self.latest_exact)
         self.on_event(_eval_event(result, step, step / self.per_epoch))
         if (
             step > 0
@@ -409,14 +420,38 @@ class Evaluations:
             self.on_event(event)
         self.latest = result
 
+    def in_float32(self) -> Evaluation | None:
+        """The model as it is now, evaluated in float32 (no event: its step's evaluation was announced)."""
+        return None if self.validation_set is None else self._evaluate(bf16=False)
+
+    def _evaluate(self, *, bf16: bool) -> Evaluation:
+        assert self.validation_set is not None
+        started = time.perf_counter()
+        result = self.task.evaluate(
+            self.model,
+            self.validation_set,
+            batch_size=self.batch_size,
+            device=self.device,
+            should_stop=self.should_stop,
+            mixed_precision=bf16,
+        )
+        self.seconds += time.perf_counter() - started
+        return result
+
     def taken_at(self, step: int) -> Evaluation | None:
         return self.latest if self.step == step else None
 
     def state(self) -> dict[str, Any]:
-        return {"latest": _evaluation_json(self.latest), "step": self.step, "seconds": self.seconds}
+        return {
+            "latest": _evaluation_json(self.latest),
+            "latest_exact": self.latest_exact,
+            "step": self.step,
+            "seconds": self.seconds,
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.latest, self.step, self.seconds = _evaluation(state["latest"]), state["step"], state["seconds"]
+        self.latest_exact = state.get("latest_exact", False)  # points written before it: evaluate again
 
 
 class Progress:
@@ -495,11 +530,13 @@ def _result(
     last step's (evaluated now if the loop did not end on an evaluation)."""
     restores = stopper is not None and stopper.best_step is not None
     if evaluations.step != step and not restores:
-        evaluations.run(step)
+        evaluations.run(step, exact=True)
     final_eval, best_step = evaluations.latest, None
     if stopper is not None and stopper.best_step is not None:
         best_step = stopper.restore()
         final_eval = stopper.best_eval
+        if not (best_step == evaluations.step and evaluations.latest_exact):
+            final_eval = evaluations.in_float32()  # reported in float32 (Evaluations.run)
         on_event(
             Event(
                 "message",
@@ -507,6 +544,8 @@ def _result(
                 {"best_step": best_step},
             )
         )
+    elif not evaluations.latest_exact:
+        final_eval = evaluations.in_float32()
     return TrainResult(
         steps=step,
         examples_seen=progress.examples_seen,

@@ -1,5 +1,6 @@
 """Where training runs and in what precision: bf16 autocast where it is fast, float32 weights always."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tuning import device
 from tuning.device import lists_native_bf16, uses_bf16
 from tuning.events import Event
-from tuning.fit import fit
+from tuning.fit import Fitted, fit
 from tuning.spec import JobSpec
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -52,11 +53,16 @@ def spec(mixed_precision: str) -> JobSpec:
     )
 
 
-def test_bf16_training_keeps_float32_weights_and_learns_as_float32_does(
-    tmp_path: Path, model_dirs: list[Path]
-) -> None:
-    training = write_jsonl(tmp_path / "train.jsonl", sentiment_lines(64, seed=1))
-    validation = write_jsonl(tmp_path / "validation.jsonl", sentiment_lines(32, seed=2))
+Runs = dict[str, tuple[Fitted, list[Event]]]
+VALIDATION = sentiment_lines(32, seed=2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, model_dirs: list[Path]) -> Runs:
+    """The same job trained under bf16 autocast and in float32."""
+    folder = tmp_path_factory.mktemp("precisions")
+    training = write_jsonl(folder / "train.jsonl", sentiment_lines(64, seed=1))
+    validation = write_jsonl(folder / "validation.jsonl", VALIDATION)
     runs = {}
     for precision in ("bf16", "no"):
         events: list[Event] = []
@@ -68,6 +74,10 @@ def test_bf16_training_keeps_float32_weights_and_learns_as_float32_does(
             on_event=events.append,
         )
         runs[precision] = fitted, events
+    return runs
+
+
+def test_bf16_training_keeps_float32_weights_and_learns_as_float32_does(runs: Runs) -> None:
     (bf16, bf16_events), (float32, float32_events) = runs["bf16"], runs["no"]
     events = bf16_events + float32_events
     said = [e.data["training_precision"] for e in events if "training_precision" in e.data]
@@ -82,3 +92,22 @@ def test_bf16_training_keeps_float32_weights_and_learns_as_float32_does(
     for fitted in (bf16, float32):
         assert fitted.job.metrics["val_accuracy"] >= fitted.job.metrics["initial_val_accuracy"] + 0.2
     assert bf16.job.metrics["val_accuracy"] >= float32.job.metrics["val_accuracy"] - 0.1
+
+
+def test_evaluations_run_as_training_does_and_the_reported_one_in_float32(runs: Runs) -> None:
+    def evaluated(events: list[Event]) -> dict[int, float]:
+        return {e.data["step"]: e.data["val_loss"] for e in events if e.type == "eval"}
+
+    (bf16, bf16_events), (_, float32_events) = runs["bf16"], runs["no"]
+    # Step 0: the same untrained model, evaluated under autocast by the bf16 job: bf16 rounding apart.
+    first = evaluated(bf16_events)[0], evaluated(float32_events)[0]
+    assert first[0] != first[1]
+    assert first[0] == pytest.approx(first[1], rel=8 * BF16_EPS)
+    # The reported evaluation is float32: the trained weights' float32 loss, to float32's rounding.
+    rows = [json.loads(line) for line in VALIDATION]
+    inputs = bf16.job.tokenizer([row["text"] for row in rows], padding=True, return_tensors="pt")
+    targets = torch.tensor([list(bf16.job.labels).index(row["label"]) for row in rows])
+    with torch.inference_mode():
+        logits = bf16.job.model(**inputs).logits
+    loss = torch.nn.functional.cross_entropy(logits, targets).item()
+    assert bf16.job.metrics["val_loss"] == pytest.approx(loss, rel=1e-5)

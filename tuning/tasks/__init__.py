@@ -62,6 +62,7 @@ class Task(Protocol):
         batch_size: int,
         device: torch.device,
         should_stop: StopCheck = never_stop,
+        mixed_precision: bool = False,
     ) -> Evaluation: ...
 
 

@@ -105,6 +105,7 @@ class CausalLm:
         batch_size: int,
         device: torch.device,
         should_stop: StopCheck = never_stop,
+        mixed_precision: bool = False,
     ) -> Evaluation:
         total_loss, tokens, correct = 0.0, 0, 0
 
@@ -119,7 +120,13 @@ class CausalLm:
             correct += int(((logits.argmax(dim=-1) == targets) & taken).sum())
 
         evaluation_batches(
-            model, encoded, batch_size=batch_size, device=device, visit=visit, should_stop=should_stop
+            model,
+            encoded,
+            batch_size=batch_size,
+            device=device,
+            visit=visit,
+            should_stop=should_stop,
+            mixed_precision=mixed_precision,
         )
         mean = total_loss / max(tokens, 1)  # token-weighted: long examples count for their length
         return Evaluation(

@@ -41,6 +41,7 @@ class ClassifierTask(ABC):
         batch_size: int,
         device: torch.device,
         should_stop: StopCheck = never_stop,
+        mixed_precision: bool = False,
     ) -> Evaluation:
         # A validation set's logits are a few floats per example: kept whole, every metric (F1 and R²
         # need the whole set) is computed once from them.
@@ -52,7 +53,13 @@ class ClassifierTask(ABC):
             targets.append(batch["labels"].cpu())
 
         evaluation_batches(
-            model, encoded, batch_size=batch_size, device=device, visit=visit, should_stop=should_stop
+            model,
+            encoded,
+            batch_size=batch_size,
+            device=device,
+            visit=visit,
+            should_stop=should_stop,
+            mixed_precision=mixed_precision,
         )
         return Evaluation(self.metrics(torch.cat(outputs), torch.cat(targets)), len(encoded))
 
