@@ -18,6 +18,7 @@ from transformers.pytorch_utils import Conv1D
 from tuning.errors import SpecError
 from tuning.layers import LayerMap, find_layers
 from tuning.methods.apply import Applied, MethodContext
+from tuning.methods.lora.dropped_down import dropped_down, uses_dropped_down
 from tuning.methods.lora.options import LoraMethod
 from tuning.methods.projections import (
     Projection,
@@ -76,7 +77,15 @@ class LoraLinear(nn.Module):
         out: torch.Tensor = self.base_layer(x)
         if self.merged:
             return out
-        return out + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        return out + self.lora_B(self._down(x)) * self.scaling
+
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
+        """A·dropout(x); training on a CPU skips the masked copy of x (tuning.methods.lora.dropped_down)."""
+        dropout = self.lora_dropout
+        if self.training and isinstance(dropout, nn.Dropout) and uses_dropped_down(dropout.p, x):
+            return dropped_down(x, self.lora_A.weight, dropout.p)
+        down: torch.Tensor = self.lora_A(dropout(x))
+        return down
 
     def delta_weight(self) -> torch.Tensor:
         """The dense update this layer adds to W, s·B·A, in W's own layout (transposed for Conv1D)."""
