@@ -282,7 +282,7 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     memory_parts = _memory(
         spec, model, worker, parameters, trainable, head, train_shapes, trained_tokens, validation, processes
     )
-    if branches.count:
+    if branches.modules:
         memory_parts["branch_activations"] = _branch_bytes(
             spec, model, worker, branches, train_shapes.scaled(processes.share)
         )
@@ -426,8 +426,8 @@ def _seconds(
         "training_overhead": steps * worker.layer_seconds * (running + 2 * backward_layers)
         + steps * stepped * slowdown / worker.optimizer_parameters_per_second,
     }
-    if branches.count:  # their small ops, forward and backward (twice the forward's), each step
-        parts["branch_overhead"] = steps * 3 * branches.count * worker.branch_seconds
+    if branches.modules:  # their small ops, forward and backward (twice the forward's), each step
+        parts["branch_overhead"] = steps * 3 * branches.modules * worker.branch_seconds
     if branches.dropout:  # a mask drawn and applied per element of each branch's input, both ways
         parts["branch_dropout"] = (
             hp.epochs * share.tokens * branches.inputs * slowdown * worker.dropout_seconds
@@ -444,7 +444,7 @@ def _seconds(
         parts["evaluation_overhead"] = (
             evaluations
             * validation.count
-            * (worker.layer_seconds * running + worker.branch_seconds * branches.count)
+            * (worker.layer_seconds * running + worker.branch_seconds * branches.modules)
         )
     if model.cached:
         both = train if validation is None else _sum(train, validation)

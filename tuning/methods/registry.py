@@ -34,7 +34,7 @@ class Branches(NamedTuple):
     """The small modules a method runs beside the base's weights (LoRA's low-rank branches), for the
     estimate: each costs a few small operations a batch, whatever its size, and reads its input."""
 
-    count: int  # how many
+    modules: int  # how many
     inputs: int  # Σ of their input widths: the activations they read per token
     ranks: int  # Σ of their inner widths: the activations they save per token for backward
     dropout: float  # the dropout on their input (0: none)

@@ -41,7 +41,7 @@ def branches(options: LoraMethod, shapes: ModelShapes) -> Branches:
         if options.layers_to_transform is None or _layer(module) in options.layers_to_transform
     ]
     return Branches(
-        count=len(adapted),
+        modules=len(adapted),
         inputs=sum(shape[0] if conv1d else shape[1] for _, shape in adapted),
         ranks=sum(rank(module, options.rank_pattern, options.r) for module, _ in adapted),
         dropout=options.dropout,
