@@ -110,7 +110,10 @@ def settings_lines(worker: Worker) -> str:
             f"DELTATUNE_WORKER_FLOPS={worker.float32_flops:.3g}",
             f"DELTATUNE_WORKER_BF16_FLOPS={worker.bf16_flops:.3g}",
             f"DELTATUNE_WORKER_LAYER_SECONDS={worker.layer_seconds:.3g}",
+            f"DELTATUNE_WORKER_BRANCH_SECONDS={worker.branch_seconds:.3g}",
+            f"DELTATUNE_WORKER_DROPOUT_SECONDS={worker.dropout_seconds:.3g}",
             f"DELTATUNE_WORKER_OPTIMIZER_PARAMETERS_PER_SECOND={worker.optimizer_parameters_per_second:.3g}",
+            f"DELTATUNE_WORKER_EXCHANGE_BYTES_PER_SECOND={worker.exchange_bytes_per_second:.3g}",
             f"DELTATUNE_WORKER_BASELINE_BYTES={worker.baseline_bytes}",
         ]
     )
@@ -245,7 +248,13 @@ def reestimate(path: Path) -> int:
     """The table again for jobs a run measured (its --json), the estimates made by the code as it is now
     on the same samples and worker figures: a formula's change checked without running the jobs again."""
     stored = json.loads(path.read_text())
-    sizes, worker = Sizes(**stored["sizes"]), Worker(**stored["worker"])
+    sizes, figures = Sizes(**stored["sizes"]), stored["worker"]
+    missing = sorted(set(Worker.__dataclass_fields__) - set(figures))
+    if missing:  # a figure added since the run: measured now
+        now = measured_worker()
+        figures = figures | {name: getattr(now, name) for name in missing}
+        print(f"measured now, missing from {path.name}: {', '.join(missing)}")
+    worker = Worker(**figures)
     rows = []
     with tempfile.TemporaryDirectory(prefix="deltatune-estimate-") as scratch:
         for name, measured in stored["jobs"].items():

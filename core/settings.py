@@ -142,8 +142,21 @@ class Settings(BaseSettings):
     worker_layer_seconds: float = Field(
         1.9e-3, ge=0, description="Fixed cost of one transformer layer's forward operations on one batch."
     )
+    worker_branch_seconds: float = Field(
+        2.8e-5,
+        ge=0,
+        description="Fixed cost of one low-rank branch's forward operations (LoRA) on one batch.",
+    )
+    worker_dropout_seconds: float = Field(
+        2.6e-8, ge=0, description="Dropout's cost per float32 activation, forward and backward."
+    )
     worker_optimizer_parameters_per_second: float = Field(
         7.8e7, gt=0, description="AdamW updates (with gradient clipping) per second."
+    )
+    worker_exchange_bytes_per_second: float = Field(
+        6.1e8,
+        gt=0,
+        description="Bytes per second a gradient all-reduce moves between two of a job's processes.",
     )
     worker_baseline_bytes: int = Field(
         474_460_160, ge=0, description="Resident memory of a CPU job's libraries before its model loads."

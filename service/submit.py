@@ -221,7 +221,10 @@ def worker_figures(settings: Settings) -> Worker:
         float32_flops=settings.worker_flops,
         bf16_flops=settings.worker_bf16_flops,
         layer_seconds=settings.worker_layer_seconds,
+        branch_seconds=settings.worker_branch_seconds,
+        dropout_seconds=settings.worker_dropout_seconds,
         optimizer_parameters_per_second=settings.worker_optimizer_parameters_per_second,
+        exchange_bytes_per_second=settings.worker_exchange_bytes_per_second,
         baseline_bytes=settings.worker_baseline_bytes,
         memory_bytes=settings.worker_memory_bytes,
     )

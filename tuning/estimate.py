@@ -37,6 +37,15 @@ How each figure is made (also returned as text):
   layer's forward ops cost the worker's layer_seconds per batch (backward twice that: launching kernels
   and Python, which dominate small batches), and each step's optimizer update T / its parameters per
   second. What `train_seconds` measures: model loading and export are not in it.
+- branches (the registry's `branches`: LoRA's low-rank branch beside each adapted weight): each costs
+  the worker's branch_seconds per batch forward (twice that backward; in evaluations forward only),
+  whatever the batch: its two small matmuls, scaling and add are few FLOPs but as many operations as a
+  small layer's; with dropout, each branch's input runs through it, t·in elements a batch, at the
+  worker's dropout_seconds per element (forward and backward: on a CPU a float32 mask drawn, applied
+  and applied again to the gradient). Their memory: per token of the largest batch, each branch keeps
+  its own copy of its input (2 bytes·in under bf16 autocast, which casts every user's input anew;
+  float32 makes one only with dropout, 4 bytes), its dropout mask (4 bytes·in on a CPU, 1 on CUDA),
+  and its r inner activations.
 - peak memory bytes = what the job's process holds at its peak: on a CPU worker its resident memory
   (the libraries' baseline, measured on the worker, + everything below); on CUDA the tensors alone.
   Weights 4·P (on CUDA, a method that trains only new tensors keeps the frozen base in bf16: 2·P) and
@@ -47,6 +56,17 @@ How each figure is made (also returned as text):
   Korthikanti et al. 2022 (arXiv:2205.05198): 34·t·h + 5·heads·p bytes for 16-bit activations, twice
   that in float32; with gradient checkpointing only each such layer's input (2 or 4 bytes·t·h) plus
   one layer's full set while it is recomputed; a causal LM's logits 12·t·V.
+- processes (resources.processes, tuning.distribution), N of them: time is the slowest process's, which
+  trains ceil(batch/N) of each batch's rows (its t and p that share of the batch's); on a CPU worker the
+  processes divide its cores (torchrun gives each one thread), so each runs at 1/N of the worker's FLOP/s
+  and optimizer rate (on CUDA each has its own GPU); the fixed per-layer costs each process pays in
+  parallel; every process evaluates the whole validation file; and each step exchanges the float32
+  gradients at the worker's exchange bytes per second: a ring all-reduce (DDP) sends 2·(N−1)/N·4·T
+  bytes from each process, `full` under FSDP gathers the weights for the forward and the backward and
+  reduce-scatters the gradients, 3·(N−1)/N·4·T. Memory is one process's: its share's activations; under
+  DDP the whole model plus a bucket copy of the gradients (4·T); under FSDP (`full`) 1/N of the weights,
+  gradients and optimizer state, plus the rest of the weights of what is gathered during a step (all
+  but the layers, and one layer).
 """
 
 import json
@@ -59,6 +79,7 @@ from typing import Any, Literal
 from tuning.auto import resolve, trained_with
 from tuning.methods import method_entry
 from tuning.methods.base_model import ModelShapes
+from tuning.methods.registry import Branches
 from tuning.models import tensor_shapes
 from tuning.spec import JobSpec
 
@@ -80,7 +101,10 @@ class Worker:
     float32_flops: float = 3.0e11  # FLOP/s sustained in a transformer layer's forward and backward
     bf16_flops: float = 0.0  # ... in bf16; 0: no native bf16, so mixed_precision auto trains float32
     layer_seconds: float = 0.0  # fixed cost of one layer's forward ops on one batch (launches, Python)
+    branch_seconds: float = 0.0  # ... of one low-rank branch's forward ops (LoRA's A, B, scale, add)
+    dropout_seconds: float = 0.0  # dropout on one float32 activation, forward and backward
     optimizer_parameters_per_second: float = math.inf  # AdamW updates per second, clipping included
+    exchange_bytes_per_second: float = math.inf  # a gradient all-reduce between two of a job's processes
     baseline_bytes: int = 0  # resident memory of the libraries before a model loads (CPU)
     memory_bytes: int | None = None  # what one job may use on this worker class; None: unknown
 
@@ -118,6 +142,18 @@ class Shapes:
     largest_tokens: float
     largest_pairs: float
 
+    def scaled(self, share: float) -> "Shapes":
+        """One process's part of every batch: `share` of its rows (the same width)."""
+        if share == 1:
+            return self
+        return Shapes(
+            self.count,
+            self.tokens * share,
+            self.pairs * share,
+            self.largest_tokens * share,
+            self.largest_pairs * share,
+        )
+
     def widened(self, virtual: int, examples: int, *, keys_only: bool = False) -> "Shapes":
         """The same batches with `virtual` tokens in front of every example: as layer inputs (prompt
         tuning), or `keys_only` as attention keys and values (prefix tuning: each real token's query
@@ -139,6 +175,41 @@ class Shapes:
             self.largest_tokens + virtual * rows,
             rows * (width + virtual) ** 2,
         )
+
+
+@dataclass(frozen=True)
+class Processes:
+    """How a job's processes (resources.processes, tuning.distribution) split its work."""
+
+    count: int
+    share: float  # the largest process's part of a full batch: ceil(batch / count) / batch
+    sharded: bool  # `full` under FSDP: weights, gradients and optimizer state 1/count in each process
+    cpu: bool  # on a CPU worker the processes share its cores
+
+    @property
+    def slowdown(self) -> int:
+        """How many times slower a process's arithmetic runs than the machine's figures: on a CPU the
+        processes (one thread each under torchrun) divide its cores, on CUDA each has its own GPU."""
+        return self.count if self.cpu else 1
+
+    def exchanged_bytes(self, trainable: int) -> float:
+        """Bytes each process sends per step: a ring all-reduce of the float32 gradients (DDP) moves
+        2·(N−1)/N of them; FSDP gathers the weights for the forward and again for the backward and
+        reduce-scatters the gradients, (N−1)/N each."""
+        if self.count == 1:
+            return 0.0
+        return (3 if self.sharded else 2) * (self.count - 1) / self.count * 4 * trainable
+
+
+def processes_of(spec: JobSpec, device: str) -> Processes:
+    count = spec.resources.processes
+    batch = spec.hyperparameters.batch_size
+    return Processes(
+        count=count,
+        share=math.ceil(batch / count) / batch,
+        sharded=spec.method.type == "full" and count > 1,
+        cpu=device == "cpu",
+    )
 
 
 @dataclass(frozen=True)
@@ -198,15 +269,23 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     train_shapes = train_shapes.widened(virtual, training["examples"], keys_only=keys_only)
     val_shapes = _evaluation_shapes(spec, validation, virtual, keys_only)
     model = _model(spec, shapes, train_shapes, trained_tokens, validation)
-    seconds_parts = _seconds(spec, model, worker, trainable, train_shapes, val_shapes, steps)
+    processes = processes_of(spec, worker.device)
+    branches = entry.branches(spec.method, shapes)
+    seconds_parts = _seconds(
+        spec, model, worker, trainable, train_shapes, val_shapes, steps, processes, branches
+    )
     head = (
         head_parameters(spec, shapes, _outputs(spec, training))
         if spec.task == "sequence_classification"
         else 0
     )
     memory_parts = _memory(
-        spec, model, worker, parameters, trainable, head, train_shapes, trained_tokens, validation
+        spec, model, worker, parameters, trainable, head, train_shapes, trained_tokens, validation, processes
     )
+    if branches.modules:
+        memory_parts["branch_activations"] = _branch_bytes(
+            spec, model, worker, branches, train_shapes.scaled(processes.share)
+        )
     return Estimate(
         steps,
         trained_tokens * hp.epochs,
@@ -328,22 +407,45 @@ def _seconds(
     train: Shapes,
     validation: Shapes | None,
     steps: int,
+    processes: Processes,
+    branches: Branches,
 ) -> dict[str, float]:
     hp = trained_with(spec)
     flops, _ = worker.training_flops(hp.mixed_precision)
+    # Each process trains its share of every batch at its part of the machine (all of it alone).
+    slowdown = processes.slowdown
+    flops /= slowdown
+    share = train.scaled(processes.share)
     running = model.layers - model.cached
     backward_layers = model.layers - model.lowest
     added = trainable if method_entry(spec.method.type).frozen_base(spec.method) else 0
-    step_flops = model.forward(train, running) + model.backward(train, trainable) + 2 * added * train.tokens
+    step_flops = model.forward(share, running) + model.backward(share, trainable) + 2 * added * share.tokens
+    stepped = trainable / processes.count if processes.sharded else trainable
     parts = {
         "training": hp.epochs * step_flops / flops,
         "training_overhead": steps * worker.layer_seconds * (running + 2 * backward_layers)
-        + steps * trainable / worker.optimizer_parameters_per_second,
+        + steps * stepped * slowdown / worker.optimizer_parameters_per_second,
     }
-    if validation is not None:
+    if branches.modules:  # their small ops, forward and backward (twice the forward's), each step
+        parts["branch_overhead"] = steps * 3 * branches.modules * worker.branch_seconds
+    if branches.dropout:  # a mask drawn and applied per element of each branch's input, both ways
+        parts["branch_dropout"] = (
+            hp.epochs * share.tokens * branches.inputs * slowdown * worker.dropout_seconds
+        )
+    if processes.count > 1:
+        parts["gradient_exchange"] = (
+            steps * processes.exchanged_bytes(trainable) / worker.exchange_bytes_per_second
+        )
+    if validation is not None:  # every process evaluates the whole validation file
         evaluations = _evaluations(spec, steps, train.count)
-        parts["evaluation"] = evaluations * model.forward(validation, running) / worker.float32_flops
-        parts["evaluation_overhead"] = evaluations * validation.count * worker.layer_seconds * running
+        parts["evaluation"] = (
+            evaluations * model.forward(validation, running) * slowdown / worker.float32_flops
+        )
+        parts["evaluation_overhead"] = (
+            evaluations
+            * validation.count
+            * (worker.layer_seconds * running + worker.branch_seconds * branches.modules)
+        )
     if model.cached:
         both = train if validation is None else _sum(train, validation)
         parts["frozen_prefix"] = model.forward(both, model.cached) / flops
@@ -373,18 +475,30 @@ def _memory(
     train: Shapes,
     trained_tokens: int,
     validation: Mapping[str, Any] | None,
+    processes: Processes,
 ) -> dict[str, int]:
     hp = spec.hyperparameters
     _, bf16 = worker.training_flops(hp.mixed_precision)
     frozen_base = method_entry(spec.method.type).frozen_base(spec.method)
     base_bytes = 2 if bf16_base(worker.device, frozen_base, hp.mixed_precision) else 4
     new = trainable if frozen_base else head  # the new tensors: all it trains, or the new head alone
+    # One process's: FSDP keeps 1/N of every weight, gradient and moment; DDP the whole of them.
+    held = 1 / processes.count if processes.sharded else 1
     parts = {
         "baseline": worker.baseline_bytes if worker.device == "cpu" else 0,
-        "weights": base_bytes * parameters + 4 * new,
-        "gradients_and_optimizer": (12 + ADAMW_TEMPORARIES if hp.optimizer == "adamw" else 4) * trainable,
-        "activations": _activation_bytes(spec, model, train, bf16),
+        "weights": int(held * (base_bytes * parameters + 4 * new)),
+        "gradients_and_optimizer": int(
+            held * (12 + ADAMW_TEMPORARIES if hp.optimizer == "adamw" else 4) * trainable
+        ),
+        "activations": _activation_bytes(spec, model, train.scaled(processes.share), bf16),
     }
+    if processes.sharded:  # the root's weights stay gathered through a step, and one layer's at a time
+        outside = parameters - model.layer_weights
+        parts["gathered_weights"] = int(
+            4 * (1 - held) * (outside + model.layer_weights / max(model.layers, 1))
+        )
+    elif processes.count > 1:  # DDP's buckets: a copy of the gradients, all-reduced as they fill
+        parts["gradient_buckets"] = 4 * trainable
     if worker.device == "cpu":  # the checkpoint file is mapped, and its pages stay resident once read
         parts["checkpoint_pages"] = 4 * parameters
     if bf16 and base_bytes == 4:
@@ -394,6 +508,21 @@ def _memory(
             4 * model.hidden * (trained_tokens + (validation or {}).get("trained_tokens", 0))
         )
     return parts
+
+
+def _branch_bytes(spec: JobSpec, model: Model, worker: Worker, branches: Branches, train: Shapes) -> int:
+    """What the branches save for backward in the largest batch, per token: their own copy of their
+    input (16-bit under bf16 autocast, which casts each user's input anew; in float32 only dropout makes
+    a new one), their dropout's mask (float32 on a CPU, which draws a float mask; a byte on CUDA), and
+    the inner r activations. With gradient checkpointing, one layer's branches at a time."""
+    _, bf16 = worker.training_flops(spec.hyperparameters.mixed_precision)
+    copy = 2 if bf16 else (4 if branches.dropout else 0)
+    mask = (4 if worker.device == "cpu" else 1) if branches.dropout else 0
+    per_token = (copy + mask) * branches.inputs + (2 if bf16 else 4) * branches.ranks
+    saved = train.largest_tokens * per_token
+    if spec.hyperparameters.gradient_checkpointing:
+        saved /= max(model.layers, 1)
+    return int(saved)
 
 
 def bf16_base(device: str, frozen_base: bool, mixed_precision: str) -> bool:

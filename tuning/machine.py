@@ -8,24 +8,37 @@ in a few seconds with short runs of the operations training is made of: no job, 
 - layer_seconds: the same layer at width 8 (so its arithmetic is nothing) on one token, forward and
   backward, divided by 3 (a backward launches about twice the forward's kernels): the fixed cost of a
   layer's operations, which dominates small batches.
+- branch_seconds: one LoRA branch (tuning.methods.lora: its two rank-2 matmuls, scaling and add) at
+  width 8 on one token, forward and backward, less the bare layer's, divided by 3 as above: the fixed
+  cost of the small operations a low-rank branch adds to every adapted weight.
+- dropout_seconds: dropout (p 0.05) on 16 × 32 × 384 float32 activations, forward and backward, per
+  activation: on a CPU it draws a float32 mask per element and multiplies by it, both ways.
 - optimizer parameters per second: torch's AdamW (foreach) step with gradient-norm clipping over 4 M
   parameters in 40 tensors.
+- exchange bytes per second: two processes all-reduce 16 MB of float32 gradients as DDP does (gloo on
+  the CPU, one thread each as torchrun gives them; nccl between two GPUs; a machine with one GPU has no
+  such exchange: inf); each process sends the whole tensor's bytes, 2·(N−1)/N of them with N = 2.
 - baseline bytes: this process's resident memory after importing torch, transformers and the method core.
 
 `python -m benchmarks.estimate --measure-worker` prints them as DELTATUNE_WORKER_* settings.
 """
 
+import math
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import distributed
 
 from tuning.device import cpu_has_native_bf16, pick_device
 from tuning.estimate import Worker
 
 BATCH, WIDTH, HIDDEN, INTERMEDIATE = 16, 32, 384, 1536  # all-MiniLM-L6-v2's layer, a short-text batch
+EXCHANGE_FLOATS = 4_000_000  # the gradients of a 4 M-parameter job: 16 MB
 
 
 def measure_worker() -> Worker:
@@ -42,7 +55,10 @@ def measure_worker() -> Worker:
         float32_flops=layer_flops(device, torch.float32),
         bf16_flops=layer_flops(device, torch.bfloat16) if native_bf16 else 0.0,
         layer_seconds=layer_seconds(device),
+        branch_seconds=branch_seconds(device),
+        dropout_seconds=dropout_seconds(device),
         optimizer_parameters_per_second=optimizer_rate(device),
+        exchange_bytes_per_second=exchange_rate(device),
         baseline_bytes=baseline if device.type == "cpu" else 0,
     )
 
@@ -62,6 +78,34 @@ def layer_flops(device: torch.device, dtype: torch.dtype) -> float:
 def layer_seconds(device: torch.device) -> float:
     """One layer's forward ops on a batch when their arithmetic is nothing (width 8, one token)."""
     return _layer_step_seconds(device, 8, torch.float32, batch=1, width=1) / 3
+
+
+def branch_seconds(device: torch.device) -> float:
+    """What a LoRA branch adds to a frozen layer's forward ops when their arithmetic is nothing."""
+    from tuning.methods.lora.model import LoraLinear
+
+    bare = torch.nn.Linear(8, 8).to(device).requires_grad_(False)
+    adapted = LoraLinear.wrap(torch.nn.Linear(8, 8).to(device), r=2, alpha=4)
+    states = torch.randn(1, 8, device=device, requires_grad=True)
+
+    def forward_backward(layer: torch.nn.Module) -> Callable[[], None]:
+        return lambda: layer(states).sum().backward()
+
+    added = _median_seconds(forward_backward(adapted), device) - _median_seconds(
+        forward_backward(bare), device
+    )
+    return max(added, 0.0) / 3
+
+
+def dropout_seconds(device: torch.device) -> float:
+    """Dropout's forward and backward per float32 activation, on a short-text batch's layer input."""
+    states = torch.randn(BATCH * WIDTH, HIDDEN, device=device, requires_grad=True)
+    gradient = torch.ones_like(states)
+
+    def forward_backward() -> None:
+        torch.nn.functional.dropout(states, 0.05, training=True).backward(gradient)
+
+    return _median_seconds(forward_backward, device) / states.numel()
 
 
 def _layer_step_seconds(
@@ -96,6 +140,39 @@ def optimizer_rate(device: torch.device) -> float:
         optimizer.step()
 
     return 40 * 100_000 / _median_seconds(step, device)
+
+
+def exchange_rate(device: torch.device) -> float:
+    """Bytes per second each of two processes sends in an all-reduce of float32 gradients."""
+    if device.type == "cuda" and torch.cuda.device_count() < 2:
+        return math.inf
+    with tempfile.TemporaryDirectory(prefix="deltatune-exchange-") as folder:
+        result = Path(folder) / "seconds"
+        torch.multiprocessing.spawn(
+            _exchange, args=(str(Path(folder) / "store"), str(result), device.type), nprocs=2
+        )
+        seconds = float(result.read_text())
+    return 4 * EXCHANGE_FLOATS / seconds
+
+
+def _exchange(rank: int, store: str, result: str, device_type: str) -> None:
+    """One of the two processes of `exchange_rate`: rank 0 writes the median all-reduce's seconds."""
+    on_cuda = device_type == "cuda"
+    distributed.init_process_group(
+        "nccl" if on_cuda else "gloo", init_method=f"file://{store}", rank=rank, world_size=2
+    )
+    try:
+        device = torch.device("cuda", rank) if on_cuda else torch.device("cpu")
+        if on_cuda:
+            torch.cuda.set_device(device)
+        else:
+            torch.set_num_threads(1)  # torchrun's OMP_NUM_THREADS for several processes
+        gradients = torch.randn(EXCHANGE_FLOATS, device=device)
+        seconds = _median_seconds(lambda: distributed.all_reduce(gradients), device, repeats=5)
+        if rank == 0:
+            Path(result).write_text(repr(seconds))
+    finally:
+        distributed.destroy_process_group()
 
 
 def _median_seconds(work: Callable[[], object], device: torch.device, *, repeats: int = 10) -> float:

@@ -214,3 +214,17 @@ def test_more_processes_than_the_workers_give_a_job_is_refused_naming_the_field(
     accepted = client.post("/v1/jobs", headers=auth, json=body | {"resources": {"processes": 2}})
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["spec"]["resources"]["processes"] == 2
+
+
+def test_a_dry_run_on_two_processes_reports_one_processs_memory(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    """Each of two processes holds half of every batch's activations, and DDP's copy of the gradients."""
+    settings.worker_max_processes_per_job = 2
+    body = job_body(file_id(client, auth, TWO_LABELS)) | {"dry_run": True}
+    one = client.post("/v1/jobs", headers=auth, json=body).json()["estimated_peak_memory_parts"]
+    two = client.post("/v1/jobs", headers=auth, json=body | {"resources": {"processes": 2}}).json()
+    parts = two["estimated_peak_memory_parts"]
+    assert parts["activations"] in (one["activations"] // 2, (one["activations"] + 1) // 2)
+    assert parts["gradient_buckets"] > 0 and "gradient_buckets" not in one
+    assert two["estimated_peak_memory_bytes"] == sum(parts.values())

@@ -267,3 +267,103 @@ def test_virtual_tokens_cost_what_they_add(
     backward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * tokens + 8 * HIDDEN * pairs) + 2 * trainable * tokens
     added = 2 * trainable * tokens  # its new tensors run in the forward too
     assert estimate.seconds_parts["training"] == pytest.approx((forward + backward + added) / 1e9, rel=1e-9)
+
+
+def on_processes(spec: JobSpec, processes: int) -> JobSpec:
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"processes": processes})})
+
+
+def test_two_processes_each_hold_half_of_each_batchs_activations(tiny_bert_dir: Path) -> None:
+    """DDP: each process holds the whole model, a bucket copy of the gradients, and its half of a batch."""
+    spec = spec_with({"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]}, batch_size=8)
+    report = report_with(TRAIN_BATCHES)
+    one = estimate_job(spec, tiny_bert_dir, report, worker=WORKER)
+    two = estimate_job(on_processes(spec, 2), tiny_bert_dir, report, worker=WORKER)
+    assert two.memory_parts["activations"] == one.memory_parts["activations"] // 2
+    assert two.memory_parts["weights"] == one.memory_parts["weights"]
+    assert two.memory_parts["gradient_buckets"] == 4 * two.trainable_parameters
+    assert "gradient_buckets" not in one.memory_parts
+    assert two.peak_memory_bytes == sum(two.memory_parts.values())
+
+
+def test_full_on_two_processes_shards_weights_gradients_and_optimizer(tiny_bert_dir: Path) -> None:
+    spec = spec_with({"type": "full"}, batch_size=8)
+    report = report_with(TRAIN_BATCHES)
+    one = estimate_job(spec, tiny_bert_dir, report, worker=WORKER).memory_parts
+    two = estimate_job(on_processes(spec, 2), tiny_bert_dir, report, worker=WORKER).memory_parts
+    assert two["gradients_and_optimizer"] == one["gradients_and_optimizer"] // 2
+    assert two["weights"] == one["weights"] // 2
+    outside = 999_072 - LAYER_WEIGHTS  # embeddings, norms, biases, pooler: the root, gathered in a step
+    assert two["gathered_weights"] == int(4 * 0.5 * (outside + LAYER_WEIGHTS / LAYERS))
+
+
+def test_processes_share_a_cpu_and_exchange_gradients_each_step(tiny_bert_dir: Path) -> None:
+    """On a CPU the processes divide its cores: half a batch each at half the FLOP/s takes as long as one
+    process; on CUDA each has a GPU, so half the time. Each step adds the all-reduce of the gradients."""
+    spec = spec_with({"type": "bitfit"}, epochs=1, batch_size=8)
+    report = report_with(TRAIN_BATCHES)
+    exchanging = replace(WORKER, exchange_bytes_per_second=1e6)
+    one = estimate_job(spec, tiny_bert_dir, report, worker=exchanging)
+    two = estimate_job(on_processes(spec, 2), tiny_bert_dir, report, worker=exchanging)
+    assert two.seconds_parts["training"] == pytest.approx(one.seconds_parts["training"])
+    # A ring all-reduce between 2 processes: each sends 2·(2−1)/2 of the float32 gradients.
+    assert two.seconds_parts["gradient_exchange"] == pytest.approx(3 * 4 * two.trainable_parameters / 1e6)
+    assert "gradient_exchange" not in one.seconds_parts
+    gpu = replace(exchanging, device="cuda")
+    one_gpu = estimate_job(spec, tiny_bert_dir, report, worker=gpu)
+    two_gpus = estimate_job(on_processes(spec, 2), tiny_bert_dir, report, worker=gpu)
+    assert two_gpus.seconds_parts["training"] == pytest.approx(one_gpu.seconds_parts["training"] / 2)
+    # Every process evaluates the whole validation file: on a shared CPU, at half its speed.
+    with_validation = report_with(TRAIN_BATCHES, VALIDATION_BATCHES)
+    alone = estimate_job(spec, tiny_bert_dir, with_validation, worker=WORKER).seconds_parts["evaluation"]
+    shared = estimate_job(on_processes(spec, 2), tiny_bert_dir, with_validation, worker=WORKER)
+    assert shared.seconds_parts["evaluation"] == pytest.approx(2 * alone)
+
+
+def test_an_odd_batch_is_timed_by_its_larger_share(tiny_bert_dir: Path) -> None:
+    """7 rows on 2 processes: the slower one trains 4 of them."""
+    spec = spec_with({"type": "bitfit"}, epochs=1, batch_size=7)
+    report = report_with(TRAIN_BATCHES)
+    gpu = replace(WORKER, device="cuda")
+    one = estimate_job(spec, tiny_bert_dir, report, worker=gpu).seconds_parts["training"]
+    two = estimate_job(on_processes(spec, 2), tiny_bert_dir, report, worker=gpu).seconds_parts["training"]
+    assert two == pytest.approx(one * 4 / 7)
+
+
+LORA = {"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+BRANCHY = replace(WORKER, branch_seconds=1e-4, dropout_seconds=1e-8)
+
+
+def test_loras_branch_overhead_grows_with_the_adapted_weights(tiny_bert_dir: Path) -> None:
+    """Each adapted weight's branch costs its small ops every step: forward and twice that backward."""
+    report = report_with(TRAIN_BATCHES)
+    two = estimate_job(spec_with(LORA, epochs=1), tiny_bert_dir, report, worker=BRANCHY)
+    four = estimate_job(
+        spec_with(LORA | {"target_modules": ["query", "key", "value", "attention.output.dense"]}, epochs=1),
+        tiny_bert_dir,
+        report,
+        worker=BRANCHY,
+    )
+    steps, adapted = 3, LAYERS * 2
+    assert two.seconds_parts["branch_overhead"] == pytest.approx(steps * 3 * adapted * 1e-4)
+    assert four.seconds_parts["branch_overhead"] == pytest.approx(2 * two.seconds_parts["branch_overhead"])
+    assert "branch_dropout" not in two.seconds_parts  # dropout 0: no mask drawn
+    assert (
+        "branch_overhead"
+        not in estimate_job(
+            spec_with({"type": "bitfit"}, epochs=1), tiny_bert_dir, report, worker=BRANCHY
+        ).seconds_parts
+    )
+
+
+def test_loras_dropout_costs_each_branch_input_element(tiny_bert_dir: Path) -> None:
+    spec = spec_with(LORA | {"dropout": 0.1}, epochs=2)
+    estimate = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=BRANCHY)
+    inputs = LAYERS * 2 * HIDDEN  # query and value read the layer's width
+    assert estimate.seconds_parts["branch_dropout"] == pytest.approx(2 * 240 * inputs * 1e-8)
+    # Saved for backward (float32 here): the dropped-out input (4 bytes) and its mask (4), and r = 4.
+    assert estimate.memory_parts["branch_activations"] == 128 * (8 * inputs + 4 * LAYERS * 2 * 4)
+    without = estimate_job(
+        spec_with(LORA, epochs=2), tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER
+    )
+    assert without.memory_parts["branch_activations"] == 128 * 4 * LAYERS * 2 * 4

@@ -30,6 +30,19 @@ Options = TypeVar("Options", bound=MethodOptions)
 Layout = Literal["peft", "deltatune"]
 
 
+class Branches(NamedTuple):
+    """The small modules a method runs beside the base's weights (LoRA's low-rank branches), for the
+    estimate: each costs a few small operations a batch, whatever its size, and reads its input."""
+
+    modules: int  # how many
+    inputs: int  # Σ of their input widths: the activations they read per token
+    ranks: int  # Σ of their inner widths: the activations they save per token for backward
+    dropout: float  # the dropout on their input (0: none)
+
+
+NO_BRANCHES = Branches(0, 0, 0, 0.0)
+
+
 class PaperRate(NamedTuple):
     """The AdamW learning rate a method's paper fine-tunes with at batch 16, and where it says so."""
 
@@ -58,6 +71,7 @@ class MethodEntry(Generic[Options]):
     lowest_layer: Callable[[Options, ModelShapes], int]
     frozen_base: Callable[[Options], bool]  # trains only new tensors: every pretrained one stays as loaded
     learning_rate: Callable[[Options], PaperRate]  # what "auto" trains it at (tuning.auto)
+    branches: Callable[[Options, ModelShapes], Branches]  # small modules beside the base's weights
 
     @property
     def layout(self) -> Layout:
@@ -84,6 +98,7 @@ def register_method(
     virtual_keys_only: bool = False,
     lowest_layer: Callable[[Options, ModelShapes], int] | None = None,
     frozen_base: Callable[[Options], bool] | None = None,
+    branches: Callable[[Options, ModelShapes], Branches] | None = None,
 ) -> MethodEntry[Options]:
     """The method's entry, checked: call it once, in the method package's `__init__.py`."""
     declared = options.model_fields["type"].default if "type" in options.model_fields else None
@@ -123,6 +138,7 @@ def register_method(
         lowest_layer=lowest_layer or (lambda _options, _shapes: 0),
         frozen_base=frozen_base or (lambda _: additive),
         learning_rate=learning_rate,
+        branches=branches or (lambda _options, _shapes: NO_BRANCHES),
     )
 
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tuning.errors import SpecError
-from tuning.methods.base_model import ModelConfig, ModelShapes
+from tuning.methods.base_model import LAYER_INDEX, ModelConfig, ModelShapes
 from tuning.methods.lora.options import LoraMethod
-from tuning.methods.registry import PaperRate, register_method
+from tuning.methods.registry import Branches, PaperRate, register_method
 from tuning.methods.targets import check_targets
 
 if TYPE_CHECKING:
@@ -29,6 +29,28 @@ def estimate(options: LoraMethod, shapes: ModelShapes) -> int:
         rank(module, options.rank_pattern, options.r) * (shape[0] + shape[1])
         for module, shape in shapes.linear_weights(options.target_modules)
     )
+
+
+def branches(options: LoraMethod, shapes: ModelShapes) -> Branches:
+    """One low-rank branch per adapted weight (within layers_to_transform): it reads the layer's input
+    (in features: a Linear's weight is (out, in), GPT-2's Conv1D's (in, out)) and keeps r per token."""
+    conv1d = str(shapes.config.get("model_type", "")) == "gpt2"
+    adapted = [
+        (module, shape)
+        for module, shape in shapes.linear_weights(options.target_modules)
+        if options.layers_to_transform is None or _layer(module) in options.layers_to_transform
+    ]
+    return Branches(
+        modules=len(adapted),
+        inputs=sum(shape[0] if conv1d else shape[1] for _, shape in adapted),
+        ranks=sum(rank(module, options.rank_pattern, options.r) for module, _ in adapted),
+        dropout=options.dropout,
+    )
+
+
+def _layer(module: str) -> int | None:
+    found = LAYER_INDEX.search(f"{module}.")
+    return int(found.group(1)) if found else None
 
 
 def rank(module: str, ranks: Mapping[str, int], default: int) -> int:
@@ -85,4 +107,5 @@ METHOD = register_method(
     compat=[layers_exist, targets_exist],
     lowest_layer=lambda options, _shapes: min(options.layers_to_transform or [0]),
     frozen_base=lambda _: True,
+    branches=branches,
 )
