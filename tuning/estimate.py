@@ -32,20 +32,22 @@ How each figure is made (also returned as text):
   once over the training and validation examples, then every step starts above them.
 - seconds = training FLOPs / the worker's FLOP/s in the training precision (bf16 under
   mixed_precision auto on a worker with native bf16, or bf16; else float32), + evaluations' forward
-  FLOPs / its float32 FLOP/s (evaluations run in float32: one before the first step, then every
-  eval_steps or each epoch's end, and one at the end unless the last step had one), + fixed costs: each
-  layer's forward ops cost the worker's layer_seconds per batch (backward twice that: launching kernels
-  and Python, which dominate small batches), and each step's optimizer update T / its parameters per
-  second. What `train_seconds` measures: model loading and export are not in it.
+  FLOPs at the training's FLOP/s too, but for the last, the one the job reports, at float32's (one
+  before the first step, then every eval_steps or each epoch's end, and one at the end unless the
+  last step had one), + fixed costs: each layer's forward ops cost the worker's layer_seconds per
+  batch (backward twice that: launching kernels and Python, which dominate small batches), and each
+  step's optimizer update T / its parameters per second. What `train_seconds` measures: model
+  loading and export are not in it.
 - branches (the registry's `branches`: LoRA's low-rank branch beside each adapted weight): each costs
   the worker's branch_seconds per batch forward (twice that backward; in evaluations forward only),
   whatever the batch: its two small matmuls, scaling and add are few FLOPs but as many operations as a
   small layer's; with dropout, each branch's input runs through it, t·in elements a batch, at the
-  worker's dropout_seconds per element (forward and backward: on a CPU a float32 mask drawn, applied
-  and applied again to the gradient). Their memory: per token of the largest batch, each branch keeps
-  its own copy of its input (2 bytes·in under bf16 autocast, which casts every user's input anew;
-  float32 makes one only with dropout, 4 bytes), its dropout mask (4 bytes·in on a CPU, 1 on CUDA),
-  and its r inner activations.
+  worker's dropout_seconds per element (what dropout adds to a branch's forward and backward as the
+  method runs it: on a CPU only the dropped positions drawn, tuning.methods.lora.dropped_down).
+  Their memory: per token of the largest batch, each branch keeps its own copy of its input (2
+  bytes·in under bf16 autocast, which casts every user's input anew; float32 makes one only with
+  dropout, 4 bytes), its dropout mask (on a CPU the dropped positions' indices, 8·p bytes·in; 1
+  byte·in on CUDA), and its r inner activations.
 - peak memory bytes = what the job's process holds at its peak: on a CPU worker its resident memory
   (the libraries' baseline, measured on the worker, + everything below); on CUDA the tensors alone.
   Weights 4·P (on CUDA, a method that trains only new tensors keeps the frozen base in bf16: 2·P) and
@@ -79,6 +81,7 @@ from typing import Any, Literal
 from tuning.auto import resolve, trained_with
 from tuning.methods import method_entry
 from tuning.methods.base_model import ModelShapes
+from tuning.methods.lora.options import SPARSE_DROPOUT_UP_TO
 from tuning.methods.registry import Branches
 from tuning.models import tensor_shapes
 from tuning.spec import JobSpec
@@ -438,8 +441,12 @@ def _seconds(
         )
     if validation is not None:  # every process evaluates the whole validation file
         evaluations = _evaluations(spec, steps, train.count)
+        # All but the one the job reports run in the training's precision; that one in float32.
+        evaluation_flops, _ = worker.training_flops(hp.mixed_precision)
         parts["evaluation"] = (
-            evaluations * model.forward(validation, running) * slowdown / worker.float32_flops
+            model.forward(validation, running)
+            * slowdown
+            * ((evaluations - 1) / evaluation_flops + 1 / worker.float32_flops)
         )
         parts["evaluation_overhead"] = (
             evaluations
@@ -510,14 +517,24 @@ def _memory(
     return parts
 
 
+def _dropout_mask_bytes(device: str, dropout: float) -> float:
+    """Per element of a branch's input: a byte on CUDA; on a CPU the dropped positions' int64 indices
+    (tuning.methods.lora.dropped_down) up to SPARSE_DROPOUT_UP_TO, above it torch's float32 mask."""
+    if not dropout:
+        return 0
+    if device != "cpu":
+        return 1
+    return 8 * dropout if dropout <= SPARSE_DROPOUT_UP_TO else 4
+
+
 def _branch_bytes(spec: JobSpec, model: Model, worker: Worker, branches: Branches, train: Shapes) -> int:
     """What the branches save for backward in the largest batch, per token: their own copy of their
     input (16-bit under bf16 autocast, which casts each user's input anew; in float32 only dropout makes
-    a new one), their dropout's mask (float32 on a CPU, which draws a float mask; a byte on CUDA), and
+    a new one), their dropout's mask (_dropout_mask_bytes), and
     the inner r activations. With gradient checkpointing, one layer's branches at a time."""
     _, bf16 = worker.training_flops(spec.hyperparameters.mixed_precision)
     copy = 2 if bf16 else (4 if branches.dropout else 0)
-    mask = (4 if worker.device == "cpu" else 1) if branches.dropout else 0
+    mask = _dropout_mask_bytes(worker.device, branches.dropout)
     per_token = (copy + mask) * branches.inputs + (2 if bf16 else 4) * branches.ranks
     saved = train.largest_tokens * per_token
     if spec.hyperparameters.gradient_checkpointing:

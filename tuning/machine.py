@@ -11,8 +11,9 @@ in a few seconds with short runs of the operations training is made of: no job, 
 - branch_seconds: one LoRA branch (tuning.methods.lora: its two rank-2 matmuls, scaling and add) at
   width 8 on one token, forward and backward, less the bare layer's, divided by 3 as above: the fixed
   cost of the small operations a low-rank branch adds to every adapted weight.
-- dropout_seconds: dropout (p 0.05) on 16 × 32 × 384 float32 activations, forward and backward, per
-  activation: on a CPU it draws a float32 mask per element and multiplies by it, both ways.
+- dropout_seconds: what dropout (p 0.05) adds to a LoRA branch (r 8) on 16 × 32 × 384 float32
+  activations, forward and backward, per activation, as the method runs it (on a CPU it draws only
+  the dropped positions: tuning.methods.lora.dropped_down).
 - optimizer parameters per second: torch's AdamW (foreach) step with gradient-norm clipping over 4 M
   parameters in 40 tensors.
 - exchange bytes per second: two processes all-reduce 16 MB of float32 gradients as DDP does (gloo on
@@ -98,14 +99,17 @@ def branch_seconds(device: torch.device) -> float:
 
 
 def dropout_seconds(device: torch.device) -> float:
-    """Dropout's forward and backward per float32 activation, on a short-text batch's layer input."""
+    """What dropout (p 0.05) adds to a LoRA branch's forward and backward, per element of its input."""
+    from tuning.methods.lora.model import LoraLinear
+
     states = torch.randn(BATCH * WIDTH, HIDDEN, device=device, requires_grad=True)
-    gradient = torch.ones_like(states)
 
-    def forward_backward() -> None:
-        torch.nn.functional.dropout(states, 0.05, training=True).backward(gradient)
+    def forward_backward(dropout: float) -> Callable[[], None]:
+        layer = LoraLinear.wrap(torch.nn.Linear(HIDDEN, HIDDEN).to(device), r=8, alpha=16, dropout=dropout)
+        return lambda: layer(states).sum().backward()
 
-    return _median_seconds(forward_backward, device) / states.numel()
+    added = _median_seconds(forward_backward(0.05), device) - _median_seconds(forward_backward(0.0), device)
+    return max(added, 0.0) / states.numel()
 
 
 def _layer_step_seconds(

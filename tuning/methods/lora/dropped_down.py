@@ -20,13 +20,12 @@ import math
 
 import torch
 
-# Above this the dropped positions are no longer few: drawing each element's mask costs no more.
-SPARSE_UP_TO = 0.25
+from tuning.methods.lora.options import SPARSE_DROPOUT_UP_TO
 
 
 def uses_dropped_down(p: float, x: torch.Tensor) -> bool:
     """Whether `dropped_down` pays for this dropout probability and input."""
-    return 0.0 < p <= SPARSE_UP_TO and x.device.type == "cpu"
+    return 0.0 < p <= SPARSE_DROPOUT_UP_TO and x.device.type == "cpu"
 
 
 def dropped_positions(count: int, p: float, device: torch.device) -> torch.Tensor:

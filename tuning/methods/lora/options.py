@@ -10,6 +10,10 @@ from pydantic import Field, field_validator
 
 from tuning.spec_base import MethodOptions, module_names
 
+# Up to this dropout, training on a CPU draws only the dropped positions of LoRA's input
+# (tuning.methods.lora.dropped_down); above it, as many as are kept: torch's dropout costs no more.
+SPARSE_DROPOUT_UP_TO = 0.25
+
 
 class LoraMethod(MethodOptions):
     """LoRA: W stays frozen, a low-rank update B·A scaled by alpha/r is trained."""
