@@ -30,7 +30,7 @@ from tuning.build import Built, apply_spec_method
 from tuning.checkpoints import CheckpointSink, CheckpointWriter, load_checkpoint_weights
 from tuning.compat import check_spec_for_model
 from tuning.data import AnyExample, Label, read_data_file
-from tuning.device import pick_device, uses_bf16
+from tuning.device import pick_device, use_attention, uses_bf16
 from tuning.distribution import SINGLE, Ranks, is_sharded, reshard, whole
 from tuning.errors import SpecError
 from tuning.evaluate import Evaluation
@@ -283,6 +283,7 @@ def prepare(
     )
     task_model = task.load(spec, base_path, data.labels)
     model: nn.Module = task_model.model
+    use_attention(model, device)
     model.to(device)
     # What the regularizers compare against is taken before the method rewrites the model.
     before_method = _before_method(spec, task_model, fisher_examples, device, on_event)

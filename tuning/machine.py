@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import distributed
 
-from tuning.device import cpu_has_native_bf16, pick_device
+from tuning.device import attention_for, cpu_has_native_bf16, pick_device
 from tuning.estimate import Worker
 
 BATCH, WIDTH, HIDDEN, INTERMEDIATE = 16, 32, 384, 1536  # all-MiniLM-L6-v2's layer, a short-text batch
@@ -121,7 +121,7 @@ def _layer_step_seconds(
     config = BertConfig(
         hidden_size=hidden, num_attention_heads=max(hidden // 64, 2), intermediate_size=4 * hidden
     )
-    config._attn_implementation = "sdpa"  # what a loaded model runs
+    config._attn_implementation = attention_for(device)  # what a job trains with
     layer = BertLayer(config).to(device)
     states = torch.randn(batch, width, hidden, device=device, requires_grad=True)
 

@@ -111,3 +111,9 @@ def test_evaluations_run_as_training_does_and_the_reported_one_in_float32(runs: 
         logits = bf16.job.model(**inputs).logits
     loss = torch.nn.functional.cross_entropy(logits, targets).item()
     assert bf16.job.metrics["val_loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_jobs_train_with_eager_attention_on_the_cpu_and_sdpa_elsewhere(runs: Runs) -> None:
+    assert device.attention_for(CPU) == "eager" and device.attention_for(CUDA) == "sdpa"
+    for fitted, _ in runs.values():
+        assert fitted.job.model.config._attn_implementation == "eager"
