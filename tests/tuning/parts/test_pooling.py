@@ -4,23 +4,30 @@ head trains, the artifact reloaded by deltatune, by PEFT + transformers and as a
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tuning import JobSpec, load_artifact, predict_logits, run
+from tests.tuning.datasets import sentiment_lines, write_jsonl
+from tests.tuning.test_estimate import WORKER
+from tests.tuning.test_frozen_prefix import PARTIAL_TOP, PROBE, assert_same_weights, frozen_events, train_job
+from tuning import Event, JobSpec, load_artifact, predict_logits, run
 from tuning.auto import resolve
 from tuning.build import prepare_classifier
 from tuning.data import read_classification_file
 from tuning.errors import SpecError
+from tuning.estimate import estimate_job
+from tuning.fit import fit
 from tuning.parts.pooling import (
     MeanPooler,
     resolve_pooling,
     sentence_transformers_pooling,
     write_pooling_files,
 )
+from tuning.validation import validate_files
 
 TEXTS = ["a fine film", "dull and long, a waste of an evening", "good"]
 
@@ -35,15 +42,15 @@ def mean_bert_dir(tiny_bert_dir: Path) -> Path:
     return folder
 
 
-def spec(base_model: str = "tiny-bert-mean", pooling: str = "auto", **extra: object) -> JobSpec:
+def spec(base_model: str = "tiny-bert-mean", pooling: str = "auto", **extra: Any) -> JobSpec:
     return JobSpec.model_validate(
         {
             "base_model": base_model,
             "training_file": "file-train",
             "head": {"pooling": pooling},
             "hyperparameters": {"epochs": 8, "batch_size": 8, "learning_rate": 2e-2},
-            **extra,
         }
+        | extra
     )
 
 
@@ -196,3 +203,53 @@ def test_an_artifact_from_before_head_pooling_reloads_with_first_token_pooling(
     torch.testing.assert_close(
         predict_logits(load_artifact(tmp_path, [mean_bert_dir.parent]), TEXTS), expected
     )
+
+
+@pytest.mark.parametrize("method", [PARTIAL_TOP, PROBE], ids=["partial", "probe"])
+def test_frozen_layers_reuse_stays_exact_with_mean_pooling(
+    method: dict[str, Any], mean_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The cut forward hands the backbone the same mask, so the cached frozen part is reused (its
+    parity check passes) and trains what recomputing it trains."""
+    runs = {
+        mode: train_job(
+            spec(method=method, hyperparameters={"epochs": 2, "batch_size": 8, "frozen_layers": mode}),
+            tmp_path / mode,
+            sentiment_files,
+            [mean_bert_dir.parent],
+        )
+        for mode in ("reuse", "recompute")
+    }
+    (reused, metrics, events), (recomputed, recomputed_metrics, _) = runs["reuse"], runs["recompute"]
+    assert not any(".pooler." in name for name in reused)
+    assert_same_weights(reused, recomputed)
+    assert metrics["val_accuracy"] == recomputed_metrics["val_accuracy"]
+    assert [e.data["frozen_layers"] for e in frozen_events(events)] == ["reuse"]
+
+
+@pytest.mark.parametrize(
+    "method", [{"type": "lora", "r": 4, "alpha": 8}, {"type": "full"}], ids=["lora", "full"]
+)
+def test_the_dry_run_counts_what_a_mean_pooled_job_trains(
+    method: dict[str, Any], mean_bert_dir: Path, tmp_path: Path
+) -> None:
+    """No pooler: the head is the classifier alone, and a full job's weights lack the pooler's."""
+    training = write_jsonl(tmp_path / "train.jsonl", sentiment_lines(10, seed=3))
+    job = spec(method=method | ({"target_modules": ["query", "value"]} if method["type"] == "lora" else {}))
+    job = job.model_copy(update={"hyperparameters": job.hyperparameters.model_copy(update={"epochs": 1})})
+    events: list[Event] = []
+    fit(job, training_path=training, model_dirs=[mean_bert_dir.parent], on_event=events.append)
+    counted = next(e.data["trainable_parameters"] for e in events if "trainable_parameters" in e.data)
+    report = validate_files(job, mean_bert_dir, {"training_file": training})
+    estimate = estimate_job(job, mean_bert_dir, report, worker=WORKER)
+    assert estimate.trainable_parameters == counted
+    assert estimate.hyperparameters["head.pooling"] == "mean"
+    if method["type"] == "lora":
+        assert counted == 1_024 + 32 * 2 + 2  # the LoRA matrices and the classifier, no pooler (32·32+32)
+
+
+def test_validation_refuses_mean_on_a_model_that_cannot(tiny_roberta_dir: Path, tmp_path: Path) -> None:
+    training = write_jsonl(tmp_path / "train.jsonl", sentiment_lines(10, seed=3))
+    with pytest.raises(SpecError) as error:
+        validate_files(spec("tiny-roberta", pooling="mean"), tiny_roberta_dir, {"training_file": training})
+    assert error.value.param == "head.pooling"
