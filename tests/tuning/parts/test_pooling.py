@@ -21,6 +21,7 @@ from tuning.data import read_classification_file
 from tuning.errors import SpecError
 from tuning.estimate import estimate_job
 from tuning.fit import fit
+from tuning.methods import METHODS
 from tuning.parts.pooling import (
     MeanPooler,
     resolve_pooling,
@@ -253,3 +254,26 @@ def test_validation_refuses_mean_on_a_model_that_cannot(tiny_roberta_dir: Path, 
     with pytest.raises(SpecError) as error:
         validate_files(spec("tiny-roberta", pooling="mean"), tiny_roberta_dir, {"training_file": training})
     assert error.value.param == "head.pooling"
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_trains_mean_pooled_and_reloads(
+    name: str, mean_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Prompt tuning's virtual tokens are averaged in (the backbone's mask covers them); prefix
+    tuning's mask is longer than the hidden states and only its text columns count."""
+    method = {"type": name} | dict(METHODS[name].example)
+    job = spec(method=method, hyperparameters={"epochs": 2, "batch_size": 8})
+    result = run(
+        job,
+        tmp_path,
+        training_path=sentiment_files[0],
+        validation_path=sentiment_files[1],
+        model_dirs=[mean_bert_dir.parent],
+    )
+    loaded = load_artifact(tmp_path, [mean_bert_dir.parent])
+    assert loaded.manifest["pooling"] == "mean"
+    validation = read_classification_file(sentiment_files[1])
+    ours = predict_logits(loaded, [e.text for e in validation])
+    labels = torch.tensor([loaded.labels.index(e.label) for e in validation])
+    assert float((ours.argmax(1) == labels).double().mean()) == pytest.approx(result.metrics["val_accuracy"])
