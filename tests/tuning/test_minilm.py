@@ -4,6 +4,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_lora_on_minilm_learns_the_examples_and_reloads_in_peft(tmp_path: Path) 
     # all-MiniLM-L6-v2 declares mean pooling, so head.pooling "auto" chose it: the README's lines.
     assert loaded.manifest["pooling"] == "mean"
     with torch.no_grad():
-        inner = peft_model.base_model.model
+        inner: Any = peft_model.base_model.model
         hidden = inner.bert(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         theirs = inner.classifier((hidden * mask).sum(1) / mask.sum(1))

@@ -175,7 +175,7 @@ def test_a_mean_pooled_lora_job_reloads_in_deltatune_peft_and_merged(
 
     base = AutoModelForSequenceClassification.from_pretrained(mean_bert_dir, num_labels=2)
     peft = PeftModel.from_pretrained(base, tmp_path).eval()
-    inner = peft.base_model.model
+    inner: Any = peft.base_model.model
     torch.testing.assert_close(
         mean_pooled_logits(peft, inner.bert, inner.classifier, mean_bert_dir), expected
     )
