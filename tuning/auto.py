@@ -17,15 +17,22 @@ checkpoints carry; the stored spec keeps "auto", and the job's events say what i
   small set gets more passes, as OpenAI's auto does and as Mosbach et al. 2021 (arXiv:2006.04884)
   found small-data fine-tuning needs (more iterations, not a different rate); a large one gets one.
 
+- head.pooling: "auto" reads the base model's folder (tuning.parts.pooling): the tokens' mean where
+  it declares sentence-transformers mean pooling, else the model class's first token. Resolved here
+  too when the folder is given, so the events, the dry run and the manifest say which; the model is
+  built (tuning.build) by the same function from the same folder.
+
 The rates are AdamW's, as the papers report them; with `optimizer: sgd` "auto" is refused.
 """
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tuning.events import Event
 from tuning.methods import method_entry
+from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec, ResolvedHyperparameters
 
 TARGET_STEPS = 150  # 945 texts at batch 16: 3 epochs, OpenAI's auto for that size
@@ -51,10 +58,13 @@ class AutoChoice:
         if not self.reasons:
             return None
         hp = self.hyperparameters
-        chosen: dict[str, Any] = {name: getattr(hp, name) for name in self.reasons}
+        chosen: dict[str, Any] = {
+            name: self.spec.head.pooling if name == "head.pooling" else getattr(hp, name)
+            for name in self.reasons
+        }
         if self.head_learning_rate is not None:
             chosen["head_learning_rate"] = self.head_learning_rate
-        said = "; ".join(f"{name} {chosen[name]:g}: {why}" for name, why in self.reasons.items())
+        said = "; ".join(f"{name} {_shown(chosen[name])}: {why}" for name, why in self.reasons.items())
         return Event(
             "message",
             f"auto hyperparameters: {said}",
@@ -62,9 +72,11 @@ class AutoChoice:
         )
 
 
-def resolve(spec: JobSpec, *, examples: int, steps_per_epoch: int) -> AutoChoice:
+def resolve(
+    spec: JobSpec, *, examples: int, steps_per_epoch: int, base_path: Path | None = None
+) -> AutoChoice:
     """`spec` with its "auto" hyperparameters as numbers, for a training set of `examples` that makes
-    `steps_per_epoch` optimizer steps a pass."""
+    `steps_per_epoch` optimizer steps a pass; with the base model's folder, its head.pooling too."""
     hp = spec.hyperparameters
     values = hp.model_dump()
     reasons: dict[str, str] = {}
@@ -76,7 +88,15 @@ def resolve(spec: JobSpec, *, examples: int, steps_per_epoch: int) -> AutoChoice
         if spec.task == "sequence_classification":
             head_rate = max(HEAD_LEARNING_RATE, values["learning_rate"])
     resolved = ResolvedHyperparameters.model_validate(values)
-    return AutoChoice(spec.model_copy(update={"hyperparameters": resolved}), head_rate, reasons)
+    update: dict[str, Any] = {"hyperparameters": resolved}
+    if base_path is not None and spec.task == "sequence_classification" and spec.head.pooling == "auto":
+        pooling, reasons["head.pooling"] = resolve_pooling("auto", base_path)
+        update["head"] = spec.head.model_copy(update={"pooling": pooling})
+    return AutoChoice(spec.model_copy(update=update), head_rate, reasons)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def auto_epochs(examples: int, steps_per_epoch: int) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from tuning.layers import LayerMap, find_layers
 from tuning.methods import method_entry
 from tuning.methods.apply import Applied, MethodContext, apply_method
 from tuning.parts.head import build_head
+from tuning.parts.pooling import resolve_pooling, use_mean_pooling
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel, load_classifier
 
@@ -36,10 +37,26 @@ def prepare_classifier(spec: JobSpec, base_path: Path, labels: Sequence[Label]) 
         max_seq_length=spec.hyperparameters.max_seq_length,
         problem_type=spec.problem_type or "single_label",
     )
+    pooling, _ = resolve_pooling(spec.head.pooling, base_path)
+    if pooling == "mean":
+        mean_pooled(classifier)
     outputs = len(labels) or 1
     classifier.head_modules = build_head(classifier.model, classifier.head_modules, spec.head, outputs)
     limit_for_virtual_tokens(spec, classifier)
     return classifier
+
+
+def mean_pooled(classifier: TaskModel) -> None:
+    """The classifier reading the tokens' mean: its pooler replaced (tuning.parts.pooling), so the
+    pooler's dense layer is neither trained, saved, nor counted as pretrained."""
+    use_mean_pooling(classifier.model)
+    backbone = getattr(classifier.model, "base_model_prefix", "")
+    pooler = f"{backbone}.pooler" if backbone else "pooler"
+    classifier.head_modules = [
+        name for name in classifier.head_modules if name != pooler and not name.startswith(pooler + ".")
+    ]
+    kept = set(classifier.model.state_dict())
+    classifier.pretrained = frozenset(key for key in classifier.pretrained if key in kept)
 
 
 def limit_for_virtual_tokens(spec: JobSpec, task_model: TaskModel) -> None:

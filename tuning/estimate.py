@@ -84,6 +84,7 @@ from tuning.methods.base_model import ModelShapes
 from tuning.methods.lora.options import SPARSE_DROPOUT_UP_TO
 from tuning.methods.registry import Branches
 from tuning.models import tensor_shapes
+from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec
 
 METHOD_TEXT = " ".join(
@@ -259,11 +260,13 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     training = report["files"]["training_file"]
     validation = report["files"].get("validation_file")
     train_shapes = _training_shapes(spec, training)
-    auto = resolve(spec, examples=training["examples"], steps_per_epoch=train_shapes.count)
+    auto = resolve(
+        spec, examples=training["examples"], steps_per_epoch=train_shapes.count, base_path=base_path
+    )
     spec, hp = auto.spec, auto.hyperparameters
     trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     steps = hp.epochs * train_shapes.count
-    shapes = ModelShapes(parameter_shapes(base_path), _config(base_path))
+    shapes = ModelShapes(_job_tensors(spec, base_path), _config(base_path))
     parameters = shapes.total()
     trainable = trainable_parameters(spec, shapes.tensors, shapes.config, outputs=_outputs(spec, training))
     entry = method_entry(spec.method.type)
@@ -298,9 +301,18 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
         int(sum(memory_parts.values())),
         seconds_parts=seconds_parts,
         memory_parts=memory_parts,
-        hyperparameters=_chosen(auto.hyperparameters.model_dump(), auto.head_learning_rate),
+        hyperparameters=_chosen(auto.hyperparameters.model_dump(), auto.head_learning_rate)
+        | ({"head.pooling": spec.head.pooling} if "head.pooling" in auto.reasons else {}),
         auto_reasons=dict(auto.reasons),
     )
+
+
+def _job_tensors(spec: JobSpec, base_path: Path) -> dict[str, tuple[int, ...]]:
+    """The checkpoint's parameters the job's model holds: a mean-pooled classifier has no pooler."""
+    tensors = parameter_shapes(base_path)
+    if spec.task != "sequence_classification" or resolve_pooling(spec.head.pooling, base_path)[0] != "mean":
+        return tensors
+    return {name: shape for name, shape in tensors.items() if ".pooler." not in f".{name}"}
 
 
 def _chosen(values: dict[str, Any], head_learning_rate: float | None) -> dict[str, Any]:
@@ -600,7 +612,8 @@ def head_parameters(spec: JobSpec, shapes: ModelShapes, outputs: int) -> int:
     if model_type in DENSE_THEN_OUT | PRE_CLASSIFIER:
         before = hidden * hidden + hidden
     elif model_type in POOLED and not any(".pooler." in f".{name}" for name in shapes.tensors):
-        before = hidden * hidden + hidden  # a pooler the checkpoint lacks is initialised, so trained
+        # A pooler the checkpoint lacks is initialised, so trained; mean pooling has none.
+        before = 0 if spec.head.pooling == "mean" else hidden * hidden + hidden
     if spec.head.type == "mlp":
         width = spec.head.hidden_size or hidden
         logits = hidden * width + width + width * outputs + (outputs if bias else 0)

@@ -298,7 +298,7 @@ def prepare(
     # Encoded after the method: a method that adds tokens (input_adapter) adds them to the tokenizer.
     train_set = task.encode(task_model, spec, data.train, data.labels)
     validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
-    auto = _resolve_auto(spec, len(data.train), len(train_set), on_event)
+    auto = _resolve_auto(spec, len(data.train), len(train_set), base_path, on_event)
     on_event(_training_started(model, built))
     if identity is not None and before_method.fisher is not None:
         identity = replace(identity, fisher_sha256=tensors_sha256(before_method.fisher))
@@ -321,11 +321,13 @@ def prepare(
     )
 
 
-def _resolve_auto(spec: JobSpec, examples: int, sequences: int, on_event: EventSink) -> AutoChoice:
+def _resolve_auto(
+    spec: JobSpec, examples: int, sequences: int, base_path: Path, on_event: EventSink
+) -> AutoChoice:
     """The "auto" hyperparameters as numbers, once the training set's size in batches is known (packing
     makes it the packed sequences'), announced with the reasons."""
     per_epoch = steps_per_epoch(sequences, spec.hyperparameters.batch_size)
-    auto = resolve(spec, examples=examples, steps_per_epoch=per_epoch)
+    auto = resolve(spec, examples=examples, steps_per_epoch=per_epoch, base_path=base_path)
     if (event := auto.event()) is not None:
         on_event(event)
     return auto

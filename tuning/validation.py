@@ -41,6 +41,7 @@ from tuning.data import (
 from tuning.data.causal_lm import Specials, encode_lm_examples, end_of_text_id, opening_id
 from tuning.data.prefix import Prefix, count_prefixes, tokenize_prefix
 from tuning.errors import DataError, SpecError
+from tuning.parts.pooling import resolve_pooling
 from tuning.spec import FORMAT_OF_PROBLEM, FORMATS_BY_TASK, JobSpec
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def validate_files(spec: JobSpec, base_path: Path, paths: Mapping[str, Path]) ->
 
     DataError naming the field and the first offending line when a file cannot train the job.
     """
+    if spec.task == "sequence_classification":
+        resolve_pooling(spec.head.pooling, base_path)  # SpecError on head.pooling the model cannot do
     files = {param: read_data_file(path, param=param) for param, path in paths.items()}
     check_trainable(spec, base_path, files["training_file"], files.get("validation_file"))
     count, notes = token_counter(spec, base_path)

@@ -128,8 +128,9 @@ class DryRun(BaseModel):
     hyperparameters: dict[str, Any] | None = Field(
         None,
         description='The hyperparameters the job would train with: "auto" learning_rate and epochs as '
-        "the numbers training would choose (and head_learning_rate, the new head's rate under auto).",
+        "the numbers training would choose (and head_learning_rate, the new head's rate under auto; "
+        'head.pooling, "first" or "mean", where the head\'s pooling was "auto").',
     )
     auto_reasons: dict[str, str] | None = Field(
-        None, description='Why "auto" chose each value it chose, by hyperparameter.'
+        None, description='Why "auto" chose each value it chose, by hyperparameter (and head.pooling).'
     )

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from tests.service.helpers import job_body, uploaded_file_id
+from tuning.auto import auto_learning_rate
 from tuning.spec import MERGEABLE_METHODS, PEFT_METHODS, CatalogueEntry, JobSpec, Method
 
 JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -111,6 +112,17 @@ def test_every_method_of_the_spec_is_listed_with_its_schema(listing: list[dict[s
         assert entry["options_schema"] == model.model_json_schema()
         assert entry["artifact_layout"] == ("peft" if name in PEFT_METHODS else "deltatune")
         assert entry["mergeable"] is (name in MERGEABLE_METHODS)
+
+
+def test_every_method_lists_the_rate_auto_trains_it_at(listing: list[dict[str, Any]]) -> None:
+    methods = {entry["name"]: entry for entry in listing if entry["kind"] == "method"}
+    for name, entry in methods.items():
+        body = job_body("file-x", method=entry["example"], hyperparameters={"batch_size": 16})
+        rate, _ = auto_learning_rate(JobSpec.model_validate(body))
+        assert entry["auto_learning_rate"] == pytest.approx(rate), name
+        assert re.search(r"\d", entry["auto_learning_rate_source"]), name  # a paper and its range
+    assert methods["lora"]["auto_learning_rate"] == 5e-4
+    assert all(e["auto_learning_rate"] is None for e in listing if e["kind"] == "part")
 
 
 def test_every_part_of_the_spec_is_listed_where_it_goes(listing: list[dict[str, Any]]) -> None:

@@ -125,6 +125,14 @@ def test_the_form_starts_from_the_example_lora_spec() -> None:
     assert json.loads((STATIC_DIR / "default-spec.json").read_text()) == example
 
 
+def test_the_form_lists_each_methods_auto_rate_from_the_catalogue() -> None:
+    """Under the spec, the page names the rate learning_rate "auto" picks for each method, as
+    GET /v1/methods lists it (`auto_learning_rate`)."""
+    page = (STATIC_DIR / "page.js").read_text()
+    assert 'api("/v1/methods")' in page and "item.auto_learning_rate" in page
+    assert 'id="auto-rates"' in INDEX_HTML.read_text()
+
+
 def test_the_package_data_covers_every_file_of_the_page() -> None:
     """What `pip install .` (not editable) ships: every file under service/web is matched."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -4,6 +4,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -66,8 +67,13 @@ def test_lora_on_minilm_learns_the_examples_and_reloads_in_peft(tmp_path: Path) 
     inputs = loaded.tokenizer(
         texts, padding=True, truncation=True, max_length=loaded.max_length, return_tensors="pt"
     )
+    # all-MiniLM-L6-v2 declares mean pooling, so head.pooling "auto" chose it: the README's lines.
+    assert loaded.manifest["pooling"] == "mean"
     with torch.no_grad():
-        theirs = peft_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        inner: Any = peft_model.base_model.model
+        hidden = inner.bert(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        theirs = inner.classifier((hidden * mask).sum(1) / mask.sum(1))
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)
 
     predicted = [loaded.labels[index] for index in theirs.argmax(dim=-1).tolist()]

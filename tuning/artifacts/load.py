@@ -48,7 +48,7 @@ def load_artifact(
     """Rebuild the fine-tuned model an artifact describes (base model found via `model_dirs`)."""
     artifact_dir = Path(artifact_dir)
     manifest = read_manifest(artifact_dir)
-    spec = JobSpec.model_validate(manifest["spec"])
+    spec = recorded_pooling(JobSpec.model_validate(manifest["spec"]))
     labels = [manifest["labels"][str(index)] for index in range(len(manifest["labels"]))]
     base_path = resolve_base_model(spec.base_model, model_dirs)
     _warn_if_base_changed(base_path, manifest["base_model"].get("weights_sha256", {}))
@@ -59,6 +59,14 @@ def load_artifact(
     device = device or pick_device()
     model.to(device).eval()
     return LoadedArtifact(model, task_model.tokenizer, labels, manifest, task_model.max_length, device)
+
+
+def recorded_pooling(spec: JobSpec) -> JobSpec:
+    """A manifest's spec carries the pooling its job resolved; "auto" there is from an artifact made
+    before head.pooling existed, when every classifier read the model class's first token."""
+    if spec.task != "sequence_classification" or spec.head.pooling != "auto":
+        return spec
+    return spec.model_copy(update={"head": spec.head.model_copy(update={"pooling": "first"})})
 
 
 @torch.no_grad()

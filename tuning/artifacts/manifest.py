@@ -39,6 +39,8 @@ def manifest(
         "task": spec.task,
         "spec": spec.model_dump(mode="json"),
         "labels": {str(index): label for index, label in enumerate(labels)},
+        # What the classifier's head reads ("first" or "mean", head.pooling resolved; tuning.parts.pooling).
+        **({"pooling": spec.head.pooling} if spec.task == "sequence_classification" else {}),
         "base_model": {"id": spec.base_model, "weights_sha256": weights_sha256(base_model_path)},
         "metrics": dict(metrics),
         "files": list(files),

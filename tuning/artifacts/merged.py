@@ -4,7 +4,9 @@ Any layer a method wrapped and can fold (LoRA's W + s·B·A, delta tuning's W + 
 `merged_layer()`, a plain layer of the base's type; methods that train pretrained tensors directly
 (full, partial, BitFit) leave plain layers already. What is saved then loads with
 `AutoModelForSequenceClassification.from_pretrained(artifact / "merged")`, no deltatune needed, and
-can be the base model of a later job.
+can be the base model of a later job. A mean-pooled job's folder also carries sentence-transformers'
+`modules.json` and `1_Pooling/config.json` saying so (the class itself reads its first token: the
+README shows the few lines that pool the mean), and a job on it resolves head.pooling "auto" to mean.
 """
 
 import copy
@@ -15,6 +17,7 @@ from transformers import PreTrainedModel
 
 from tuning.artifacts.job import TrainedJob, Written
 from tuning.methods.projections import replace_module
+from tuning.parts.pooling import write_pooling_files
 
 MERGED_DIR = "merged"
 
@@ -27,6 +30,7 @@ def write(out_dir: Path, job: TrainedJob) -> Written:
         raise TypeError(f"a merged export needs a transformers model, not {type(model).__name__}")
     model.save_pretrained(out_dir)
     job.tokenizer.save_pretrained(out_dir)
+    write_pooling_files(out_dir, job.spec.head.pooling, model.config.hidden_size)
     files = sorted(
         f"{out_dir.name}/{path.relative_to(out_dir).as_posix()}"
         for path in out_dir.rglob("*")

@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 
 from tuning.artifacts.load import load_artifact
 from tuning.artifacts.merged import merged_copy
+from tuning.parts.pooling import write_pooling_files
 
 
 def export_plain_model(artifact_dir: Path, out_dir: Path, model_dirs: Sequence[Path]) -> Path:
@@ -26,4 +27,8 @@ def export_plain_model(artifact_dir: Path, out_dir: Path, model_dirs: Sequence[P
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     loaded.tokenizer.save_pretrained(out_dir)
+    spec = loaded.manifest["spec"]
+    if spec.get("task") == "sequence_classification":
+        pooling = spec.get("head", {}).get("pooling", "first")
+        write_pooling_files(out_dir, pooling, model.config.hidden_size)
     return out_dir

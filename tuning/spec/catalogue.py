@@ -70,6 +70,14 @@ class CatalogueItem(BaseModel):
     mergeable: bool | None = Field(
         None, description="Methods: whether export.merged can fold it into the base weights; null for parts."
     )
+    auto_learning_rate: float | None = Field(
+        None,
+        description='Methods: the rate learning_rate "auto" trains the example options at, batch 16 '
+        "(scaled by sqrt(batch_size / 16)); null for parts.",
+    )
+    auto_learning_rate_source: str | None = Field(
+        None, description="Methods: the paper and range that rate comes from; null for parts."
+    )
 
 
 @cache
@@ -82,6 +90,8 @@ def catalogue() -> tuple[CatalogueItem, ...]:
 
 def method_item(entry: MethodEntry[Any]) -> CatalogueItem:
     model = entry.options
+    options = model.model_validate(entry.example)
+    paper_rate = entry.learning_rate(options)
     return CatalogueItem(
         name=entry.name,
         kind="method",
@@ -89,9 +99,11 @@ def method_item(entry: MethodEntry[Any]) -> CatalogueItem:
         paper=model.paper,
         spec_field="method",
         options_schema=model.model_json_schema(),
-        example=model.model_validate(entry.example).model_dump(mode="json"),
+        example=options.model_dump(mode="json"),
         artifact_layout=entry.layout,
         mergeable=entry.mergeable,
+        auto_learning_rate=paper_rate.rate,
+        auto_learning_rate_source=paper_rate.source,
     )
 
 

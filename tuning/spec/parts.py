@@ -10,7 +10,7 @@ from tuning.spec_base import Activation, CatalogueEntry, SpecModel
 
 
 class HeadSpec(CatalogueEntry):
-    """The new task head, trained by every method: a linear layer, or a small MLP."""
+    """The new task head, trained by every method: a linear layer, or a small MLP, on the pooled text."""
 
     paper: ClassVar[str] = "Devlin et al. 2018, BERT (arXiv:1810.04805), section 4"
     type: Literal["linear", "mlp"] = "linear"
@@ -19,6 +19,13 @@ class HeadSpec(CatalogueEntry):
     )
     activation: Activation = "gelu"
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout before each layer of an MLP head.")
+    pooling: Literal["auto", "first", "mean"] = Field(
+        "auto",
+        description="What the head reads: 'first', the model class's own (BERT's pooler on the first "
+        "token); 'mean', the mean of the last hidden states over the real tokens, no pooler "
+        "(BERT-style classifiers); 'auto', mean where the base model's folder declares "
+        "sentence-transformers mean pooling, else first.",
+    )
 
     @model_validator(mode="after")
     def _mlp_options_need_mlp(self) -> Self:

@@ -68,6 +68,7 @@ async function useKey(key) {
   showKeyState();
   await refreshJobs();
   await loadFileChoices();
+  await loadAutoRates();
   if (openJobId !== null) {
     openJob(openJobId); // opened before there was a key to read it with
   }
@@ -359,6 +360,23 @@ async function loadDefaultSpec() {
   $("spec").value = await response.text();
 }
 
+// What learning_rate "auto" trains each method at (GET /v1/methods), under the spec.
+async function loadAutoRates() {
+  if (!apiKey()) {
+    return;
+  }
+  try {
+    const listing = await api("/v1/methods");
+    const rates = listing.data
+      .filter((item) => item.kind === "method" && item.auto_learning_rate !== null)
+      .map((item) => `${item.name} ${item.auto_learning_rate}`);
+    $("auto-rates").textContent =
+      `Leave out learning_rate and epochs for "auto": the epochs from the data's size, the rate from each method's paper at batch 16 (× √(batch_size/16)): ${rates.join(", ")}.`;
+  } catch {
+    // the hint as written still says what auto does
+  }
+}
+
 async function loadFileChoices() {
   if (!apiKey()) {
     return;
@@ -453,5 +471,5 @@ window.addEventListener("hashchange", route);
 
 showKeyState();
 loadDefaultSpec();
-refreshJobs().then(loadFileChoices);
+refreshJobs().then(loadFileChoices).then(loadAutoRates);
 route();
