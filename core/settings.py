@@ -148,7 +148,9 @@ class Settings(BaseSettings):
         description="Fixed cost of one low-rank branch's forward operations (LoRA) on one batch.",
     )
     worker_dropout_seconds: float = Field(
-        2.6e-8, ge=0, description="Dropout's cost per float32 activation, forward and backward."
+        1.2e-8,
+        ge=0,
+        description="What dropout adds to a LoRA branch per float32 input activation, forward and backward.",
     )
     worker_optimizer_parameters_per_second: float = Field(
         7.8e7, gt=0, description="AdamW updates (with gradient clipping) per second."

@@ -148,8 +148,9 @@ def test_manifest_describes_the_job(trained: tuple[Path, RunResult, JobSpec], ti
         "peft",
         "sequence_classification",
     )
+    # As trained: problem_type and head.pooling resolved (a tiny BERT declares no sentence pooling).
     assert JobSpec.model_validate(manifest["spec"]) == spec.model_copy(
-        update={"problem_type": "single_label"}
+        update={"problem_type": "single_label", "head": spec.head.model_copy(update={"pooling": "first"})}
     )
     assert manifest["labels"] == {"0": "negative", "1": "positive"}
     weights = (tiny_bert_dir / "model.safetensors").read_bytes()
