@@ -62,7 +62,8 @@ def evaluation_batches(
     `mixed_precision`: the forwards under bf16 autocast, as the job's training steps run. A job's
     evaluations are in the precision it trains in, as the Trainer's are with `bf16=True`: bf16 moves
     logits by ~1e-2 (an argmax near a tie may flip), and on a CPU with native bf16 it evaluates at
-    1.7-1.9× float32's speed. `mixed_precision: "no"` evaluates, as it trains, in float32.
+    1.5-1.9× float32's speed. `mixed_precision: "no"` evaluates, as it trains, in float32; the one
+    evaluation a job reports is float32 either way (tuning.train.Evaluations).
 
     Batches come longest first (`batches_by_length`), so each pads to a length near its examples';
     a task's evaluate accumulates its sums in `visit`, which must not depend on the order. The

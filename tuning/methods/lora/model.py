@@ -80,7 +80,7 @@ class LoraLinear(nn.Module):
         return out + self.lora_B(self._down(x)) * self.scaling
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
-        """A·dropout(x); training on a CPU skips the masked copy of x (tuning.methods.lora.dropped_down)."""
+        """A·dropout(x); training on a CPU draws only the dropped positions (lora.dropped_down)."""
         dropout = self.lora_dropout
         if self.training and isinstance(dropout, nn.Dropout) and uses_dropped_down(dropout.p, x):
             return dropped_down(x, self.lora_A.weight, dropout.p)
