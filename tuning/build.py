@@ -13,7 +13,8 @@ from tuning.layers import LayerMap, find_layers
 from tuning.methods import method_entry
 from tuning.methods.apply import Applied, MethodContext, apply_method
 from tuning.parts.head import build_head
-from tuning.parts.pooling import resolve_pooling, use_mean_pooling
+from tuning.parts.mean_pooler import use_mean_pooling
+from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel, load_classifier
 

@@ -22,8 +22,8 @@ from tuning.errors import SpecError
 from tuning.estimate import estimate_job
 from tuning.fit import fit
 from tuning.methods import METHODS
+from tuning.parts.mean_pooler import MeanPooler
 from tuning.parts.pooling import (
-    MeanPooler,
     resolve_pooling,
     sentence_transformers_pooling,
     write_pooling_files,
