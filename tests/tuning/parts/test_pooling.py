@@ -33,13 +33,13 @@ from tuning.validation import validate_files
 TEXTS = ["a fine film", "dull and long, a waste of an evening", "good"]
 
 
-@pytest.fixture(scope="session")
-def mean_bert_dir(tiny_bert_dir: Path) -> Path:
-    """The tiny BERT in a folder that declares sentence-transformers mean pooling, as MiniLM's does."""
-    folder = tiny_bert_dir.parent / "tiny-bert-mean"
-    if not folder.exists():
-        shutil.copytree(tiny_bert_dir, folder)
-        write_pooling_files(folder, "mean", 32)
+@pytest.fixture(scope="module")
+def mean_bert_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT in a folder that declares sentence-transformers mean pooling, as MiniLM's does;
+    in a models folder of its own, so other tests' listings of the shared one do not see it."""
+    folder = tmp_path_factory.mktemp("mean-models") / "tiny-bert-mean"
+    shutil.copytree(tiny_bert_dir, folder)
+    write_pooling_files(folder, "mean", 32)
     return folder
 
 
