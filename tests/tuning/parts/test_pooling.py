@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tests.tuning.test_estimate import WORKER
 from tests.tuning.test_frozen_prefix import PARTIAL_TOP, PROBE, assert_same_weights, frozen_events, train_job
-from tuning import Event, JobSpec, load_artifact, predict_logits, run
+from tuning import Event, JobSpec, RunResult, load_artifact, predict_logits, run
 from tuning.auto import resolve
 from tuning.build import prepare_classifier
 from tuning.data import read_classification_file
@@ -147,6 +147,19 @@ def mean_pooled_logits(
         return classifier((hidden * mask).sum(1) / mask.sum(1))  # type: ignore[no-any-return]
 
 
+def run_on_mean_bert(
+    job: JobSpec, out_dir: Path, sentiment_files: tuple[Path, Path], mean_bert_dir: Path
+) -> RunResult:
+    """`job` trained on the sentiment files and validated on their second, its base the mean-pooling BERT."""
+    return run(
+        job,
+        out_dir,
+        training_path=sentiment_files[0],
+        validation_path=sentiment_files[1],
+        model_dirs=[mean_bert_dir.parent],
+    )
+
+
 def test_a_mean_pooled_lora_job_reloads_in_deltatune_peft_and_merged(
     mean_bert_dir: Path, sentiment_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -154,13 +167,7 @@ def test_a_mean_pooled_lora_job_reloads_in_deltatune_peft_and_merged(
         method={"type": "lora", "r": 4, "alpha": 8, "target_modules": ["query", "value"]},
         export={"merged": True},
     )
-    result = run(
-        job,
-        tmp_path,
-        training_path=sentiment_files[0],
-        validation_path=sentiment_files[1],
-        model_dirs=[mean_bert_dir.parent],
-    )
+    result = run_on_mean_bert(job, tmp_path, sentiment_files, mean_bert_dir)
     manifest = json.loads((tmp_path / "deltatune.json").read_text())
     assert manifest["pooling"] == "mean" and manifest["spec"]["head"]["pooling"] == "mean"
     assert {"merged/modules.json", "merged/1_Pooling/config.json"} <= set(result.files)
@@ -264,13 +271,7 @@ def test_every_method_trains_mean_pooled_and_reloads(
     tuning's mask is longer than the hidden states and only its text columns count."""
     method = {"type": name} | dict(METHODS[name].example)
     job = spec(method=method, hyperparameters={"epochs": 2, "batch_size": 8})
-    result = run(
-        job,
-        tmp_path,
-        training_path=sentiment_files[0],
-        validation_path=sentiment_files[1],
-        model_dirs=[mean_bert_dir.parent],
-    )
+    result = run_on_mean_bert(job, tmp_path, sentiment_files, mean_bert_dir)
     loaded = load_artifact(tmp_path, [mean_bert_dir.parent])
     assert loaded.manifest["pooling"] == "mean"
     validation = read_classification_file(sentiment_files[1])
