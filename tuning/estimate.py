@@ -426,10 +426,10 @@ def _seconds(
     branches: Branches,
 ) -> dict[str, float]:
     hp = trained_with(spec)
-    flops, _ = worker.training_flops(hp.mixed_precision)
+    training_rate, _ = worker.training_flops(hp.mixed_precision)
     # Each process trains its share of every batch at its part of the machine (all of it alone).
     slowdown = processes.slowdown
-    flops /= slowdown
+    flops = training_rate / slowdown
     share = train.scaled(processes.share)
     running = model.layers - model.cached
     backward_layers = model.layers - model.lowest
@@ -454,11 +454,10 @@ def _seconds(
     if validation is not None:  # every process evaluates the whole validation file
         evaluations = _evaluations(spec, steps, train.count)
         # All but the one the job reports run in the training's precision; that one in float32.
-        evaluation_flops, _ = worker.training_flops(hp.mixed_precision)
         parts["evaluation"] = (
             model.forward(validation, running)
             * slowdown
-            * ((evaluations - 1) / evaluation_flops + 1 / worker.float32_flops)
+            * ((evaluations - 1) / training_rate + 1 / worker.float32_flops)
         )
         parts["evaluation_overhead"] = (
             evaluations

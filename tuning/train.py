@@ -397,19 +397,23 @@ class Evaluations:
         self.stopper, self.on_event, self.should_stop = stopper, on_event, should_stop
         self.mixed_precision = mixed_precision  # the forwards under bf16 autocast
         self.last_step = last_step
-        self.latest_exact = False  # whether `latest` was evaluated in float32
         self.latest: Evaluation | None = None  # None when there is no validation set
         self.step = 0
         self.seconds = 0.0  # kept out of examples/s, which should describe training speed
 
-    def run(self, step: int, *, exact: bool = False) -> None:
+    @property
+    def latest_exact(self) -> bool:
+        """Whether the latest evaluation ran in float32: every one without mixed precision, else the last
+        step's."""
+        return not self.mixed_precision or self.step == self.last_step
+
+    def run(self, step: int) -> None:
         """Evaluate at `step` (0: the untrained start), and let early stopping observe it: in the training's
-        precision, but in float32 when `exact` or at the last step, so that the result a job reports is
-        what its artifact reproduces."""
+        precision, but in float32 at the last step, so that the result a job reports is what its
+        artifact reproduces."""
         self.step = step
         if self.validation_set is None:
             return
-        self.latest_exact = exact or step == self.last_step or not self.mixed_precision
         result = self._evaluate(bf16=not self.latest_exact)
         self.on_event(_eval_event(result, step, step / self.per_epoch))
         if (
@@ -442,16 +446,10 @@ class Evaluations:
         return self.latest if self.step == step else None
 
     def state(self) -> dict[str, Any]:
-        return {
-            "latest": _evaluation_json(self.latest),
-            "latest_exact": self.latest_exact,
-            "step": self.step,
-            "seconds": self.seconds,
-        }
+        return {"latest": _evaluation_json(self.latest), "step": self.step, "seconds": self.seconds}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.latest, self.step, self.seconds = _evaluation(state["latest"]), state["step"], state["seconds"]
-        self.latest_exact = state.get("latest_exact", False)  # points written before it: evaluate again
 
 
 class Progress:
@@ -530,7 +528,7 @@ def _result(
     last step's (evaluated now if the loop did not end on an evaluation)."""
     restores = stopper is not None and stopper.best_step is not None
     if evaluations.step != step and not restores:
-        evaluations.run(step, exact=True)
+        evaluations.run(step)
     final_eval, best_step = evaluations.latest, None
     if stopper is not None and stopper.best_step is not None:
         best_step = stopper.restore()

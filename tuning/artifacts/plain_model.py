@@ -27,8 +27,6 @@ def export_plain_model(artifact_dir: Path, out_dir: Path, model_dirs: Sequence[P
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     loaded.tokenizer.save_pretrained(out_dir)
-    spec = loaded.manifest["spec"]
-    if spec.get("task") == "sequence_classification":
-        pooling = spec.get("head", {}).get("pooling", "first")
-        write_pooling_files(out_dir, pooling, model.config.hidden_size)
+    # The manifest records a classifier's resolved pooling; older artifacts and other tasks read "first".
+    write_pooling_files(out_dir, loaded.manifest.get("pooling", "first"), model.config.hidden_size)
     return out_dir

@@ -23,6 +23,12 @@ LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block)\.(\d+)\.")
 Shapes = Mapping[str, tuple[int, ...]]
 
 
+def layer_index(module: str) -> int | None:
+    """The transformer layer a module name (no trailing dot) is inside; None: outside the layers."""
+    found = LAYER_INDEX.search(module + ".")
+    return int(found.group(1)) if found else None
+
+
 def config_int(config: Mapping[str, Any], keys: Sequence[str]) -> int | None:
     """The first of `keys` the config sets to a positive integer (a bool is not a size)."""
     for key in keys:

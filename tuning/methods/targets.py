@@ -9,7 +9,7 @@ have no safetensors header passes, and the worker, which sees the real modules, 
 from collections.abc import Collection, Sequence
 
 from tuning.errors import SpecError
-from tuning.methods.base_model import LAYER_INDEX, ModelConfig
+from tuning.methods.base_model import ModelConfig, layer_index
 
 # How many of the model's own names a refusal lists: enough to spot the right one, not the whole model.
 SHOWN_NAMES = 12
@@ -33,7 +33,7 @@ def check_targets(
     modules = config.projection_modules()
     if not modules:
         return
-    within = modules if layers is None else [name for name in modules if _layer(name) in layers]
+    within = modules if layers is None else [name for name in modules if layer_index(name) in layers]
     unmatched = [name for name in names if not any(matches(module, name) for module in within)]
     if not unmatched:
         return
@@ -44,11 +44,6 @@ def check_targets(
         f"(e.g. {', '.join(_examples(within or modules))})",
         param=param,
     )
-
-
-def _layer(module: str) -> int | None:
-    found = LAYER_INDEX.search(module + ".")
-    return int(found.group(1)) if found else None
 
 
 def _suffixes(modules: Sequence[str]) -> list[str]:

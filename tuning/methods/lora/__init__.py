@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tuning.errors import SpecError
-from tuning.methods.base_model import LAYER_INDEX, ModelConfig, ModelShapes
+from tuning.methods.base_model import ModelConfig, ModelShapes, layer_index
 from tuning.methods.lora.options import LoraMethod
 from tuning.methods.registry import Branches, PaperRate, register_method
 from tuning.methods.targets import check_targets
@@ -38,7 +38,7 @@ def branches(options: LoraMethod, shapes: ModelShapes) -> Branches:
     adapted = [
         (module, shape)
         for module, shape in shapes.linear_weights(options.target_modules)
-        if options.layers_to_transform is None or _layer(module) in options.layers_to_transform
+        if options.layers_to_transform is None or layer_index(module) in options.layers_to_transform
     ]
     return Branches(
         modules=len(adapted),
@@ -46,11 +46,6 @@ def branches(options: LoraMethod, shapes: ModelShapes) -> Branches:
         ranks=sum(rank(module, options.rank_pattern, options.r) for module, _ in adapted),
         dropout=options.dropout,
     )
-
-
-def _layer(module: str) -> int | None:
-    found = LAYER_INDEX.search(f"{module}.")
-    return int(found.group(1)) if found else None
 
 
 def rank(module: str, ranks: Mapping[str, int], default: int) -> int:
