@@ -26,7 +26,6 @@ measures, it does not gate.
 """
 
 import argparse
-import ast
 import json
 import logging
 import random
@@ -91,16 +90,11 @@ def dry_run_estimate(spec: JobSpec, training: Path, validation: Path, worker: Wo
 
 
 def measured_worker() -> Worker:
-    """This machine's figures, measured in a fresh process as a worker measures them at its start."""
-    command = [
-        sys.executable,
-        "-c",
-        "from tuning.machine import measure_worker; print(measure_worker().__dict__)",
-    ]
-    figures = (
-        subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    )
-    return Worker(**ast.literal_eval(figures))
+    """This machine's figures, measured in a fresh process as a worker measures them at its start
+    (never read from a worker's cache: a benchmark measures the machine as it is now)."""
+    from worker.machine_figures import measure_in_fresh_process
+
+    return measure_in_fresh_process()
 
 
 def settings_lines(worker: Worker) -> str:
@@ -269,9 +263,9 @@ def reestimate(path: Path) -> int:
 
 def _worker(from_settings: bool) -> Worker:
     if from_settings:
-        from service.submit import worker_figures
+        from service.worker_figures import settings_worker
 
-        return worker_figures(Settings())
+        return settings_worker(Settings())
     return measured_worker()
 
 

@@ -1,5 +1,5 @@
 """SQL tables: owners, API keys, files, jobs, events, artifacts, checkpoints, transferability runs,
-idempotency keys and webhooks (secrets, endpoints, deliveries).
+idempotency keys, webhooks (secrets, endpoints, deliveries) and the workers' measured figures.
 
 Every file, job, event and artifact query is scoped to an owner. Schema changes go through Alembic
 (`migrations/`), never create_all outside throwaway test databases.
@@ -306,3 +306,26 @@ class WebhookDelivery(Base):
     log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WorkerFigures(Base):
+    """What a worker measured on its machine when it started (tuning.estimate.Worker's figures), for the
+    dry run's estimate of jobs on its queues; `seen_at` is refreshed every sweep while it runs, so a
+    worker that stopped drops out (service/worker_figures.py). One row per worker hostname."""
+
+    __tablename__ = "worker_figures"
+
+    hostname: Mapped[str] = mapped_column(String(255), primary_key=True)  # Celery's, e.g. w1@host
+    queues: Mapped[str] = mapped_column(String(255))  # the queues it consumes, comma-separated
+    device: Mapped[str] = mapped_column(String(8))  # cpu | cuda
+    float32_flops: Mapped[float] = mapped_column(Float)
+    bf16_flops: Mapped[float] = mapped_column(Float)
+    layer_seconds: Mapped[float] = mapped_column(Float)
+    branch_seconds: Mapped[float] = mapped_column(Float)
+    dropout_seconds: Mapped[float] = mapped_column(Float)
+    optimizer_parameters_per_second: Mapped[float] = mapped_column(Float)
+    # inf on a machine with one GPU: a job there exchanges no gradients.
+    exchange_bytes_per_second: Mapped[float] = mapped_column(Float)
+    baseline_bytes: Mapped[int] = mapped_column(BigInteger)
+    measured_at: Mapped[datetime] = mapped_column()
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -126,9 +126,12 @@ class Settings(BaseSettings):
     max_event_streams_per_owner: int = Field(
         16, ge=1, description="Event streams one owner may hold open at once on one API process."
     )
-    # The worker the dry run's estimate describes (tuning.estimate.Worker): measured on the machine by
-    # `python -m benchmarks.estimate --measure-worker` (tuning.machine), which prints these settings.
-    # Defaults: the project's 2-core CPU build machine (AVX512-BF16), measured under load (about 5).
+    # The worker the dry run's estimate describes (tuning.estimate.Worker). Each worker measures its own
+    # machine when it starts (tuning.machine, measure_worker below) and publishes the figures; the API
+    # uses a figure set here only when the variable is given (service/worker_figures.py): for a queue
+    # whose workers do not measure, or to overrule them. The defaults, used when no worker of the queue
+    # published any, are one machine's: the project's 2-core CPU build machine (AVX512-BF16), measured
+    # under load (about 5); another machine may be 10x off.
     worker_flops: float = Field(
         1.3e10,
         gt=0,
@@ -162,6 +165,18 @@ class Settings(BaseSettings):
     )
     worker_baseline_bytes: int = Field(
         474_460_160, ge=0, description="Resident memory of a CPU job's libraries before its model loads."
+    )
+    measure_worker: bool = Field(
+        True,
+        description="A worker measures its machine's figures when it starts, before it takes a job "
+        "(cached per machine under data_dir, so a restart does not measure again), and publishes them for "
+        "the dry run's estimate; false: it publishes none.",
+    )
+    worker_seen_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The dry run uses the figures of workers seen this recently (a worker refreshes its "
+        "own every sweep_seconds); longer than sweep_seconds.",
     )
     # Data-parallel jobs (resources.processes, tuning.launch): read by the API, which refuses a job
     # asking for more, and by the worker, which starts that many processes under torchrun.
@@ -215,6 +230,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"heartbeat_seconds ({self.heartbeat_seconds}) must be shorter than lease_seconds "
                 f"({self.lease_seconds}), or every lease expires before it is renewed"
+            )
+        if self.worker_seen_seconds <= self.sweep_seconds:
+            raise ValueError(
+                f"worker_seen_seconds ({self.worker_seen_seconds}) must be longer than sweep_seconds "
+                f"({self.sweep_seconds}), or a live worker's figures look stale between two sweeps"
             )
         check_host_entries(self.webhook_allowed_hosts)
         self._check_object_store()
@@ -275,6 +295,11 @@ class Settings(BaseSettings):
     def resume_dir(self) -> Path:
         """resume/<job_id>/step-<k>/: a job's latest resume point, kept across its attempts."""
         return self.data_dir / "resume"
+
+    @property
+    def machine_figures_dir(self) -> Path:
+        """A worker's measured figures, one file per machine fingerprint (worker/machine_figures.py)."""
+        return self.data_dir / "machine-figures"
 
     @property
     def broker_dir(self) -> Path:

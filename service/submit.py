@@ -32,6 +32,7 @@ from service.storage import uploads_dir
 from service.usable_files import check_data_file
 from service.validation_slots import validation_slot
 from service.webhook_urls import checked_webhook_url
+from service.worker_figures import EstimateWorker, estimate_worker
 from tuning.compat import check_spec_for_model
 from tuning.errors import DataError, SpecError
 from tuning.estimate import Estimate, Worker, estimate_job
@@ -77,16 +78,17 @@ def submit_job(
         limit=settings.validation_concurrency, wait_seconds=settings.validation_wait_seconds
     ):
         report = _validation_report(settings, spec, base_path, files)
+    figures = estimate_worker(session, settings)
     if request.dry_run:
-        return dry_run(session, settings, spec, base_path, report)
+        return dry_run(session, settings, figures, spec, base_path, report)
     if report is not None:
-        check_fits_worker(settings, uncalibrated_estimate(settings, spec, base_path, report))
+        check_fits_worker(settings, uncalibrated_estimate(figures.worker, spec, base_path, report))
     job = job_crud.create_job(
         session,
         owner_id=owner_id,
         spec=spec,
         queue=settings.job_queue,
-        validation=_with_estimate(settings, spec, base_path, report),
+        validation=_with_estimate(figures.worker, spec, base_path, report),
         webhook_url=webhook_url,
         before_commit=before_commit,
     )
@@ -195,39 +197,21 @@ def _validation_report(
 
 
 def _with_estimate(
-    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+    worker: Worker, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """The report as a job stores it: with the uncalibrated estimate, which later dry runs calibrate on."""
     if report is None:
         return None
-    estimate = uncalibrated_estimate(settings, spec, base_path, report)
+    estimate = uncalibrated_estimate(worker, spec, base_path, report)
     return {
         **report,
         "estimate": {"steps": estimate.steps, "tokens": estimate.tokens, "seconds": estimate.seconds},
     }
 
 
-def uncalibrated_estimate(
-    settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any]
-) -> Estimate:
-    """The estimate from the worker's figures in `settings` alone, before any calibration."""
-    return estimate_job(spec, base_path, report, worker=worker_figures(settings))
-
-
-def worker_figures(settings: Settings) -> Worker:
-    """The worker class of the queue new jobs go to, as the settings describe it."""
-    return Worker(
-        device="cuda" if settings.job_queue == "gpu" else "cpu",
-        float32_flops=settings.worker_flops,
-        bf16_flops=settings.worker_bf16_flops,
-        layer_seconds=settings.worker_layer_seconds,
-        branch_seconds=settings.worker_branch_seconds,
-        dropout_seconds=settings.worker_dropout_seconds,
-        optimizer_parameters_per_second=settings.worker_optimizer_parameters_per_second,
-        exchange_bytes_per_second=settings.worker_exchange_bytes_per_second,
-        baseline_bytes=settings.worker_baseline_bytes,
-        memory_bytes=settings.worker_memory_bytes,
-    )
+def uncalibrated_estimate(worker: Worker, spec: JobSpec, base_path: Path, report: dict[str, Any]) -> Estimate:
+    """The estimate from the worker's figures alone (service.worker_figures), before any calibration."""
+    return estimate_job(spec, base_path, report, worker=worker)
 
 
 def fits_worker(settings: Settings, estimate: Estimate) -> bool | None:
@@ -256,7 +240,12 @@ def _gib(count: int) -> str:
 
 
 def dry_run(
-    session: Session, settings: Settings, spec: JobSpec, base_path: Path, report: dict[str, Any] | None
+    session: Session,
+    settings: Settings,
+    figures: EstimateWorker,
+    spec: JobSpec,
+    base_path: Path,
+    report: dict[str, Any] | None,
 ) -> DryRun:
     """The report with the job's steps, tokens, time and memory; nothing is created or queued.
 
@@ -265,9 +254,9 @@ def dry_run(
     """
     if report is None:
         return DryRun(validation=report)
-    estimate = uncalibrated_estimate(settings, spec, base_path, report)
+    estimate = uncalibrated_estimate(figures.worker, spec, base_path, report)
     ratios = job_crud.estimate_ratios(session, queue=settings.job_queue, limit=CALIBRATION_JOBS)
-    seconds, method = estimate.seconds, estimate.method
+    seconds, method = estimate.seconds, f"{estimate.method}\n - {figures.description}"
     if ratios:
         ratio = statistics.median(ratios)
         seconds *= ratio
@@ -287,6 +276,7 @@ def dry_run(
         worker_memory_bytes=settings.worker_memory_bytes,
         fits_worker=fits_worker(settings, estimate),
         estimate_method=method,
+        worker_figures_source=figures.source,
         hyperparameters=dict(estimate.hyperparameters),
         auto_reasons=dict(estimate.auto_reasons),
     )

@@ -1,8 +1,9 @@
 """What a job would cost, estimated before it runs from the validation report and the base model's files.
 
 Imports no torch: the API answers a dry run with it. It models what the trainer does (tuning.train),
-on a worker described by its measured figures (`Worker`: the settings DELTATUNE_WORKER_*, which
-`python -m benchmarks.estimate --measure-worker` measures on a machine); no earlier job calibrates it.
+on a worker described by its measured figures (`Worker`: what the queue's workers measured at their
+start, tuning.machine, or the settings DELTATUNE_WORKER_*: service/worker_figures.py); no earlier job
+calibrates it.
 How each figure is made (also returned as text):
 
 - hyperparameters: "auto" learning rate and epochs resolved as training resolves them (tuning.auto),
@@ -99,7 +100,8 @@ ADAMW_TEMPORARIES = 8  # bytes per trained parameter: the foreach step's two flo
 
 @dataclass(frozen=True)
 class Worker:
-    """The machine a job would run on, as measured there (settings DELTATUNE_WORKER_*)."""
+    """The machine a job would run on, as measured there (published by its workers, or the settings
+    DELTATUNE_WORKER_*)."""
 
     device: Literal["cpu", "cuda"] = "cpu"
     float32_flops: float = 3.0e11  # FLOP/s sustained in a transformer layer's forward and backward

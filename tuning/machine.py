@@ -21,9 +21,13 @@ in a few seconds with short runs of the operations training is made of: no job, 
   such exchange: inf); each process sends the whole tensor's bytes, 2·(N−1)/N of them with N = 2.
 - baseline bytes: this process's resident memory after importing torch, transformers and the method core.
 
+A worker measures them when it starts, in a fresh process (`python -m tuning.machine`, which prints
+them as one JSON line: worker/machine_figures.py), and publishes them for the dry run;
 `python -m benchmarks.estimate --measure-worker` prints them as DELTATUNE_WORKER_* settings.
 """
 
+import dataclasses
+import json
 import math
 import resource
 import statistics
@@ -195,3 +199,12 @@ def _median_seconds(work: Callable[[], object], device: torch.device, *, repeats
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def main() -> None:
+    """This machine's figures as one JSON line (inf, a single GPU's exchange rate, as `Infinity`)."""
+    print(json.dumps(dataclasses.asdict(measure_worker())))
+
+
+if __name__ == "__main__":
+    main()

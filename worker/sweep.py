@@ -6,7 +6,9 @@ in a thread (started when the worker is ready), every `sweep_seconds`, and once 
 2. queued rows whose message may have been lost (a broker restarted without persistence, a send
    that failed): sent again once their last message is older than `resend_after_seconds`, doubling
    each time; at worker start every queued row is sent again;
-3. folders of attempts that are not current (worker.scratch.sweep_leftovers).
+3. folders of attempts that are not current (worker.scratch.sweep_leftovers);
+4. and, apart from the sweep itself, what else the worker does as often (`also`): it marks its
+   published figures seen (worker.machine_figures).
 
 A dead worker's job is queued again at most lease_seconds + sweep_seconds after its last heartbeat.
 Sweeps of several workers may race: each row is moved by one conditional UPDATE, and the claim makes
@@ -72,8 +74,15 @@ def sweep(
 class Sweeper:
     """The sweep in a daemon thread of the worker's main process, with its own sending Celery app."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        also: Callable[[sessionmaker[Session]], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.also = also
         self.celery = make_celery(settings)
         self.sessions, self._engine = lasting_sessions(settings)
         self._clock = clock
@@ -93,6 +102,7 @@ class Sweeper:
         self._engine.dispose()
 
     def sweep_once(self, *, at_start: bool = False) -> SweepReport | None:
+        self._also()
         expire_leases = self._clock() >= self._expire_from
         try:
             report = sweep(
@@ -115,6 +125,15 @@ class Sweeper:
                 self.settings.lease_seconds,
             )
         return report
+
+    def _also(self) -> None:
+        # Apart from the sweep: its failure must not count as the database's (no leases expire then).
+        if self.also is None:
+            return
+        try:
+            self.also(self.sessions)
+        except Exception:
+            logger.exception("the sweep's companion failed; trying again in %gs", self.settings.sweep_seconds)
 
     def _run(self) -> None:
         while not self._stopped.wait(self.settings.sweep_seconds):

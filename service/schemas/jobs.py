@@ -125,6 +125,13 @@ class DryRun(BaseModel):
         "answers 422 (code job_exceeds_worker_memory). null: not configured.",
     )
     estimate_method: str | None = Field(None, description="How these figures were estimated.")
+    worker_figures_source: Literal["settings", "published", "defaults"] | None = Field(
+        None,
+        description="Where the worker's speed and baseline memory the estimate assumes come from: "
+        "'settings' (an operator's DELTATUNE_WORKER_* variables, all or some), 'published' (measured by "
+        "the queue's slowest worker seen recently), 'defaults' (one build machine's; no worker of the "
+        "queue published any). estimate_method names the worker or the variables.",
+    )
     hyperparameters: dict[str, Any] | None = Field(
         None,
         description='The hyperparameters the job would train with: "auto" learning_rate and epochs as '

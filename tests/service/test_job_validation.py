@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from core.models import Job, JobStatus
 from core.settings import Settings
-from service.submit import worker_figures
+from service.worker_figures import settings_worker
 from tests.service.helpers import broker_messages, job_body, jsonl, upload
 from tuning.estimate import estimate_job
 from tuning.models import resolve_base_model
@@ -140,16 +140,18 @@ def test_dry_run_answers_exact_figures_and_creates_nothing(
     # and the new head for 2 labels: 32·2 + 2 = 66, as the job's own count has it.
     trainable = 1_024 + 66
     assert (answer["parameters"], answer["trainable_parameters"]) == (999_072, trainable)
-    # The figures of the worker class in the settings, uncalibrated (no job has finished yet).
+    # The figures of the worker class in the settings, uncalibrated (no job has finished yet, and no
+    # worker published its own).
     report = answer["validation"]
     spec = JobRequest.model_validate(body).job_spec()
     base_path = resolve_base_model(spec.base_model, settings.model_dirs)
-    expected = estimate_job(spec, base_path, report, worker=worker_figures(settings))
+    expected = estimate_job(spec, base_path, report, worker=settings_worker(settings))
     assert answer["estimated_seconds"] == pytest.approx(expected.seconds)
     assert answer["estimated_peak_memory_bytes"] == expected.peak_memory_bytes
     # The report's batches: lengths 4, 4, 5, 4 in batches of 3 (padded to their longest) and 1.
     assert report["files"]["training_file"]["batches"]["count"] == 2
     assert "safetensors" in answer["estimate_method"]
+    assert answer["worker_figures_source"] == "defaults"
     assert_nothing_created(client, auth, settings)
 
 

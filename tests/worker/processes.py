@@ -14,7 +14,10 @@ T = TypeVar("T")
 
 
 def clean_environment(**variables: str) -> dict[str, str]:
-    """This process's environment without any deltatune setting, plus `variables`."""
+    """This process's environment without any deltatune setting, plus `variables`.
+
+    Workers measure no figures unless `variables` asks them to: measuring takes every core for about
+    12 s per start (tests/worker/test_machine_figures.py is the test that does)."""
     inherited = {
         name: value
         for name, value in os.environ.items()
@@ -22,7 +25,7 @@ def clean_environment(**variables: str) -> dict[str, str]:
     }
     # The repository root on the path: the children import `worker.app` and `service` from the source tree.
     inherited["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), inherited.get("PYTHONPATH")]))
-    return inherited | variables
+    return inherited | {"DELTATUNE_MEASURE_WORKER": "false"} | variables
 
 
 class WorkerProcess:
