@@ -185,3 +185,37 @@ def test_the_lease_migration_goes_up_and_down_on_sqlite(sqlite_url: str) -> None
 @pytest.mark.integration
 def test_the_lease_migration_goes_up_and_down_on_postgres(postgres_url: str) -> None:
     check_lease_migration(postgres_url)
+
+
+def check_worker_figures_migration(database_url: str) -> None:
+    """0009 adds the worker_figures table (an infinite exchange rate, a one-GPU machine's, stored as
+    it is), and its downgrade takes it out again, leaving the rest at 0008."""
+    config = alembic_config(database_url)
+    command.upgrade(config, "0009")
+    engine = create_engine(database_url, poolclass=NullPool)
+    infinity = "'Infinity'" if database_url.startswith("postgresql") else "9e999"  # SQLite reads Inf
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO worker_figures (hostname, queues, device, float32_flops, bf16_flops, layer_seconds, "
+            "branch_seconds, dropout_seconds, optimizer_parameters_per_second, exchange_bytes_per_second, "
+            f"baseline_bytes, measured_at, seen_at) VALUES ('w@h', 'gpu', 'cuda', 1e14, 2e14, 1e-5, 1e-6, "
+            f"0, 1e10, {infinity}, 0, '2026-12-07', '2026-12-07')"
+        )
+    with engine.connect() as connection:
+        rate = connection.exec_driver_sql("SELECT exchange_bytes_per_second FROM worker_figures").scalar()
+    assert rate == float("inf")
+    command.downgrade(config, "0008")
+    assert "worker_figures" not in table_names(database_url)
+    assert current_revisions(database_url) == {"0008"}
+    command.upgrade(config, "head")
+    assert differences(database_url) == []
+    engine.dispose()
+
+
+def test_the_worker_figures_migration_goes_up_and_down_on_sqlite(sqlite_url: str) -> None:
+    check_worker_figures_migration(sqlite_url)
+
+
+@pytest.mark.integration
+def test_the_worker_figures_migration_goes_up_and_down_on_postgres(postgres_url: str) -> None:
+    check_worker_figures_migration(postgres_url)

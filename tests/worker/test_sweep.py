@@ -173,3 +173,23 @@ def test_after_an_outage_leases_expire_only_once_live_attempts_had_a_lease_to_re
     now[0] += 1.0
     report = sweeper.sweep_once()
     assert report is not None and report.requeued == [job_id]
+
+
+def test_what_the_worker_also_does_every_sweep_cannot_stop_leases_expiring(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    # The sweep's companion (marking the worker's published figures seen) fails on its own: a bug
+    # there must not read as a database outage, which would hold back every lease's expiry.
+    job_id = add_job(sessions, settings)
+    claim(sessions, job_id, worker="celery@dead")
+    expire_lease(sessions, job_id)
+    calls: list[sessionmaker[Session]] = []
+
+    def failing(given: sessionmaker[Session]) -> None:
+        calls.append(given)
+        raise RuntimeError("a bug in the companion")
+
+    sweeper = Sweeper(settings, also=failing)
+    report = sweeper.sweep_once()
+    assert calls == [sweeper.sessions]
+    assert report is not None and report.requeued == [job_id]
