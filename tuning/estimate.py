@@ -84,6 +84,7 @@ from tuning.methods.base_model import ModelShapes
 from tuning.methods.lora.options import SPARSE_DROPOUT_UP_TO
 from tuning.methods.registry import Branches
 from tuning.models import tensor_shapes
+from tuning.parts.head_start import PROBE_BATCH, starts_from_probe
 from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec
 
@@ -464,11 +465,21 @@ def _seconds(
             * validation.count
             * (worker.layer_seconds * running + worker.branch_seconds * branches.modules)
         )
+    if starts_from_probe(spec):  # one forward over the training set, as an evaluation runs it
+        probe = _probe_shapes(train, hp.batch_size)
+        parts["head_probe"] = model.forward(probe, model.layers) * slowdown / training_rate
+        parts["head_probe_overhead"] = probe.count * worker.layer_seconds * model.layers
     if model.cached:
         both = train if validation is None else _sum(train, validation)
         parts["frozen_prefix"] = model.forward(both, model.cached) / flops
         parts["frozen_prefix_overhead"] = both.count * worker.layer_seconds * model.cached
     return parts
+
+
+def _probe_shapes(train: Shapes, batch_size: int) -> Shapes:
+    """The training set in the probe's batches (PROBE_BATCH examples, longest first): about the tokens
+    and pairs of the training batches, in fewer batches."""
+    return replace(train, count=math.ceil(train.count * batch_size / PROBE_BATCH))
 
 
 def _evaluations(spec: JobSpec, steps: int, per_epoch: int) -> int:
