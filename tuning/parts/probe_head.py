@@ -8,9 +8,9 @@ to convergence, on the features the model computes for the training set as it st
 starts from there.
 
 The fit is the task's own loss (cross-entropy, BCE or squared error: `Task.mean_loss`) over the
-linear layer's inputs, with a light L2 on standardised features (PROBE_L2), by L-BFGS in float64:
-one forward over the training set plus a fraction of a second. The standardisation is folded back
-into the layer's weight and bias, so the model is unchanged but for them.
+linear layer's inputs, with a light L2 (PROBE_L2) on centred features in units of their RMS, by
+L-BFGS in float64: one forward over the training set plus a fraction of a second. The centring and
+the scale are folded back into the layer's weight and bias, so the model is unchanged but for them.
 """
 
 from collections.abc import Callable
@@ -23,7 +23,7 @@ from tuning.batching import Batch, Encoded
 from tuning.evaluate import evaluation_batches
 from tuning.parts.head_start import PROBE_BATCH
 
-PROBE_L2 = 1e-3  # on standardised features: a light hold, as a logistic regression's default would
+PROBE_L2 = 1e-3  # per squared weight on RMS-scaled features: a light hold, as in a logistic regression
 PROBE_ITERATIONS = 500  # L-BFGS iterations; a few hundred examples converge in tens
 
 
@@ -68,11 +68,13 @@ def layer_inputs(
     """`layer`'s float64 inputs (one row per example) and the examples' labels, from one eval pass."""
     inputs: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
+    seen: list[torch.Tensor] = []  # the batch's input to `layer`, until its logits come
 
     def keep_input(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        inputs.append(args[0].detach().double().cpu())
+        seen.append(args[0].detach())
 
-    def keep_labels(_logits: torch.Tensor, batch: Batch) -> None:
+    def keep_row(logits: torch.Tensor, batch: Batch) -> None:
+        inputs.append(_example_rows(layer, seen.pop(), logits).double().cpu())
         target = batch["labels"].cpu()
         labels.append(target.double() if target.is_floating_point() else target)
 
@@ -83,12 +85,24 @@ def layer_inputs(
             encoded,
             batch_size=PROBE_BATCH,
             device=device,
-            visit=keep_labels,
+            visit=keep_row,
             mixed_precision=mixed_precision,
         )
     finally:
         hook.remove()
     return torch.cat(inputs), torch.cat(labels)
+
+
+def _example_rows(layer: nn.Linear, given: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """One input row per example. A pooled head gets one already (B × H); a last-token head (GPT-2's
+    score) scores every position (B × T × H) and the model keeps one per example, by its own rule
+    (the last token that is not padding): the position whose output is the logits it returned."""
+    if given.dim() == 2:
+        return given
+    with torch.no_grad():
+        outputs = layer(given.to(layer.weight.dtype)).float()  # B × T × labels
+    position = (outputs - logits.to(outputs.device)[:, None, :]).abs().sum(-1).argmin(-1)
+    return given[torch.arange(len(given), device=given.device), position]
 
 
 def _bias_of(layer: nn.Linear) -> torch.Tensor | None:
@@ -102,12 +116,15 @@ def _fit(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """L-BFGS on standardised features from a zero start, then the standardisation folded back in:
-    (x − μ)/σ · Wᵀ + b is x · (W/σ)ᵀ + (b − μ · (W/σ)ᵀ). A bias-free layer (GPT-2's score) has
-    nowhere to put the shift, so its features are scaled but not centred."""
-    scale = features.std(0).clamp(min=1e-6) if len(features) > 1 else torch.ones(features.shape[1])
+    """L-BFGS from a zero start on centred features in units of their RMS, then both folded back in:
+    (x − μ)/σ · Wᵀ + b is x · (W/σ)ᵀ + (b − μ · (W/σ)ᵀ). One σ for all features, not one each: a
+    feature that barely varies over the training set would get a weight of 1/its spread, logits in
+    the thousands, and a head fine-tuning cannot move. A bias-free layer (GPT-2's score) has nowhere
+    to put the shift, so its features are not centred."""
     mean = features.mean(0) if bias is not None else torch.zeros(features.shape[1], dtype=features.dtype)
-    standard = (features - mean) / scale
+    centred = features - mean
+    scale = centred.square().mean().sqrt().clamp(min=1e-12)
+    standard = centred / scale
     w = torch.zeros_like(weight, requires_grad=True)
     b = torch.zeros(weight.shape[0], dtype=torch.float64, requires_grad=bias is not None)
     trained = [w, b] if bias is not None else [w]

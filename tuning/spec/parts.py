@@ -31,7 +31,7 @@ class HeadSpec(CatalogueEntry):
         description="Where the head's last linear layer starts: 'probe', fitted first as a linear probe "
         "on the features the model gives the training set before training (LP-FT, Kumar et al. 2022, "
         "arXiv:2202.10054; one extra forward pass over the training set); 'random', the model class's "
-        "own random init; 'auto', probe for a linear head, random for an MLP.",
+        "own random init; 'auto', probe for a linear head when learning_rate is 'auto' too, else random.",
     )
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from tuning import Event, JobSpec, run
 from tuning.build import prepare_classifier
 from tuning.data import read_classification_file
 from tuning.evaluate import evaluation_batches
+from tuning.parts.head import logits_layer
 from tuning.parts.head_start import PROBE_BATCH, starts_from_probe
 from tuning.parts.probe_head import PROBE_L2, fit_probe_head, layer_inputs
 from tuning.tasks.single_label import TASK as SINGLE_LABEL
@@ -27,28 +28,38 @@ def with_head(spec: JobSpec, **head: Any) -> JobSpec:
     return spec.model_copy(update={"head": spec.head.model_copy(update=head)})
 
 
-@pytest.fixture()
-def classifier(tiny_spec: Callable[..., JobSpec], model_dirs: list[Path], sentiment_files: tuple[Path, Path]):
+@pytest.fixture(params=["tiny-bert", "tiny-gpt2"])
+def classifier(
+    request: pytest.FixtureRequest,
+    tiny_spec: Callable[..., JobSpec],
+    model_dirs: list[Path],
+    tiny_gpt2_dir: Path,
+    sentiment_files: tuple[Path, Path],
+):
+    """A pooled head (BERT's classifier) and a last-token one (GPT-2's score, on every position)."""
     spec = tiny_spec({"type": "bitfit"})
     examples = read_classification_file(sentiment_files[0])
     labels = sorted({example.label for example in examples})
     torch.manual_seed(0)
-    task_model = prepare_classifier(spec, model_dirs[0] / "tiny-bert", labels)
+    task_model = prepare_classifier(spec, model_dirs[0] / request.param, labels)
     encoded = SINGLE_LABEL.encode(task_model, spec, examples, labels)
     return task_model, encoded
 
 
 def test_the_fit_is_the_regularised_optimum_and_the_model_gives_its_logits(classifier) -> None:
     task_model, encoded = classifier
-    model, layer = task_model.model, task_model.model.classifier
+    model = task_model.model
+    layer = model.get_submodule(logits_layer(model, task_model.head_modules, 2))
     cpu = torch.device("cpu")
     fitted = fit_probe_head(model, layer, encoded, loss=F.cross_entropy, device=cpu)
     features, targets = layer_inputs(model, layer, encoded, device=cpu, mixed_precision=False)
 
-    weight, bias = layer.weight.detach().double(), layer.bias.detach().double()
+    weight = layer.weight.detach().double()
+    has_bias = layer.bias is not None  # GPT-2's score has none
+    bias = layer.bias.detach().double() if has_bias else torch.zeros(2, dtype=torch.float64)
     assert fitted.loss_after < fitted.loss_before
     # The model's own logits are the fitted layer's on the features the fit saw (same batches, same
-    # order): float32 arithmetic on logits of a few units, so 1e-4.
+    # order; GPT-2's: its last real token's): float32 arithmetic, so 1e-4 of the logits' size.
     logits: list[torch.Tensor] = []
     evaluation_batches(
         model, encoded, batch_size=PROBE_BATCH, device=cpu, visit=lambda out, _: logits.append(out)
@@ -59,16 +70,19 @@ def test_the_fit_is_the_regularised_optimum_and_the_model_gives_its_logits(class
         float(F.cross_entropy(features @ weight.T + bias, targets)), rel=1e-5
     )
 
-    # Stationary: in the standardised coordinates the fit ran in, the objective's gradient is zero.
-    mean, scale = features.mean(0), features.std(0).clamp(min=1e-6)
+    # Stationary: in the coordinates the fit ran in (centred where there is a bias to take the shift,
+    # in units of the features' RMS), the objective's gradient is zero.
+    mean = features.mean(0) if has_bias else torch.zeros(features.shape[1], dtype=torch.float64)
+    scale = (features - mean).square().mean().sqrt()
     w = (weight * scale).requires_grad_(True)
-    b = (bias + weight @ mean).requires_grad_(True)
+    b = (bias + weight @ mean).requires_grad_(has_bias)
     objective = F.cross_entropy(((features - mean) / scale) @ w.T + b, targets) + PROBE_L2 * w.square().sum()
     objective.backward()
-    assert w.grad is not None and b.grad is not None
+    assert w.grad is not None
     # float32 weights hold the float64 optimum to ~1e-7 relative: the gradient left is of that order.
     assert float(w.grad.abs().max()) < 1e-4
-    assert float(b.grad.abs().max()) < 1e-4
+    if has_bias:
+        assert b.grad is not None and float(b.grad.abs().max()) < 1e-4
 
 
 def run_job(
@@ -93,7 +107,9 @@ def test_a_job_fits_its_head_first_and_starts_from_the_probe(
     tmp_path: Path,
 ) -> None:
     spec = tiny_spec({"type": "bitfit"}, epochs=1)
-    probed, events = run_job(spec, tmp_path / "probe", sentiment_files, model_dirs)
+    probed, events = run_job(
+        with_head(spec, initialization="probe"), tmp_path / "probe", sentiment_files, model_dirs
+    )
     random, random_events = run_job(
         with_head(spec, initialization="random"), tmp_path / "random", sentiment_files, model_dirs
     )
@@ -106,18 +122,25 @@ def test_a_job_fits_its_head_first_and_starts_from_the_probe(
 
 
 @pytest.mark.parametrize(
-    ("head", "task", "from_checkpoint", "expected"),
+    ("head", "hyperparameters", "task", "from_checkpoint", "expected"),
     [
-        ({}, "sequence_classification", None, True),
-        ({"initialization": "random"}, "sequence_classification", None, False),
-        ({"type": "mlp"}, "sequence_classification", None, False),
-        ({"type": "mlp", "initialization": "probe"}, "sequence_classification", None, True),
-        ({}, "sequence_classification", "ckpt-1", False),
-        ({}, "causal_lm", None, False),
+        # "auto" is part of the auto recipe: with learning_rate "auto" (the default) only.
+        ({}, {}, "sequence_classification", None, True),
+        ({}, {"learning_rate": 1e-3}, "sequence_classification", None, False),
+        ({"initialization": "probe"}, {"learning_rate": 1e-3}, "sequence_classification", None, True),
+        ({"initialization": "random"}, {}, "sequence_classification", None, False),
+        ({"type": "mlp"}, {}, "sequence_classification", None, False),
+        ({"type": "mlp", "initialization": "probe"}, {}, "sequence_classification", None, True),
+        ({}, {}, "sequence_classification", "ckpt-1", False),
+        ({}, {}, "causal_lm", None, False),
     ],
 )
 def test_which_jobs_start_from_a_probe(
-    head: dict[str, Any], task: str, from_checkpoint: str | None, expected: bool
+    head: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    task: str,
+    from_checkpoint: str | None,
+    expected: bool,
 ) -> None:
     spec = JobSpec.model_validate(
         {
@@ -126,6 +149,7 @@ def test_which_jobs_start_from_a_probe(
             "training_file": "file-train",
             "method": {"type": "bitfit"},
             "head": head,
+            "hyperparameters": hyperparameters,
             "from_checkpoint": from_checkpoint,
         }
     )
