@@ -12,7 +12,9 @@ checkpoints carry; the stored spec keeps "auto", and the job's events say what i
   trains at least at 1e-3, Adam's default (Kingma & Ba 2014): at BERT's 2e-5..5e-5 a randomly
   initialised head is still near its start after a few hundred steps, and a head that has not
   learned yet makes the body chase noise (Kumar et al. 2022, arXiv:2202.10054); beside a faster
-  body (prompts at 3e-2) it keeps the body's rate, so it never lags what feeds it.
+  body (prompts at 3e-2) it keeps the body's rate, so it never lags what feeds it. A head fitted
+  first as a linear probe (head.initialization, tuning.parts.probe_head) has learned already: it
+  trains at the body's rate, at most 1e-3 (`head_learning_rate`).
 - epochs: enough passes for about TARGET_STEPS optimizer steps, clamped to MIN_EPOCHS..MAX_EPOCHS. A
   small set gets more passes, as OpenAI's auto does and as Mosbach et al. 2021 (arXiv:2006.04884)
   found small-data fine-tuning needs (more iterations, not a different rate); a large one gets one.
@@ -32,6 +34,7 @@ from typing import Any
 
 from tuning.events import Event
 from tuning.methods import method_entry
+from tuning.parts.head_start import starts_from_probe
 from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec, ResolvedHyperparameters
 
@@ -86,7 +89,7 @@ def resolve(
     if hp.learning_rate == "auto":
         values["learning_rate"], reasons["learning_rate"] = auto_learning_rate(spec)
         if spec.task == "sequence_classification":
-            head_rate = max(HEAD_LEARNING_RATE, values["learning_rate"])
+            head_rate = head_learning_rate(spec, values["learning_rate"])
     resolved = ResolvedHyperparameters.model_validate(values)
     update: dict[str, Any] = {"hyperparameters": resolved}
     if base_path is not None and spec.task == "sequence_classification" and spec.head.pooling == "auto":
@@ -113,6 +116,16 @@ def auto_learning_rate(spec: JobSpec) -> tuple[float, str]:
     rate = min(1.0, paper.rate * math.sqrt(batch / REFERENCE_BATCH))
     scaled = "" if batch == REFERENCE_BATCH else f", ×√({batch}/{REFERENCE_BATCH}) for batch {batch}"
     return rate, f"{spec.method.type} at {paper.rate:g} ({paper.source}){scaled}"
+
+
+def head_learning_rate(spec: JobSpec, rate: float) -> float:
+    """The new head's rate beside a body at `rate`: a random head at least HEAD_LEARNING_RATE, so it
+    catches up; a head fitted first as a probe (LP-FT) at most that and never above the body's: it
+    starts at its optimum, and Adam moves every weight by about its rate each step, however small the
+    gradient (a prompt's 3e-2 would walk it off in a few dozen steps)."""
+    if starts_from_probe(spec):
+        return min(HEAD_LEARNING_RATE, rate)
+    return max(HEAD_LEARNING_RATE, rate)
 
 
 def trained_with(spec: JobSpec) -> ResolvedHyperparameters:

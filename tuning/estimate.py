@@ -85,6 +85,7 @@ from tuning.methods.base_model import ModelShapes
 from tuning.methods.lora.options import SPARSE_DROPOUT_UP_TO
 from tuning.methods.registry import Branches
 from tuning.models import tensor_shapes
+from tuning.parts.head_start import PROBE_BATCH, starts_from_probe
 from tuning.parts.pooling import resolve_pooling
 from tuning.spec import JobSpec
 
@@ -265,6 +266,7 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     auto = resolve(
         spec, examples=training["examples"], steps_per_epoch=train_shapes.count, base_path=base_path
     )
+    probe = starts_from_probe(spec)  # as the job gave it: "auto" decides with learning_rate "auto"
     spec, hp = auto.spec, auto.hyperparameters
     trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     steps = hp.epochs * train_shapes.count
@@ -282,6 +284,10 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     seconds_parts = _seconds(
         spec, model, worker, trainable, train_shapes, val_shapes, steps, processes, branches
     )
+    if probe:  # one forward over the training set, as an evaluation runs it (tuning.parts.probe_head)
+        seconds_parts |= _probe_seconds(
+            model, worker, train_shapes, hp.batch_size, hp.mixed_precision, processes
+        )
     head = (
         head_parameters(spec, shapes, _outputs(spec, training))
         if spec.task == "sequence_classification"
@@ -471,6 +477,20 @@ def _seconds(
         parts["frozen_prefix"] = model.forward(both, model.cached) / flops
         parts["frozen_prefix_overhead"] = both.count * worker.layer_seconds * model.cached
     return parts
+
+
+def _probe_seconds(
+    model: Model, worker: Worker, train: Shapes, batch_size: int, mixed_precision: str, processes: Processes
+) -> dict[str, float]:
+    """The head's probe: one forward over the training set in the training's precision, in batches of
+    PROBE_BATCH examples (about the training batches' tokens and pairs, in fewer batches); every process
+    runs the whole of it."""
+    rate, _ = worker.training_flops(mixed_precision)
+    batches = math.ceil(train.count * batch_size / PROBE_BATCH)
+    return {
+        "head_probe": model.forward(train, model.layers) * processes.slowdown / rate,
+        "head_probe_overhead": batches * worker.layer_seconds * model.layers,
+    }
 
 
 def _evaluations(spec: JobSpec, steps: int, per_epoch: int) -> int:

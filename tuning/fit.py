@@ -14,6 +14,7 @@
 
 import copy
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -44,7 +45,10 @@ from tuning.memory import (
 )
 from tuning.models import resolve_base_model
 from tuning.optim import parameter_groups
+from tuning.parts.head import logits_layer
+from tuning.parts.head_start import starts_from_probe
 from tuning.parts.layer_lr import layer_lr_scales
+from tuning.parts.probe_head import fit_probe_head
 from tuning.parts.unfreeze import UnfreezeSchedule
 from tuning.pretrained import PretrainedSnapshot
 from tuning.regularizers import Regularizer, RegularizerContext, make_regularizers
@@ -299,6 +303,8 @@ def prepare(
     train_set = task.encode(task_model, spec, data.train, data.labels)
     validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
     auto = _resolve_auto(spec, len(data.train), len(train_set), base_path, on_event)
+    if resume_point is None and start_from is None and starts_from_probe(spec):
+        on_event(_probe_head(auto.spec, task, task_model, train_set, device))
     on_event(_training_started(model, built))
     if identity is not None and before_method.fisher is not None:
         identity = replace(identity, fisher_sha256=tensors_sha256(before_method.fisher))
@@ -331,6 +337,38 @@ def _resolve_auto(
     if (event := auto.event()) is not None:
         on_event(event)
     return auto
+
+
+def _probe_head(
+    spec: JobSpec, task: Task, task_model: TaskModel, train_set: Encoded, device: torch.device
+) -> Event:
+    """The head's last linear layer fitted as a linear probe before training (tuning.parts.probe_head)."""
+    layer = task_model.model.get_submodule(
+        logits_layer(task_model.model, task_model.head_modules, max(len(task_model.model.config.id2label), 1))
+    )
+    assert isinstance(layer, nn.Linear)  # logits_layer only returns Linear layers
+    started = time.perf_counter()
+    fitted = fit_probe_head(
+        task_model.model,
+        layer,
+        train_set,
+        loss=task.mean_loss,
+        device=device,
+        mixed_precision=uses_bf16(device, spec.hyperparameters.mixed_precision),
+    )
+    seconds = time.perf_counter() - started
+    return Event(
+        "message",
+        f"head fitted first as a linear probe on the training set's features (LP-FT): training loss "
+        f"{fitted.loss_before:.4g} → {fitted.loss_after:.4g} over {fitted.examples} examples, "
+        f"{fitted.features} features, in {seconds:.1f} s",
+        {
+            "head_initialization": "probe",
+            "probe_loss_before": fitted.loss_before,
+            "probe_loss_after": fitted.loss_after,
+            "probe_seconds": seconds,
+        },
+    )
 
 
 def _precision_of_point(

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
+from tests.tuning.parts.test_probe_head import probe_events
 from tuning import Event, JobSpec, ResumeMismatch, ResumeOptions, ResumePoint, RunResult, device, run
 from tuning.checkpoints import Checkpoint
 from tuning.resume import (
@@ -277,6 +278,9 @@ def test_a_killed_job_resumes_as_if_never_interrupted(case: str, sentiment: File
     )
     assert k == kill_at // every_steps * every_steps
     assert_resumed_exactly(whole, killed, resumed, k)
+    # The head was fitted as a probe (head.initialization "auto") by the first attempt only: the
+    # resumed one starts from the point's weights.
+    assert len(probe_events(killed.events)) == 1 and not probe_events(resumed.events)
     if spec.checkpoints is not None:  # the user's checkpoints: the same steps, the same ones dropped
         assert [s for s in killed.checkpoints if s <= k] + resumed.checkpoints == whole.checkpoints
         assert [s for s in killed.dropped if s <= k] + resumed.dropped == whole.dropped

@@ -26,6 +26,13 @@ class HeadSpec(CatalogueEntry):
         "(BERT-style classifiers); 'auto', mean where the base model's folder declares "
         "sentence-transformers mean pooling, else first.",
     )
+    initialization: Literal["auto", "probe", "random"] = Field(
+        "auto",
+        description="Where the head's last linear layer starts: 'probe', fitted first as a linear probe "
+        "on the features the model gives the training set before training (LP-FT, Kumar et al. 2022, "
+        "arXiv:2202.10054; one extra forward pass over the training set); 'random', the model class's "
+        "own random init; 'auto', probe for a linear head when learning_rate is 'auto' too, else random.",
+    )
 
     @model_validator(mode="after")
     def _mlp_options_need_mlp(self) -> Self:

@@ -143,7 +143,11 @@ def test_the_job_writes_lora_in_peft_layout_with_its_report(
 
     model = peft_model(tiny_bert_dir, delta_artifact / "lora")
     assert set(peft_lora_layers(model)) == set(layers)
-    torch.testing.assert_close(peft_logits(model, loaded), predict_logits(loaded, TEXTS), atol=1e-4, rtol=0)
+    # float32 rounding of both paths, relative to logits that reach ~100 here (the probe-fitted head
+    # on separable data, then ten epochs at 2e-2).
+    torch.testing.assert_close(
+        peft_logits(model, loaded), predict_logits(loaded, TEXTS), atol=1e-4, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(("rank", "energy"), [(1, None), (4, None), (None, 0.6)])
