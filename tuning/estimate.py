@@ -266,7 +266,6 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     auto = resolve(
         spec, examples=training["examples"], steps_per_epoch=train_shapes.count, base_path=base_path
     )
-    probe = starts_from_probe(spec)  # as the job gave it: "auto" decides with learning_rate "auto"
     spec, hp = auto.spec, auto.hyperparameters
     trained_tokens = training.get("trained_tokens", training["examples"] * hp.max_seq_length)
     steps = hp.epochs * train_shapes.count
@@ -284,7 +283,9 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     seconds_parts = _seconds(
         spec, model, worker, trainable, train_shapes, val_shapes, steps, processes, branches
     )
-    if probe:  # one forward over the training set, as an evaluation runs it (tuning.parts.probe_head)
+    if starts_from_probe(
+        spec
+    ):  # one forward over the training set, as an evaluation runs it (tuning.parts.probe_head)
         seconds_parts |= _probe_seconds(
             model, worker, train_shapes, hp.batch_size, hp.mixed_precision, processes
         )

@@ -303,7 +303,7 @@ def prepare(
     train_set = task.encode(task_model, spec, data.train, data.labels)
     validation_set = task.encode(task_model, spec, data.validation, data.labels) if data.validation else None
     auto = _resolve_auto(spec, len(data.train), len(train_set), base_path, on_event)
-    if resume_point is None and start_from is None and starts_from_probe(spec):
+    if resume_point is None and start_from is None and starts_from_probe(auto.spec):
         on_event(_probe_head(auto.spec, task, task_model, train_set, device))
     on_event(_training_started(model, built))
     if identity is not None and before_method.fisher is not None:

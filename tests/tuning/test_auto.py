@@ -15,7 +15,7 @@ from tuning.auto import HEAD_LEARNING_RATE, auto_epochs, resolve
 from tuning.estimate import Worker, estimate_job
 from tuning.events import Event
 from tuning.fit import _optimizer_groups, prepare
-from tuning.spec import JobSpec
+from tuning.spec import HeadSpec, JobSpec
 from tuning.validation import validate_files
 
 
@@ -44,7 +44,14 @@ def test_the_rate_is_the_papers_at_batch_16_and_grows_with_the_square_root_of_th
     at_64 = resolve(spec_with(lora, batch_size=64), examples=945, steps_per_epoch=15)
     assert at_16.hyperparameters.learning_rate == pytest.approx(5e-4)  # Hu et al., table 9
     assert at_64.hyperparameters.learning_rate == pytest.approx(1e-3)
-    assert at_16.head_learning_rate == HEAD_LEARNING_RATE
+    assert at_16.head_learning_rate == HEAD_LEARNING_RATE  # a random head: at least 1e-3, to catch up
+    # A head fitted first as a probe (LP-FT) has learned already: the body's rate, at most 1e-3.
+    probed = spec_with(lora).model_copy(update={"head": HeadSpec(initialization="probe")})
+    assert resolve(probed, examples=945, steps_per_epoch=60).head_learning_rate == pytest.approx(5e-4)
+    prompt = spec_with({"type": "prompt_tuning"}).model_copy(
+        update={"head": HeadSpec(initialization="probe")}
+    )
+    assert resolve(prompt, examples=945, steps_per_epoch=60).head_learning_rate == HEAD_LEARNING_RATE
     assert "Hu et al." in at_16.reasons["learning_rate"] and "945" in at_16.reasons["epochs"]
     full = resolve(spec_with({"type": "full"}), examples=945, steps_per_epoch=60)
     assert full.hyperparameters.learning_rate == pytest.approx(5e-5)  # BERT's

@@ -151,8 +151,7 @@ VALIDATION_BATCHES = {
 
 
 def test_time_follows_the_documented_formula(tiny_bert_dir: Path) -> None:
-    """BitFit trains down to layer 0: forward and backward through both layers, in float32; its linear
-    head is fitted first as a probe (head.initialization "auto")."""
+    """BitFit trains down to layer 0: forward and backward through both layers, in float32."""
     spec = spec_with({"type": "bitfit"}, epochs=3, batch_size=8, max_seq_length=16)
     estimate = estimate_job(
         spec, tiny_bert_dir, report_with(TRAIN_BATCHES, VALIDATION_BATCHES), worker=WORKER
@@ -167,8 +166,7 @@ def test_time_follows_the_documented_formula(tiny_bert_dir: Path) -> None:
     evaluations = 1 + 3  # before the first step, then each epoch's end
     evaluation = evaluations * LAYERS * (2 * LAYER_WEIGHTS / LAYERS * 40 + 4 * HIDDEN * 400) / 1e9
     evaluation_overhead = evaluations * 1 * 1e-3 * LAYERS
-    probe = forward / 1e9 + 1 * 1e-3 * LAYERS  # the head fitted first: one forward, one batch of 64
-    expected = training + overhead + evaluation + evaluation_overhead + probe
+    expected = training + overhead + evaluation + evaluation_overhead
     assert estimate.seconds == pytest.approx(expected, rel=1e-9)
     assert parameters == estimate.parameters
     assert "Korthikanti" in estimate.method and "layer_seconds" in estimate.method
@@ -375,12 +373,12 @@ def test_loras_dropout_costs_each_branch_input_element(tiny_bert_dir: Path) -> N
 
 
 def test_a_head_fitted_as_a_probe_costs_one_forward_over_the_training_set(tiny_bert_dir: Path) -> None:
-    spec = spec_with({"type": "bitfit"}, epochs=1, batch_size=8)
+    random = spec_with({"type": "bitfit"}, epochs=1, batch_size=8)
+    spec = random.model_copy(update={"head": random.head.model_copy(update={"initialization": "probe"})})
     parts = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER).seconds_parts
     forward = LAYERS * (2 * LAYER_WEIGHTS / LAYERS * 240 + 4 * HIDDEN * 3000)  # the training set's tokens
     assert parts["head_probe"] == pytest.approx(forward / 1e9, rel=1e-9)
     assert parts["head_probe_overhead"] == pytest.approx(1 * LAYERS * 1e-3)  # 20 examples: one batch of 64
-    random = spec.model_copy(update={"head": spec.head.model_copy(update={"initialization": "random"})})
     assert (
         "head_probe"
         not in estimate_job(random, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER).seconds_parts

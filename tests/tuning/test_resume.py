@@ -23,6 +23,7 @@ from tests.tuning.datasets import sentiment_lines, write_jsonl
 from tests.tuning.parts.test_probe_head import probe_events
 from tuning import Event, JobSpec, ResumeMismatch, ResumeOptions, ResumePoint, RunResult, device, run
 from tuning.checkpoints import Checkpoint
+from tuning.parts.head_start import starts_from_probe
 from tuning.resume import (
     MANIFEST,
     JobIdentity,
@@ -255,6 +256,8 @@ CASES: dict[str, tuple[JobSpec, int, int]] = {
         7,
     ),
     "lora_shuffled": (sentiment_spec(method=LORA, hyperparameters={"group_by_length": False}), 3, 7),
+    # The head fitted as a linear probe before step 1 (LP-FT), by the first attempt alone.
+    "lora_probe_head": (sentiment_spec(method=LORA, head={"initialization": "probe"}), 3, 7),
     # Resumed from step 3, the resumed job crosses the epoch boundary itself.
     "adapter": (sentiment_spec(method={"type": "adapter", "bottleneck_size": 8}), 3, 4),
     "gradual_unfreeze_l2sp": (
@@ -278,9 +281,10 @@ def test_a_killed_job_resumes_as_if_never_interrupted(case: str, sentiment: File
     )
     assert k == kill_at // every_steps * every_steps
     assert_resumed_exactly(whole, killed, resumed, k)
-    # The head was fitted as a probe (head.initialization "auto") by the first attempt only: the
+    # A head fitted as a probe first (head.initialization) is fitted by the first attempt only: the
     # resumed one starts from the point's weights.
-    assert len(probe_events(killed.events)) == 1 and not probe_events(resumed.events)
+    assert len(probe_events(killed.events)) == int(starts_from_probe(spec))
+    assert not probe_events(resumed.events)
     if spec.checkpoints is not None:  # the user's checkpoints: the same steps, the same ones dropped
         assert [s for s in killed.checkpoints if s <= k] + resumed.checkpoints == whole.checkpoints
         assert [s for s in killed.dropped if s <= k] + resumed.dropped == whole.dropped

@@ -26,12 +26,12 @@ class HeadSpec(CatalogueEntry):
         "(BERT-style classifiers); 'auto', mean where the base model's folder declares "
         "sentence-transformers mean pooling, else first.",
     )
-    initialization: Literal["auto", "probe", "random"] = Field(
-        "auto",
-        description="Where the head's last linear layer starts: 'probe', fitted first as a linear probe "
-        "on the features the model gives the training set before training (LP-FT, Kumar et al. 2022, "
-        "arXiv:2202.10054; one extra forward pass over the training set); 'random', the model class's "
-        "own random init; 'auto', probe for a linear head when learning_rate is 'auto' too, else random.",
+    initialization: Literal["random", "probe"] = Field(
+        "random",
+        description="Where the head's last linear layer starts: 'random', the model class's own random "
+        "init; 'probe', fitted first, to convergence, as a linear probe of the features the model gives "
+        "the training set before training (LP-FT, Kumar et al. 2022, arXiv:2202.10054; one extra "
+        "forward pass over the training set), so the job starts at a probe's accuracy.",
     )
 
     @model_validator(mode="after")

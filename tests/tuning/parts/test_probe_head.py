@@ -1,6 +1,7 @@
 """head.initialization "probe" (LP-FT): the head's last linear layer starts as the L2-regularised linear
-probe of the model's features, found exactly; the job says so; "random" and MLP heads keep the random
-init; a resumed job does not fit it again."""
+probe of the model's features, found exactly (a pooled head and a last-token one); the job says so;
+"random", the default, keeps the model class's init; which jobs fit one. A resumed job does not fit it
+again: tests/tuning/test_resume.py."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -122,25 +123,17 @@ def test_a_job_fits_its_head_first_and_starts_from_the_probe(
 
 
 @pytest.mark.parametrize(
-    ("head", "hyperparameters", "task", "from_checkpoint", "expected"),
+    ("head", "task", "from_checkpoint", "expected"),
     [
-        # "auto" is part of the auto recipe: with learning_rate "auto" (the default) only.
-        ({}, {}, "sequence_classification", None, True),
-        ({}, {"learning_rate": 1e-3}, "sequence_classification", None, False),
-        ({"initialization": "probe"}, {"learning_rate": 1e-3}, "sequence_classification", None, True),
-        ({"initialization": "random"}, {}, "sequence_classification", None, False),
-        ({"type": "mlp"}, {}, "sequence_classification", None, False),
-        ({"type": "mlp", "initialization": "probe"}, {}, "sequence_classification", None, True),
-        ({}, {}, "sequence_classification", "ckpt-1", False),
-        ({}, {}, "causal_lm", None, False),
+        ({}, "sequence_classification", None, False),  # the default: the model class's random init
+        ({"initialization": "probe"}, "sequence_classification", None, True),
+        ({"type": "mlp", "initialization": "probe"}, "sequence_classification", None, True),
+        ({"initialization": "probe"}, "sequence_classification", "ckpt-1", False),
+        ({}, "causal_lm", None, False),  # its head is the pretrained output layer: a head is refused
     ],
 )
 def test_which_jobs_start_from_a_probe(
-    head: dict[str, Any],
-    hyperparameters: dict[str, Any],
-    task: str,
-    from_checkpoint: str | None,
-    expected: bool,
+    head: dict[str, Any], task: str, from_checkpoint: str | None, expected: bool
 ) -> None:
     spec = JobSpec.model_validate(
         {
@@ -149,7 +142,6 @@ def test_which_jobs_start_from_a_probe(
             "training_file": "file-train",
             "method": {"type": "bitfit"},
             "head": head,
-            "hyperparameters": hyperparameters,
             "from_checkpoint": from_checkpoint,
         }
     )
