@@ -65,6 +65,7 @@ from tuning.resume import (
 from tuning.spec import JobSpec
 from tuning.task_model import TaskModel
 from tuning.tasks import Task, TaskData, resolved_spec, task_for
+from tuning.tasks.classifier_task import ClassifierTask
 from tuning.train import StepHook, TrainResult, seed_everything, train
 from tuning.training_state import TrainingState, tensors_sha256
 
@@ -343,13 +344,13 @@ def _probe_head(
     spec: JobSpec, task: Task, task_model: TaskModel, train_set: Encoded, device: torch.device
 ) -> Event:
     """The head's last linear layer fitted as a linear probe before training (tuning.parts.probe_head)."""
-    layer = task_model.model.get_submodule(
-        logits_layer(task_model.model, task_model.head_modules, max(len(task_model.model.config.id2label), 1))
-    )
+    assert isinstance(task, ClassifierTask)  # starts_from_probe: sequence classification only
+    model = task_model.model
+    layer = model.get_submodule(logits_layer(model, task_model.head_modules, model.config.num_labels or 1))
     assert isinstance(layer, nn.Linear)  # logits_layer only returns Linear layers
     started = time.perf_counter()
     fitted = fit_probe_head(
-        task_model.model,
+        model,
         layer,
         train_set,
         loss=task.mean_loss,

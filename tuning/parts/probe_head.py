@@ -56,7 +56,7 @@ def fit_probe_head(
     before = _loss(features, targets, loss, layer.weight.detach().double().cpu(), _bias_of(layer))
     with torch.no_grad():
         layer.weight.copy_(weight.to(layer.weight.dtype))
-        if layer.bias is not None:
+        if layer.bias is not None and bias is not None:
             layer.bias.copy_(bias.to(layer.bias.dtype))
     after = _loss(features, targets, loss, weight, bias)
     return ProbeFit(len(train_set), features.shape[1], before, after)
