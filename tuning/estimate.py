@@ -283,9 +283,7 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
     seconds_parts = _seconds(
         spec, model, worker, trainable, train_shapes, val_shapes, steps, processes, branches
     )
-    if starts_from_probe(
-        spec
-    ):  # one forward over the training set, as an evaluation runs it (tuning.parts.probe_head)
+    if starts_from_probe(spec):  # the head fitted first (tuning.parts.probe_head)
         seconds_parts |= _probe_seconds(
             model, worker, train_shapes, hp.batch_size, hp.mixed_precision, processes
         )

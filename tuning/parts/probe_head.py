@@ -5,7 +5,9 @@ has not learned yet, so what reaches the body is noise (Kumar et al.: it distort
 features, and the job ends below a frozen probe). Here the head's final linear layer is fitted first,
 to convergence, on the features the model computes for the training set as it stands before training
 (the method applied: prompt tokens, prefixes and adapters included; dropout off), and fine-tuning
-starts from there.
+starts from there. A job asks for it (head.initialization "probe"); on the tools docstring task it
+started every job at the probe's accuracy but did not end measurably above a random head's job
+(README, goal 8), so it is not the default.
 
 The fit is the task's own loss (cross-entropy, BCE or squared error: `Task.mean_loss`) over the
 linear layer's inputs, with a light L2 (PROBE_L2) on centred features in units of their RMS, by
