@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from tests.tiny_models import make_tiny_bert
 from tests.tuning.datasets import sentiment_lines, write_jsonl
-from tests.tuning.parts.test_probe_head import probe_events
 from tuning import Event, JobSpec, ResumeMismatch, ResumeOptions, ResumePoint, RunResult, device, run
 from tuning.checkpoints import Checkpoint
 from tuning.parts.head_start import starts_from_probe
@@ -201,6 +200,11 @@ def assert_same_values(got: Any, expected: Any) -> None:
         assert got == pytest.approx(expected, rel=RTOL, abs=RTOL)
     else:
         assert got == expected
+
+
+def probe_events(events: list[Event]) -> list[Event]:
+    """The events that say the head was fitted as a linear probe (head.initialization "probe")."""
+    return [event for event in events if event.data.get("head_initialization") == "probe"]
 
 
 def sentiment_spec(**overrides: Any) -> JobSpec:

@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tuning import Event, JobSpec, run
+from tests.tuning.test_frozen_prefix import train_job
+from tests.tuning.test_resume import probe_events
+from tuning import JobSpec
 from tuning.build import prepare_classifier
 from tuning.data import read_classification_file
 from tuning.evaluate import evaluation_batches
@@ -19,10 +21,6 @@ from tuning.parts.head import logits_layer
 from tuning.parts.head_start import PROBE_BATCH, starts_from_probe
 from tuning.parts.probe_head import PROBE_L2, fit_probe_head, layer_inputs
 from tuning.tasks.single_label import TASK as SINGLE_LABEL
-
-
-def probe_events(events: list[Event]) -> list[Event]:
-    return [event for event in events if event.data.get("head_initialization") == "probe"]
 
 
 def with_head(spec: JobSpec, **head: Any) -> JobSpec:
@@ -86,21 +84,6 @@ def test_the_fit_is_the_regularised_optimum_and_the_model_gives_its_logits(class
         assert b.grad is not None and float(b.grad.abs().max()) < 1e-4
 
 
-def run_job(
-    spec: JobSpec, out: Path, files: tuple[Path, Path], model_dirs: list[Path]
-) -> tuple[Any, list[Event]]:
-    events: list[Event] = []
-    result = run(
-        spec,
-        out,
-        training_path=files[0],
-        validation_path=files[1],
-        model_dirs=model_dirs,
-        on_event=events.append,
-    )
-    return result, events
-
-
 def test_a_job_fits_its_head_first_and_starts_from_the_probe(
     tiny_spec: Callable[..., JobSpec],
     model_dirs: list[Path],
@@ -108,10 +91,10 @@ def test_a_job_fits_its_head_first_and_starts_from_the_probe(
     tmp_path: Path,
 ) -> None:
     spec = tiny_spec({"type": "bitfit"}, epochs=1)
-    probed, events = run_job(
+    _, probed, events = train_job(
         with_head(spec, initialization="probe"), tmp_path / "probe", sentiment_files, model_dirs
     )
-    random, random_events = run_job(
+    _, random, random_events = train_job(
         with_head(spec, initialization="random"), tmp_path / "random", sentiment_files, model_dirs
     )
     [event] = probe_events(events)
@@ -119,7 +102,7 @@ def test_a_job_fits_its_head_first_and_starts_from_the_probe(
     assert "linear probe" in event.message
     assert not probe_events(random_events)
     # The step-0 evaluation sees the probe's head: a lower validation loss than the random head's.
-    assert probed.metrics["initial_val_loss"] < random.metrics["initial_val_loss"]
+    assert probed["initial_val_loss"] < random["initial_val_loss"]
 
 
 @pytest.mark.parametrize(
