@@ -54,8 +54,9 @@ def fit_probe_head(
     """Set `layer` (the head's last linear layer, inside `model`) to the L2-regularised fit of `loss`
     on its inputs over `train_set`, computed by `model` in eval mode."""
     features, targets = layer_inputs(model, layer, train_set, device=device, mixed_precision=mixed_precision)
-    weight, bias = _fit(features, targets, loss, layer.weight.detach().double().cpu(), _bias_of(layer))
-    before = _loss(features, targets, loss, layer.weight.detach().double().cpu(), _bias_of(layer))
+    random_weight, random_bias = layer.weight.detach().double().cpu(), _bias_of(layer)
+    before = _loss(features, targets, loss, random_weight, random_bias)
+    weight, bias = _fit(features, targets, loss, random_weight, random_bias)
     with torch.no_grad():
         layer.weight.copy_(weight.to(layer.weight.dtype))
         if layer.bias is not None and bias is not None:
