@@ -44,7 +44,10 @@ How each figure is made (also returned as text):
   whatever the batch: its two small matmuls, scaling and add are few FLOPs but as many operations as a
   small layer's; with dropout, each branch's input runs through it, t·in elements a batch, at the
   worker's dropout_seconds per element (what dropout adds to a branch's forward and backward as the
-  method runs it: on a CPU only the dropped positions drawn, tuning.methods.lora.dropped_down).
+  method runs it: on a CPU only the dropped positions drawn, tuning.methods.lora.dropped_down). On a
+  CPU every evaluation but the reported one runs folded, W + s·B·A in one weight, with no branches
+  (tuning.folded_evaluation); their copies, 4 bytes per adapted weight element, count where they
+  outgrow the training's activations, which are freed by then.
   Their memory: per token of the largest batch, each branch keeps its own copy of its input (2
   bytes·in under bf16 autocast, which casts every user's input anew; float32 makes one only with
   dropout, 4 bytes), its dropout mask (on a CPU the dropped positions' indices, 8·p bytes·in; 1
@@ -299,6 +302,10 @@ def estimate_job(spec: JobSpec, base_path: Path, report: Mapping[str, Any], *, w
         memory_parts["branch_activations"] = _branch_bytes(
             spec, model, worker, branches, train_shapes.scaled(processes.share)
         )
+    if folds(worker, processes, branches):  # what outgrows the training's activations, freed by then
+        beyond = 4 * branches.weights - memory_parts["activations"] - memory_parts["branch_activations"]
+        if beyond > 0:
+            memory_parts["evaluation_folded_weights"] = beyond
     return Estimate(
         steps,
         trained_tokens * hp.epochs,
@@ -466,16 +473,21 @@ def _seconds(
             * slowdown
             * ((evaluations - 1) / training_rate + 1 / worker.float32_flops)
         )
-        parts["evaluation_overhead"] = (
-            evaluations
-            * validation.count
-            * (worker.layer_seconds * running + worker.branch_seconds * branches.modules)
+        # Folded, an evaluation runs no branches (tuning.folded_evaluation); the reported one does.
+        unfolded = 1 if folds(worker, processes, branches) else evaluations
+        parts["evaluation_overhead"] = validation.count * (
+            evaluations * worker.layer_seconds * running + unfolded * worker.branch_seconds * branches.modules
         )
     if model.cached:
         both = train if validation is None else _sum(train, validation)
         parts["frozen_prefix"] = model.forward(both, model.cached) / flops
         parts["frozen_prefix_overhead"] = both.count * worker.layer_seconds * model.cached
     return parts
+
+
+def folds(worker: Worker, processes: Processes, branches: Branches) -> bool:
+    """Whether the job's evaluations before its last step run folded (tuning.folded_evaluation)."""
+    return worker.device == "cpu" and not processes.sharded and branches.modules > 0
 
 
 def _probe_seconds(

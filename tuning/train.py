@@ -33,6 +33,7 @@ from tuning.early_stopping import BestTracker
 from tuning.errors import Cancelled, ResumeMismatch
 from tuning.evaluate import Evaluation
 from tuning.events import Event, EventSink, StopCheck, ignore_event, never_stop
+from tuning.folded_evaluation import evaluations_fold, folded
 from tuning.frozen_prefix import FrozenPrefix
 from tuning.optim import learning_rate_at, make_optimizer, set_learning_rate, warmup_steps
 from tuning.regularizers import Regularizer
@@ -151,6 +152,7 @@ def train(
         on_event,
         should_stop,
         mixed_precision=bf16,  # evaluated in the precision it trains in (tuning.evaluate)
+        folds=evaluations_fold(model, device),
         last_step=hp.epochs * per_epoch,
     )
     progress = Progress(hp, per_epoch, on_event)
@@ -390,12 +392,14 @@ class Evaluations:
         should_stop: StopCheck,
         *,
         mixed_precision: bool,
+        folds: bool,
         last_step: int,
     ) -> None:
         self.model, self.validation_set, self.task = model, validation_set, task
         self.batch_size, self.device, self.per_epoch = batch_size, device, per_epoch
         self.stopper, self.on_event, self.should_stop = stopper, on_event, should_stop
         self.mixed_precision = mixed_precision  # the forwards under bf16 autocast
+        self.folds = folds  # LoRA's updates folded into copies of their weights (tuning.folded_evaluation)
         self.last_step = last_step
         self.latest: Evaluation | None = None  # None when there is no validation set
         self.step = 0
@@ -403,18 +407,18 @@ class Evaluations:
 
     @property
     def latest_exact(self) -> bool:
-        """Whether the latest evaluation ran in float32: every one without mixed precision, else the last
-        step's."""
-        return not self.mixed_precision or self.step == self.last_step
+        """Whether the latest evaluation ran as the artifact runs, in float32 and unfolded: every one when
+        neither mixed precision nor folding applies, else the last step's."""
+        return not (self.mixed_precision or self.folds) or self.step == self.last_step
 
     def run(self, step: int) -> None:
         """Evaluate at `step` (0: the untrained start), and let early stopping observe it: in the training's
-        precision, but in float32 at the last step, so that the result a job reports is what its
+        precision and folded, but exactly at the last step, so that the result a job reports is what its
         artifact reproduces."""
         self.step = step
         if self.validation_set is None:
             return
-        result = self._evaluate(bf16=not self.latest_exact)
+        result = self._evaluate(exact=self.latest_exact)
         self.on_event(_eval_event(result, step, step / self.per_epoch))
         if (
             step > 0
@@ -424,21 +428,23 @@ class Evaluations:
             self.on_event(event)
         self.latest = result
 
-    def in_float32(self) -> Evaluation | None:
-        """The model as it is now, evaluated in float32 (no event: its step's evaluation was announced)."""
-        return None if self.validation_set is None else self._evaluate(bf16=False)
+    def exactly(self) -> Evaluation | None:
+        """The model as it is now, evaluated as the artifact runs (no event: its step's evaluation was
+        announced)."""
+        return None if self.validation_set is None else self._evaluate(exact=True)
 
-    def _evaluate(self, *, bf16: bool) -> Evaluation:
+    def _evaluate(self, *, exact: bool) -> Evaluation:
         assert self.validation_set is not None
         started = time.perf_counter()
-        result = self.task.evaluate(
-            self.model,
-            self.validation_set,
-            batch_size=self.batch_size,
-            device=self.device,
-            should_stop=self.should_stop,
-            mixed_precision=bf16,
-        )
+        with folded(self.model, self.folds and not exact):
+            result = self.task.evaluate(
+                self.model,
+                self.validation_set,
+                batch_size=self.batch_size,
+                device=self.device,
+                should_stop=self.should_stop,
+                mixed_precision=self.mixed_precision and not exact,
+            )
         self.seconds += time.perf_counter() - started
         return result
 
@@ -534,7 +540,7 @@ def _result(
         best_step = stopper.restore()
         final_eval = stopper.best_eval
         if not (best_step == evaluations.step and evaluations.latest_exact):
-            final_eval = evaluations.in_float32()  # reported in float32 (Evaluations.run)
+            final_eval = evaluations.exactly()  # reported as the artifact runs (Evaluations.run)
         on_event(
             Event(
                 "message",
@@ -543,7 +549,7 @@ def _result(
             )
         )
     elif not evaluations.latest_exact:
-        final_eval = evaluations.in_float32()
+        final_eval = evaluations.exactly()
     return TrainResult(
         steps=step,
         examples_seen=progress.examples_seen,

@@ -372,6 +372,29 @@ def test_loras_dropout_costs_each_branch_input_element(tiny_bert_dir: Path) -> N
     assert without.memory_parts["branch_activations"] == 128 * 4 * LAYERS * 2 * 4
 
 
+def test_loras_evaluations_run_their_branches_in_the_reported_one_alone_on_a_cpu(tiny_bert_dir: Path) -> None:
+    """tuning.folded_evaluation: on a CPU every evaluation but the last runs W + s·B·A folded."""
+    spec = spec_with(LORA, epochs=3, mixed_precision="no")
+    report = report_with(TRAIN_BATCHES, VALIDATION_BATCHES)
+    evaluations, adapted = 1 + 3, LAYERS * 2
+    layers = evaluations * 1e-3 * LAYERS  # one validation batch each time
+    cpu = estimate_job(spec, tiny_bert_dir, report, worker=BRANCHY).seconds_parts
+    assert cpu["evaluation_overhead"] == pytest.approx(layers + 1 * 1e-4 * adapted)
+    cuda = estimate_job(spec, tiny_bert_dir, report, worker=replace(BRANCHY, device="cuda")).seconds_parts
+    assert cuda["evaluation_overhead"] == pytest.approx(layers + evaluations * 1e-4 * adapted)
+
+
+def test_folded_weights_count_where_they_outgrow_the_training_activations(tiny_bert_dir: Path) -> None:
+    spec = spec_with(LORA, epochs=1)
+    usual = estimate_job(spec, tiny_bert_dir, report_with(TRAIN_BATCHES), worker=WORKER).memory_parts
+    assert "evaluation_folded_weights" not in usual  # 128 tokens' activations outweigh 4 small weights
+    one_token = TRAIN_BATCHES | {"largest_tokens": 1, "largest_pairs": 1}
+    parts = estimate_job(spec, tiny_bert_dir, report_with(one_token), worker=WORKER).memory_parts
+    copies = 4 * LAYERS * 2 * HIDDEN * HIDDEN  # query and value, float32
+    assert parts["evaluation_folded_weights"] == copies - parts["activations"] - parts["branch_activations"]
+    assert parts["evaluation_folded_weights"] > 0
+
+
 def test_a_head_fitted_as_a_probe_costs_one_forward_over_the_training_set(tiny_bert_dir: Path) -> None:
     random = spec_with({"type": "bitfit"}, epochs=1, batch_size=8)
     spec = random.model_copy(update={"head": random.head.model_copy(update={"initialization": "probe"})})

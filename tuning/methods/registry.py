@@ -38,9 +38,10 @@ class Branches(NamedTuple):
     inputs: int  # Σ of their input widths: the activations they read per token
     ranks: int  # Σ of their inner widths: the activations they save per token for backward
     dropout: float  # the dropout on their input (0: none)
+    weights: int  # Σ of the adapted weights' elements: what folding them for an evaluation copies
 
 
-NO_BRANCHES = Branches(0, 0, 0, 0.0)
+NO_BRANCHES = Branches(0, 0, 0, 0.0, 0)
 
 
 class PaperRate(NamedTuple):

@@ -9,6 +9,7 @@ from transformers.pytorch_utils import Conv1D
 from tests.tuning.methods.helpers import logits, train_a_little
 from tuning.artifacts.merged import merged_copy
 from tuning.errors import SpecError
+from tuning.folded_evaluation import folded
 from tuning.layers import find_layers
 from tuning.methods.apply import Applied, MethodContext
 from tuning.methods.lora.model import LoraLinear, apply, apply_lora, lora_layers, merge_lora, unmerge_lora
@@ -280,3 +281,38 @@ def test_gpt2_merge_reproduces_the_outputs(gpt2: TaskModel) -> None:
     torch.testing.assert_close(logits(model, inputs), trained, atol=1e-5, rtol=0)
     unmerge_lora(model)
     torch.testing.assert_close(logits(model, inputs), trained, atol=1e-5, rtol=0)
+
+
+def test_folded_layers_compute_the_update_from_one_weight_and_leave_w_alone(model_dir: Path) -> None:
+    """tuning.folded_evaluation: eval-mode forwards read W + s·B·A, kept beside W, never written into it."""
+    torch.manual_seed(0)
+    task_model = load_classifier(model_dir, ["negative", "positive"], max_seq_length=32)
+    model, inputs = task_model.model, tokens(task_model)
+    gpt2 = task_model.model.config.model_type == "gpt2"  # Conv1D layers, their weight (in, out)
+    targets = ["c_attn", "c_proj"] if gpt2 else ["query", "value", "dense"]
+    apply_lora(model, LoraMethod(r=4, alpha=8, target_modules=targets), exclude=task_model.head_modules)
+    train_a_little(model, inputs)
+    layers = lora_layers(model)
+    bases = {name: layer.base_layer.weight.clone() for name, layer in layers.items()}
+    unfolded = logits(model, inputs)
+
+    with folded(model):
+        assert all(layer.folded is not None for layer in layers.values())
+        # The branches are no longer read: B zeroed inside the fold changes nothing.
+        saved_b = {name: layer.lora_B.weight.detach().clone() for name, layer in layers.items()}
+        with torch.no_grad():
+            for layer in layers.values():
+                layer.lora_B.weight.zero_()
+        torch.testing.assert_close(logits(model, inputs), unfolded, atol=1e-5, rtol=0)
+        with torch.no_grad():
+            for name, layer in layers.items():
+                layer.lora_B.weight.copy_(saved_b[name])
+        # Training mode runs the branches, so A and B get gradients as ever.
+        model.train()
+        model(**inputs).logits.sum().backward()
+        assert all(layer.lora_A.weight.grad is not None for layer in layers.values())
+        model.eval()
+
+    assert all(layer.folded is None for layer in layers.values())
+    assert all(torch.equal(layer.base_layer.weight, bases[name]) for name, layer in layers.items())
+    assert torch.equal(logits(model, inputs), unfolded)

@@ -45,6 +45,7 @@ def branches(options: LoraMethod, shapes: ModelShapes) -> Branches:
         inputs=sum(shape[0] if conv1d else shape[1] for _, shape in adapted),
         ranks=sum(rank(module, options.rank_pattern, options.r) for module, _ in adapted),
         dropout=options.dropout,
+        weights=sum(shape[0] * shape[1] for _, shape in adapted),
     )
 
 

@@ -54,6 +54,8 @@ class LoraLinear(nn.Module):
         # rsLoRA: alpha/√r keeps the update's scale stable as r grows, where alpha/r shrinks it.
         self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
         self.merged = False
+        # W + s·B·A while an evaluation runs folded (tuning.folded_evaluation); W itself is not written.
+        self.folded: torch.Tensor | None = None
         # The paper's reference code: A Kaiming-uniform, B zero, so B·A = 0 and the wrapped layer
         # computes exactly what the base did until the first update.
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
@@ -74,6 +76,8 @@ class LoraLinear(nn.Module):
         return isinstance(self.base_layer, Conv1D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folded is not None and not self.training:
+            return nn.functional.linear(x, self.folded, self.base_layer.bias)
         out: torch.Tensor = self.base_layer(x)
         if self.merged:
             return out
@@ -89,8 +93,24 @@ class LoraLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """The dense update this layer adds to W, s·B·A, in W's own layout (transposed for Conv1D)."""
-        delta = (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+        delta = self.delta_weight_out_in()
         return delta.T if self.fan_in_fan_out else delta
+
+    def delta_weight_out_in(self) -> torch.Tensor:
+        """s·B·A in `nn.Linear`'s (out, in) layout, whatever the base's."""
+        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+
+    @torch.no_grad()
+    def fold_for_evaluation(self) -> None:
+        """Keep W + s·B·A beside W, in `nn.Linear`'s (out, in) layout, for eval-mode forwards until
+        `unfold_after_evaluation`: one matmul per call instead of the base's plus the branch's."""
+        if not self.merged:
+            weight = self.base_layer.weight
+            dense = weight.T if self.fan_in_fan_out else weight
+            self.folded = (dense + self.delta_weight_out_in().to(weight.dtype)).contiguous()
+
+    def unfold_after_evaluation(self) -> None:
+        self.folded = None
 
     @torch.no_grad()
     def merge(self) -> None:
