@@ -53,12 +53,12 @@ def job_spec(method: str, processes: int, epochs: int) -> JobSpec:
 
 
 def train(spec: JobSpec, data: Path, out_dir: Path) -> tuple[float, RunResult]:
-    paths = {"training_path": data / "train.jsonl", "validation_path": data / "test.jsonl"}
+    training_path, validation_path = data / "train.jsonl", data / "test.jsonl"
     started = time.perf_counter()
     if spec.resources.processes == 1:
-        result = run(spec, out_dir, **paths)
+        result = run(spec, out_dir, training_path=training_path, validation_path=validation_path)
     else:
-        result = run_in_processes(spec, out_dir, **paths)
+        result = run_in_processes(spec, out_dir, training_path=training_path, validation_path=validation_path)
     return time.perf_counter() - started, result
 
 
