@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -59,6 +59,8 @@ from tests.faults.servers import PostgresServer, start_postgres
 from tests.tiny_models import make_tiny_bert
 
 logger = logging.getLogger("benchmarks.fleet")
+
+T = TypeVar("T")
 
 # Longer than the fault suite's 3 s lease: on a loaded 2-core machine a 3 s lease expires under live
 # workers now and then, and this benchmark is about kills, not stalls.
@@ -544,38 +546,46 @@ def probe_write_costs(deployment: Deployment, spec: dict[str, Any]) -> dict[str,
     PROBE_WRITES of each kind, and ends it (an end without files: the figures above are taken)."""
     from core.models import JobStatus  # the worker's code path, imported only here
     from tuning.events import Event
-    from worker.lifecycle import JOBS
+    from worker.lifecycle import JOBS, Attempt
     from worker.progress import ProgressRecorder
 
     timings: dict[str, list[float]] = defaultdict(list)
 
-    def timed(name: str, call: Callable[[], Any]) -> Any:
+    def timed(name: str, call: Callable[[], T]) -> T:
         started = time.perf_counter()
         result = call()
         timings[name].append((time.perf_counter() - started) * 1000)
         return result
 
+    # Each call is bound to this iteration's values through its defaults, as the loop runs it at once.
     for _ in range(PROBE_JOBS):
         job_id = deployment.submit(spec)
-        attempt = timed(
-            "claim",
-            lambda job_id=job_id: JOBS.claim(
+
+        def claim(job_id: str = job_id) -> Attempt | None:
+            return JOBS.claim(
                 deployment.sessions, job_id, worker="probe@fleet", lease_seconds=60, outage_seconds=30
-            ),
-        )
+            )
+
+        attempt = timed("claim", claim)
         assert attempt is not None, "the probe could not claim its job"
         recorder = ProgressRecorder(attempt)
         for step in range(1, PROBE_WRITES + 1):
             data = {"step": step, "total_steps": PROBE_WRITES, "loss": 0.5, "learning_rate": 1e-3}
-            timed(
-                "event_write",
-                lambda data=data, recorder=recorder: recorder(Event("metrics", f"step {data['step']}", data)),
-            )
+
+            def event_write(data: dict[str, Any] = data, recorder: ProgressRecorder = recorder) -> None:
+                recorder(Event("metrics", f"step {data['step']}", data))
+
+            def resume_point_fence(attempt: Attempt = attempt) -> None:
+                attempt.write(lambda session: None)
+
+            timed("event_write", event_write)
             timed("heartbeat", attempt.renew)
-            timed("resume_point_fence", lambda attempt=attempt: attempt.write(lambda session: None))
-        timed(
-            "finish_commit", lambda attempt=attempt: attempt.finish(JobStatus.SUCCEEDED, "succeeded (probe)")
-        )
+            timed("resume_point_fence", resume_point_fence)
+
+        def finish_commit(attempt: Attempt = attempt) -> None:
+            attempt.finish(JobStatus.SUCCEEDED, "succeeded (probe)")
+
+        timed("finish_commit", finish_commit)
     return {name: summary(values) for name, values in timings.items()}
 
 
