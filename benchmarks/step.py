@@ -71,6 +71,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from tuning.artifacts import TrainedJob
 from tuning.artifacts.peft import ADAPTER_WEIGHTS
+from tuning.auto import resolve
 from tuning.batching import Batch
 from tuning.build import apply_spec_method
 from tuning.device import cpu_has_native_bf16
@@ -176,7 +177,9 @@ def deltatune_side(case: Case, *, write_artifact: bool) -> Side:
     model.to(device)  # as the job does: on its device (the same parameters) before its optimizer is built
     if keeps_base_in_bf16(spec, device):
         cast_frozen_to_bf16(model)
-    optimizer = make_optimizer(groups, spec.hyperparameters)
+    # From resolved hyperparameters, as the job builds it: the spec's rate is a number already, and the
+    # epochs that "auto" picks here (for one step a pass) never reach the optimizer.
+    optimizer = make_optimizer(groups, resolve(spec, examples=case.batch, steps_per_epoch=1).hyperparameters)
     model.train()
 
     def step(batch: Batch) -> None:
