@@ -42,7 +42,7 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy tuning core service worker
+	$(BIN)/mypy tuning core service worker benchmarks
 	$(BIN)/python examples/make_dataset.py --check
 
 examples: $(STAMP)
