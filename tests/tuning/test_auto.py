@@ -87,25 +87,26 @@ def test_the_job_its_manifest_and_its_dry_run_agree_on_what_auto_chose(
         on_event=events.append,
     )
     chosen = next(e.data["resolved_hyperparameters"] for e in events if "resolved_hyperparameters" in e.data)
-    # 10 texts at batch 4: 3 steps a pass, so the most passes, 10; BitFit's 1e-3 × √(4/16).
+    # 10 texts at batch 4: 3 steps a pass, so the most passes, 10; BitFit's 3e-3 × √(4/16), and the
+    # head at the body's rate, above its 1e-3 floor.
     assert chosen == {
         "epochs": 10,
-        "learning_rate": pytest.approx(5e-4),
-        "head_learning_rate": 1e-3,
+        "learning_rate": pytest.approx(1.5e-3),
+        "head_learning_rate": pytest.approx(1.5e-3),
         "head.pooling": "first",  # the tiny BERT's folder declares no sentence-transformers pooling
     }
     assert {e.data["total_steps"] for e in events if e.type == "metrics"} == {30}
     manifest = json.loads((tmp_path / "out" / "deltatune.json").read_text())
     assert manifest["spec"]["hyperparameters"]["epochs"] == 10
-    assert manifest["spec"]["hyperparameters"]["learning_rate"] == pytest.approx(5e-4)
+    assert manifest["spec"]["hyperparameters"]["learning_rate"] == pytest.approx(1.5e-3)
     assert manifest["spec"]["head"]["pooling"] == manifest["pooling"] == "first"
     assert spec.hyperparameters.epochs == "auto"  # the caller's spec keeps "auto"
     assert spec.head.pooling == "auto"
     report = validate_files(spec, tiny_bert_dir, {"training_file": training})
     estimate = estimate_job(spec, tiny_bert_dir, report, worker=Worker())
     assert estimate.steps == 30 and estimate.hyperparameters["epochs"] == 10
-    assert estimate.hyperparameters["learning_rate"] == pytest.approx(5e-4)
-    assert estimate.hyperparameters["head_learning_rate"] == 1e-3 and set(estimate.auto_reasons) == {
+    assert estimate.hyperparameters["learning_rate"] == pytest.approx(1.5e-3)
+    assert estimate.hyperparameters["head_learning_rate"] == pytest.approx(1.5e-3) and set(estimate.auto_reasons) == {
         "epochs",
         "learning_rate",
         "head.pooling",
