@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.auto_hyperparameters --examples       # the example specs, 1 epoch
     .venv/bin/python -m benchmarks.auto_hyperparameters --choose lora    # on a validation cut
     .venv/bin/python -m benchmarks.auto_hyperparameters --max-seq-length 128   # the tokens the probe reads
+    .venv/bin/python -m benchmarks.auto_hyperparameters --choose --learning-rate 3e-3 bitfit  # a rate to try
 
 The task is benchmarks/docstrings.py's second set (`tools`: numpy, redis, aws, rich; 945 training
 and 315 test docstrings of varied length), which no example spec or default was written for. The
@@ -97,25 +98,38 @@ def probe_accuracy(train: Path, test: Path) -> float:
         return float(((x_test @ weight + bias).argmax(1) == y_test).double().mean())
 
 
-def job_spec(method: str, *, examples: bool, max_seq_length: int | None = None) -> JobSpec:
+def job_spec(
+    method: str, *, examples: bool, max_seq_length: int | None = None, learning_rate: float | None = None
+) -> JobSpec:
     """The example spec, at 1 epoch (`examples`) or with its epochs and rate left to "auto";
-    `max_seq_length` in place of the example's 64 (128: what the probe reads)."""
+    `max_seq_length` in place of the example's 64 (128: what the probe reads); `learning_rate` in
+    place of auto's (a rate to try before making it auto's)."""
     raw = example_spec(method, epochs=1 if examples else None).model_dump(mode="json", exclude_unset=True)
     if not examples:
         for name in ("epochs", "learning_rate"):
             raw["hyperparameters"].pop(name, None)
     if max_seq_length is not None:
         raw["hyperparameters"]["max_seq_length"] = max_seq_length
+    if learning_rate is not None:
+        raw["hyperparameters"]["learning_rate"] = learning_rate
     return JobSpec.model_validate(raw)
 
 
 def run_job(
-    method: str, out_dir: Path, train: Path, test: Path, *, examples: bool, max_seq_length: int | None = None
+    method: str,
+    out_dir: Path,
+    train: Path,
+    test: Path,
+    *,
+    examples: bool,
+    max_seq_length: int | None = None,
+    learning_rate: float | None = None,
 ) -> Row:
     events: list[Event] = []
     started = time.perf_counter()
+    spec = job_spec(method, examples=examples, max_seq_length=max_seq_length, learning_rate=learning_rate)
     result = run(
-        job_spec(method, examples=examples, max_seq_length=max_seq_length),
+        spec,
         out_dir,
         training_path=train,
         validation_path=test,
@@ -124,14 +138,13 @@ def run_job(
     seconds = time.perf_counter() - started
     chosen = next((event.data for event in events if "resolved_hyperparameters" in event.data), {})
     resolved = chosen.get("resolved_hyperparameters", {})
-    spec = example_spec(method, epochs=1) if examples else None
     return Row(
         method,
         result.metrics["initial_val_accuracy"],
         result.metrics["val_accuracy"],
         seconds,
-        resolved.get("epochs", spec.hyperparameters.epochs if spec else 0),
-        resolved.get("learning_rate", spec.hyperparameters.learning_rate if spec else 0.0),
+        resolved.get("epochs", spec.hyperparameters.epochs),
+        resolved.get("learning_rate", spec.hyperparameters.learning_rate),
     )
 
 
@@ -162,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help=f"the jobs' max_seq_length in place of the examples' 64 ({MAX_LENGTH}: the probe's)",
     )
+    parser.add_argument(
+        "--learning-rate", type=float, help="every job at this rate instead of auto's (epochs stay auto)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     unknown = sorted(set(args.methods) - set(ORDER))
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                     test,
                     examples=args.examples,
                     max_seq_length=args.max_seq_length,
+                    learning_rate=args.learning_rate,
                 )
             )
             row = rows[-1]
