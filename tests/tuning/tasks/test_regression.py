@@ -198,5 +198,7 @@ def test_early_stopping_keeps_the_evaluation_with_the_highest_r2(
     evaluations = [event.data for event in events if event.type == "eval" and event.data["step"] > 0]
     best = max(evaluations, key=lambda data: data["val_r2"])
     assert len(evaluations) > 2
-    assert fitted.job.metrics["val_r2"] == best["val_r2"]
+    # The events' evaluations ran folded (tuning.folded_evaluation), the reported one as the artifact
+    # runs: the same weights, float32 rounding apart.
+    assert fitted.job.metrics["val_r2"] == pytest.approx(best["val_r2"], rel=1e-5)
     assert fitted.job.metrics["best_step"] == best["step"]

@@ -33,7 +33,7 @@ def learning_rate(options: BitFitMethod) -> PaperRate:
     # in auto's ~150 the top of it leaves the biases short, as prompts and adapters (their own rates)
     # would be. Measured on the tools docstrings' validation cut (benchmarks.auto_hyperparameters
     # --choose, 128 tokens, one run each): 0.835 at 1e-3, 0.894 at 3e-3, 0.856 at 1e-2; the probe 0.860.
-    return PaperRate(3e-3, "Ben Zaken et al. 2021, BitFit, §3: 1e-4..1e-3 for GLUE's longer runs; 3×, measured")
+    return PaperRate(3e-3, "Ben Zaken et al. 2021, BitFit, §3: 1e-4..1e-3 over longer runs; 3×, measured")
 
 
 METHOD = register_method(
