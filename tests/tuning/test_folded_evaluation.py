@@ -40,13 +40,11 @@ def test_a_lora_job_evaluates_folded_until_its_reported_evaluation(
     tiny_bert_dir: Path,
 ) -> None:
     training, validation = sentiment_files
-    events: list[Event] = []
     fitted = fit(
         tiny_spec(),  # 10 epochs
         training_path=training,
         validation_path=validation,
         model_dirs=model_dirs,
-        on_event=events.append,
     )
     # Step 0 and the first nine epochs' ends folded; the tenth, the reported one, as the artifact runs.
     assert folds_seen == [True] * 10 + [False]

@@ -93,21 +93,16 @@ class LoraLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """The dense update this layer adds to W, s·B·A, in W's own layout (transposed for Conv1D)."""
-        delta = self.delta_weight_out_in()
+        delta = (self.lora_B.weight @ self.lora_A.weight) * self.scaling
         return delta.T if self.fan_in_fan_out else delta
-
-    def delta_weight_out_in(self) -> torch.Tensor:
-        """s·B·A in `nn.Linear`'s (out, in) layout, whatever the base's."""
-        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
 
     @torch.no_grad()
     def fold_for_evaluation(self) -> None:
         """Keep W + s·B·A beside W, in `nn.Linear`'s (out, in) layout, for eval-mode forwards until
         `unfold_after_evaluation`: one matmul per call instead of the base's plus the branch's."""
         if not self.merged:
-            weight = self.base_layer.weight
-            dense = weight.T if self.fan_in_fan_out else weight
-            self.folded = (dense + self.delta_weight_out_in().to(weight.dtype)).contiguous()
+            weight = self.base_layer.weight + self.delta_weight().to(self.base_layer.weight.dtype)
+            self.folded = (weight.T if self.fan_in_fan_out else weight).contiguous()
 
     def unfold_after_evaluation(self) -> None:
         self.folded = None
